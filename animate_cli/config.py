@@ -1,0 +1,131 @@
+"""Frozen configuration dataclasses, one per concern, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+FORMAT_VERSION = 1
+GUIDANCE_MODES = ("none", "warp")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the three networks (embedder, generator, discriminator).
+
+    ``guidance="none"`` is the paper's generator: landmark image in, frame out.
+    ``guidance="warp"`` also feeds the source photo warped to the target landmarks and
+    blends ``mask * generated + (1 - mask) * warped`` (the mask starts near zero).
+    """
+
+    image_size: int = 128
+    base_channels: int = 32
+    max_channels: int = 256
+    embedding_dim: int = 256
+    bottleneck_blocks: int = 4
+    num_videos: int = 1
+    guidance: str = "none"
+    attention: bool = True
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16 or self.image_size & (self.image_size - 1):
+            raise UsageError(f"image_size must be a power of two >= 16, got {self.image_size}")
+        if self.base_channels < 1 or self.max_channels < self.base_channels:
+            raise UsageError("channels must satisfy 1 <= base_channels <= max_channels")
+        if self.image_size >> self.num_down_blocks < 2:
+            raise UsageError("too many down blocks for this image size")
+        if self.embedding_dim < 1 or self.num_videos < 1 or self.bottleneck_blocks < 0:
+            raise UsageError("embedding_dim and num_videos must be positive")
+        if self.guidance not in GUIDANCE_MODES:
+            raise UsageError(f"guidance must be one of {', '.join(GUIDANCE_MODES)}, got {self.guidance!r}")
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Channels of the successive down blocks: base, 2*base, ... up to max_channels."""
+        count = int(math.log2(self.max_channels // self.base_channels)) + 1
+        return tuple(min(self.base_channels * 2**i, self.max_channels) for i in range(count))
+
+    @property
+    def num_down_blocks(self) -> int:
+        return len(self.channels)
+
+    @property
+    def bottleneck_size(self) -> int:
+        return self.image_size >> self.num_down_blocks
+
+    @property
+    def down_attention_size(self) -> int:
+        """Self-attention resolution in the down parts (32 px at 256 px, as in the paper)."""
+        return self.image_size // 8
+
+    @property
+    def up_attention_size(self) -> int:
+        """Self-attention resolution in G's up part (64 px at 256 px, as in the paper)."""
+        return self.image_size // 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UsageError(f"unknown model config fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The paper's sizes: 256 px, channels 64..512, embedding 512.
+    "paper": ModelConfig(image_size=256, base_channels=64, max_channels=512, embedding_dim=512,
+                         bottleneck_blocks=5),
+    # Half the resolution and channels: usable on a CPU.
+    "small": ModelConfig(image_size=128, base_channels=32, max_channels=256, embedding_dim=256,
+                         bottleneck_blocks=4),
+    # For tests: runs a step in milliseconds.
+    "tiny": ModelConfig(image_size=32, base_channels=8, max_channels=32, embedding_dim=32,
+                        bottleneck_blocks=1),
+}
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def get_preset(name: str, **overrides: Any) -> ModelConfig:
+    try:
+        preset = PRESETS[name]
+    except KeyError:
+        raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(PRESETS)}") from None
+    return preset.replace(**overrides) if overrides else preset
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Few-shot fine-tuning of a new person (paper section 3.3)."""
+
+    steps: int = 40
+    lr_generator: float = 5e-5
+    lr_discriminator: float = 2e-4
+    batch_size: int = 4
+    feature_matching_weight: float = 10.0
+    content_weight: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise UsageError(f"--finetune-steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise UsageError("fine-tuning batch size must be >= 1")
+        if self.lr_generator <= 0 or self.lr_discriminator <= 0:
+            raise UsageError("learning rates must be positive")
+
+
+MAX_SHOTS = 32
