@@ -1,0 +1,145 @@
+"""Few-shot fine-tuning of a new person (paper section 3.3).
+
+The shots are embedded and averaged into ``e_new``; the generator's AdaIN parameters start at
+``psi' = P e_new`` and the discriminator's identity vector at ``w' = w0 + e_new``; then a short GAN
+training on the shots themselves: the generator reconstructs each shot from its landmark image
+(content loss + hinge adversarial loss + feature matching), the discriminator learns to tell
+the shots from the reconstructions (hinge loss). ``steps=0`` is the paper's feed-forward mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .config import FinetuneConfig
+from .landmarks.drawing import draw_landmark_images
+from .losses import ContentLoss, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
+from .models import TalkingHeadModel
+from .person import Person, Shot
+from .render.warp import FaceWarper
+from .tensors import images_to_tensor
+
+log = logging.getLogger(__name__)
+
+
+class DivergenceError(RuntimeError):
+    """Fine-tuning produced NaN or inf losses."""
+
+
+def nearest_shot_indices(shot_points: np.ndarray, target_points: np.ndarray) -> np.ndarray:
+    """For each target (T, 68, 2), the index of the shot (K, 68, 2) closest in normalised pose."""
+    def normalise(points: np.ndarray) -> np.ndarray:
+        centred = points - points.mean(axis=-2, keepdims=True)
+        scale = np.sqrt((centred**2).sum(axis=(-2, -1), keepdims=True) / points.shape[-2]) + 1e-6
+        return centred / scale
+
+    shots, targets = normalise(shot_points), normalise(target_points)
+    distances = ((targets[:, None] - shots[None]) ** 2).sum(axis=(-2, -1))
+    return distances.argmin(axis=1)
+
+
+class ShotBatch:
+    """The shots as tensors: images, landmark images and (for warp guidance) warped sources."""
+
+    def __init__(self, shots: Sequence[Shot], size: int, device: torch.device, guidance: str):
+        self.images = images_to_tensor([s.crop_image for s in shots], device)
+        points = np.stack([s.crop_points for s in shots])
+        self.landmark_images = images_to_tensor(draw_landmark_images(points, size), device)
+        self.warped = None
+        if guidance == "warp":
+            # Each shot is reconstructed from another shot warped to its landmarks (the nearest
+            # other one in pose), so the correction learns what the warp gets wrong. A single
+            # shot can only be warped onto itself.
+            warpers = [FaceWarper(s.crop_image, s.crop_points) for s in shots]
+            warped = []
+            for index, shot in enumerate(shots):
+                others = [j for j in range(len(shots)) if j != index] or [index]
+                source = others[int(nearest_shot_indices(points[others], shot.crop_points[None])[0])]
+                warped.append(warpers[source].warp(shot.crop_points))
+            self.warped = images_to_tensor(warped, device)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def select(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        warped = None if self.warped is None else self.warped[index]
+        return self.images[index], self.landmark_images[index], warped
+
+
+def embed_person(model: TalkingHeadModel, shots: Sequence[Shot], device: torch.device) -> Person:
+    """Feed-forward initialisation: e_new, psi' = P e_new and w' = w0 + e_new."""
+    batch = ShotBatch(shots, model.config.image_size, device, "none")
+    with torch.no_grad():
+        embedding = model.embed(batch.images, batch.landmark_images)
+        adain_params = model.generator.project(embedding[None])[0]
+        discriminator_vector = model.discriminator.w0 + embedding
+    return Person(shots=list(shots), embedding=embedding.cpu(), adain_params=adain_params.cpu(),
+                  discriminator_vector=discriminator_vector.cpu())
+
+
+def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: FinetuneConfig,
+                    content_loss: ContentLoss | None, device: torch.device | str = "cpu",
+                    progress: Callable[[int], None] | None = None) -> Person:
+    """Embed the shots, then fine-tune the generator and discriminator on them for ``config.steps``."""
+    device = torch.device(device)
+    model = model.to(device)
+    person = embed_person(model, shots, device)
+    if config.steps == 0:
+        return person
+    if content_loss is None:
+        raise ValueError("fine-tuning needs a content loss")
+
+    generator = copy.deepcopy(model.generator).train()
+    discriminator = copy.deepcopy(model.discriminator).train()
+    adain_params = torch.nn.Parameter(person.adain_params.to(device).clone())
+    discriminator_vector = torch.nn.Parameter(person.discriminator_vector.to(device).clone())
+    optimizer_g = torch.optim.Adam([*generator.parameters(), adain_params], lr=config.lr_generator,
+                                   betas=(0.5, 0.999))
+    optimizer_d = torch.optim.Adam([*discriminator.parameters(), discriminator_vector],
+                                   lr=config.lr_discriminator, betas=(0.5, 0.999))
+    content_loss = content_loss.to(device)
+    batch = ShotBatch(shots, model.config.image_size, device, model.config.guidance)
+    rng = torch.Generator().manual_seed(config.seed)
+    batch_size = min(config.batch_size, len(batch))
+    history = []
+    for step in range(config.steps):
+        index = torch.randperm(len(batch), generator=rng)[:batch_size]
+        images, landmark_images, warped = batch.select(index)
+        psi = adain_params[None].expand(batch_size, -1)
+
+        fake = generator(landmark_images, psi, warped)
+        real_out = discriminator(images, landmark_images, w=discriminator_vector)
+        fake_out = discriminator(fake, landmark_images, w=discriminator_vector)
+        loss_g = (config.content_weight * content_loss(fake, images)
+                  + hinge_generator_loss(fake_out.score)
+                  + config.feature_matching_weight * feature_matching_loss(real_out.features, fake_out.features))
+        optimizer_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizer_g.step()
+
+        real_out = discriminator(images, landmark_images, w=discriminator_vector)
+        fake_out = discriminator(fake.detach(), landmark_images, w=discriminator_vector)
+        loss_d = hinge_discriminator_loss(real_out.score, fake_out.score)
+        optimizer_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        optimizer_d.step()
+
+        if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
+            raise DivergenceError(f"fine-tuning diverged at step {step + 1} (loss is NaN or inf)")
+        history.append((float(loss_g), float(loss_d)))
+        if progress is not None:
+            progress(1)
+
+    person.adain_params = adain_params.detach().cpu()
+    person.discriminator_vector = discriminator_vector.detach().cpu()
+    person.generator_state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+    person.finetune_steps = config.steps
+    person.record = {"steps": config.steps, "content_loss": content_loss.mode,
+                     "first_losses": history[0], "last_losses": history[-1]}
+    log.info("fine-tuned %d steps: G loss %.3f -> %.3f", config.steps, history[0][0], history[-1][0])
+    return person

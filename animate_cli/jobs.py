@@ -1,0 +1,97 @@
+"""The jobs behind the commands, shared by the main command and batch runs.
+
+An ``Engine`` holds what is loaded once (the model, the landmark backend, the device); the
+per-person work (photos -> person -> video) goes through it, so a batch loads everything once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import FinetuneConfig
+from .errors import UsageError
+from .finetune import finetune_person
+from .hub import resolve_weights
+from .landmarks import LandmarkBackend, create_backend
+from .losses import ContentLoss
+from .models import TalkingHeadModel
+from .person import Person
+from .progress import ProgressReporter, SilentProgress
+from .render.pipeline import Driver, RenderConfig, load_shots, render_video, resolve_photo_paths
+from .render.renderers import RENDERERS, FrameRenderer, NeuralRenderer, WarpRenderer, resolve_device
+
+log = logging.getLogger(__name__)
+
+# The warp renderer needs no network, so its crop size follows the photo instead.
+WARP_CROP_SIZE = 512
+
+
+@dataclass
+class Engine:
+    """Models, landmark backend and device, loaded once and reused for every person."""
+
+    backend: LandmarkBackend
+    device: torch.device
+    renderer: str = "neural"
+    model: TalkingHeadModel | None = None
+    weights_dir: Path | None = None
+    _content_loss: ContentLoss | None = field(default=None, repr=False)
+
+    @property
+    def crop_size(self) -> int:
+        return self.model.config.image_size if self.model is not None else WARP_CROP_SIZE
+
+    def content_loss(self) -> ContentLoss:
+        if self._content_loss is None:
+            self._content_loss = ContentLoss.from_available()
+            log.info("fine-tuning content loss: %s", self._content_loss.description)
+        return self._content_loss
+
+    def make_person(self, photos: Sequence[str | Path], finetune: FinetuneConfig, face_index: int = 0,
+                    progress: ProgressReporter | None = None) -> Person:
+        """Photos of one person -> a person ready to render (fine-tuned when steps > 0)."""
+        progress = progress or SilentProgress()
+        paths = resolve_photo_paths(photos)
+        with progress.stage("photos", len(paths)) as advance:
+            shots = load_shots(paths, self.backend, self.crop_size, face_index)
+            advance(len(paths))
+        if self.model is None:
+            return Person(shots=shots, embedding=torch.zeros(0), adain_params=torch.zeros(0),
+                          discriminator_vector=torch.zeros(0))
+        torch.manual_seed(finetune.seed)
+        with progress.stage("fine-tune", finetune.steps or None) as advance:
+            return finetune_person(self.model, shots, finetune, self.content_loss() if finetune.steps else None,
+                                   self.device, progress=advance)
+
+    def load_person(self, folder: str | Path) -> Person:
+        if self.model is None:
+            raise UsageError("--person needs the neural renderer (it holds fine-tuned network weights)")
+        return Person.load(folder, self.model.config)
+
+    def frame_renderer(self, person: Person) -> FrameRenderer:
+        if self.model is None:
+            return WarpRenderer(person)
+        return NeuralRenderer(self.model, person, self.device)
+
+    def animate(self, person: Person, driver: Driver, output: str | Path, config: RenderConfig,
+                progress: ProgressReporter | None = None) -> Path:
+        return render_video(self.frame_renderer(person), person, driver, output, config, progress)
+
+
+def build_engine(weights: str | None = None, landmarks: str = "auto", device: str = "auto",
+                 renderer: str = "neural") -> Engine:
+    """Load the landmark backend and (for the neural renderer) the weights."""
+    if renderer not in RENDERERS:
+        raise UsageError(f"unknown renderer {renderer!r}; choose from: {', '.join(RENDERERS)}")
+    torch_device = resolve_device(device)
+    backend = create_backend(landmarks, device=str(torch_device))
+    if renderer == "warp":
+        return Engine(backend=backend, device=torch_device, renderer=renderer)
+    weights_dir = resolve_weights(weights)
+    model = TalkingHeadModel.from_pretrained(weights_dir, device=torch_device).eval()
+    return Engine(backend=backend, device=torch_device, renderer=renderer, model=model, weights_dir=weights_dir)

@@ -1,0 +1,133 @@
+"""Driving landmarks -> landmarks for the photo's face, and expression metrics.
+
+Relative motion (the default) moves the photo's own landmarks by the driver's changes, so the
+driver's face shape (a wider jaw, thinner lips) never reaches the result; absolute motion uses
+the driver's landmarks themselves, only moved and scaled onto the photo's face.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import NUM_LANDMARKS
+
+# Points that move with the head but hardly with expressions: the upper jaw outline (the chin
+# drops when the mouth opens), the eye corners and the nose.
+STABLE_POINTS = np.array([0, 1, 2, 3, 13, 14, 15, 16, 36, 39, 42, 45, 27, 28, 29, 30, 31, 32, 33, 34, 35])
+
+
+def _complex(points: np.ndarray) -> np.ndarray:
+    return points[..., 0] + 1j * points[..., 1]
+
+
+def _real(values: np.ndarray) -> np.ndarray:
+    return np.stack([values.real, values.imag], axis=-1)
+
+
+def fit_similarity(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares similarity (rotation, scale, translation) from ``source`` to ``target``.
+
+    Points are complex numbers (..., N); the transform is ``z -> a * z + b`` with complex ``a``
+    (scale and rotation) and ``b``, returned with the batch shape (...).
+    """
+    source_mean = source.mean(axis=-1, keepdims=True)
+    target_mean = target.mean(axis=-1, keepdims=True)
+    centred = source - source_mean
+    a = (np.conj(centred) * (target - target_mean)).sum(axis=-1) / (np.abs(centred) ** 2).sum(axis=-1)
+    b = target_mean[..., 0] - a * source_mean[..., 0]
+    return a, b
+
+
+def _check_points(points: np.ndarray, name: str, batched: bool) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    shape = (NUM_LANDMARKS, 2)
+    if (points.shape[1:] if batched else points.shape) != shape or points.ndim != (3 if batched else 2):
+        expected = "(T, 68, 2)" if batched else "(68, 2)"
+        raise ValueError(f"{name} must have shape {expected}, got {points.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return points
+
+
+def retarget_relative(source_points: np.ndarray, driver_points: np.ndarray,
+                      reference_index: int | None = None) -> np.ndarray:
+    """(T, 68, 2) landmarks for the source face that move the way the driver's face moves.
+
+    Each driving frame is compared with the reference frame (the first by default): its head
+    motion (the similarity transform of the stable points) and its expression (what remains
+    once the head motion is undone) are carried over separately. The expression deltas are
+    rotated and scaled by the similarity from the driver's reference face to the source face,
+    added to the source points, and the head motion is applied around the source face, its
+    translation scaled to the source's size. The reference frame gives the source points.
+    """
+    source = _check_points(source_points, "source points", batched=False)
+    driver = _check_points(driver_points, "driver points", batched=True)
+    count = driver.shape[0]
+    if count == 0:
+        return np.zeros((0, NUM_LANDMARKS, 2), np.float32)
+    reference_index = 0 if reference_index is None else int(reference_index)
+    if not -count <= reference_index < count:
+        raise ValueError(f"reference index {reference_index} is out of range for {count} frames")
+    z_source, z_driver = _complex(source), _complex(driver)
+    z_reference = z_driver[reference_index]
+    stable = STABLE_POINTS
+    # Head motion of every frame relative to the reference: frame = a * reference + b.
+    a, b = fit_similarity(np.broadcast_to(z_reference[stable], (count, len(stable))), z_driver[:, stable])
+    # Driver reference -> source face: source = m * reference + n.
+    m, n = fit_similarity(z_reference[stable], z_source[stable])
+    expression = (z_driver - b[:, None]) / a[:, None] - z_reference
+    moved = z_source + m * expression
+    # m A m^-1 (moved): the head motion conjugated into the source face's frame.
+    result = a[:, None] * (moved - n) + m * b[:, None] + n
+    out = _real(result).astype(np.float32)
+    # Frames identical to the reference map exactly to the source (no rounding residue).
+    same = np.all(driver == driver[reference_index], axis=(1, 2))
+    out[same] = source.astype(np.float32)
+    return out
+
+
+def retarget_absolute(source_points: np.ndarray, driver_points: np.ndarray) -> np.ndarray:
+    """The driver's own landmarks, moved and scaled so the first frame's face box matches the
+    source face's box (the driver's face shape is kept: ``--absolute``)."""
+    source = _check_points(source_points, "source points", batched=False)
+    driver = _check_points(driver_points, "driver points", batched=True)
+    if driver.shape[0] == 0:
+        return np.zeros((0, NUM_LANDMARKS, 2), np.float32)
+    source_center, source_size = _box_center_size(source)
+    driver_center, driver_size = _box_center_size(driver[0])
+    return ((driver - driver_center) * (source_size / driver_size) + source_center).astype(np.float32)
+
+
+def _box_center_size(points: np.ndarray) -> tuple[np.ndarray, float]:
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    return (lo + hi) / 2, float(max(hi[0] - lo[0], hi[1] - lo[1], 1e-6))
+
+
+def _distance(points: np.ndarray, i: int, j: int) -> np.ndarray:
+    return np.linalg.norm(points[..., i, :] - points[..., j, :], axis=-1)
+
+
+def _interocular(points: np.ndarray) -> np.ndarray:
+    # Outer eye corners: stable under expressions and rotation in the image plane.
+    return np.maximum(_distance(points, 36, 45), 1e-6)
+
+
+def mouth_opening(points: np.ndarray) -> np.ndarray:
+    """Inner-lip gap (mean of the three upper/lower inner-lip pairs) over the distance between
+    the outer eye corners, for (..., 68, 2) points -> (...)."""
+    points = np.asarray(points, dtype=np.float64)
+    gap = (_distance(points, 61, 67) + _distance(points, 62, 66) + _distance(points, 63, 65)) / 3
+    return gap / _interocular(points)
+
+
+def eye_opening(points: np.ndarray) -> np.ndarray:
+    """Mean eye aspect ratio of both eyes (lid gap over eye width; ~0.3 open, ~0.05 closed),
+    for (..., 68, 2) points -> (...)."""
+    points = np.asarray(points, dtype=np.float64)
+
+    def ratio(first: int) -> np.ndarray:
+        p = first
+        lids = _distance(points, p + 1, p + 5) + _distance(points, p + 2, p + 4)
+        return lids / (2 * np.maximum(_distance(points, p, p + 3), 1e-6))
+
+    return (ratio(36) + ratio(42)) / 2

@@ -1,0 +1,1 @@
+"""Rendering: the neural and warp renderers, the warp geometry, compositing and the pipeline."""

@@ -1,0 +1,207 @@
+"""The main job as stages: photos -> landmarks -> person -> per-frame rendering -> composite -> video.
+
+Each stage is a function with typed inputs and outputs; the heavy parts (the model, the landmark
+backend, the renderer) are passed in, so tests run each stage with tiny ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..config import MAX_SHOTS
+from ..errors import InputError, UsageError
+from ..io.images import IMAGE_EXTENSIONS, list_images, load_image
+from ..io.video import VideoInfo, VideoWriter, even_size, iter_frames, probe_video
+from ..landmarks import (LandmarkBackend, LandmarkTrack, detect_photo_landmarks, fill_gaps,
+                         retarget_absolute, retarget_relative, smooth_track, track_video)
+from ..landmarks.crop import crop_from_landmarks
+from ..person import Person, Shot
+from ..progress import ProgressReporter, SilentProgress
+from .composite import Compositor, face_mask
+from .renderers import FrameRenderer
+
+log = logging.getLogger(__name__)
+
+# Default output is the photo's resolution; beyond this longest side H.264 encoders and players
+# struggle, so larger photos are scaled down (``--size`` overrides).
+MAX_DEFAULT_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How the output video is made."""
+
+    size: int | None = None         # longest side of the output; None = the photo's (or the crop's)
+    fps: float | None = None        # None = the driver's
+    crf: int = 18
+    audio: bool = True
+    crop_only: bool = False
+    side_by_side: bool = False
+    smoothing: float = 1.0
+    relative: bool = True
+    batch_size: int = 8
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size is not None and not 16 <= self.size <= 8192:
+            raise UsageError(f"--size must be between 16 and 8192, got {self.size}")
+        if self.fps is not None and not 0 < self.fps <= 240:
+            raise UsageError(f"--fps must be in (0, 240], got {self.fps}")
+        if not 0 <= self.crf <= 51:
+            raise UsageError(f"--crf must be between 0 and 51, got {self.crf}")
+        if self.smoothing < 0:
+            raise UsageError(f"--smoothing must be >= 0, got {self.smoothing}")
+        if self.batch_size < 1:
+            raise UsageError("batch size must be >= 1")
+
+
+@dataclass
+class Driver:
+    """The driving motion: landmarks for every frame, and the video they came from (if any)."""
+
+    path: Path
+    track: LandmarkTrack
+    video: VideoInfo | None
+
+
+def resolve_photo_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Photos of one person from files and/or folders (1 to MAX_SHOTS)."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = list_images(item)
+            if not found:
+                raise InputError(f"folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})", item)
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise InputError("no such file or folder", item)
+    if not paths:
+        raise UsageError("give at least one photo of the person")
+    if len(paths) > MAX_SHOTS:
+        raise UsageError(f"{len(paths)} photos given; the model takes 1 to {MAX_SHOTS} photos of one person "
+                         f"(pick the {MAX_SHOTS} most varied ones)")
+    return paths
+
+
+def load_shots(paths: Sequence[Path], backend: LandmarkBackend, image_size: int,
+               face_index: int = 0) -> list[Shot]:
+    """Load each photo, find its face and crop it for the networks."""
+    shots = []
+    for path in paths:
+        image = load_image(path)
+        points = detect_photo_landmarks(backend, image, face_index=face_index, path=path)
+        shots.append(Shot.from_photo(str(path), image, points, crop_from_landmarks(points, image_size)))
+    return shots
+
+
+def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
+                progress: ProgressReporter | None = None) -> Driver:
+    """Landmarks of every driving frame: from a saved .npz, or tracked in the video."""
+    path = Path(path)
+    progress = progress or SilentProgress()
+    if path.suffix.lower() == ".npz":
+        track, video = LandmarkTrack.load(path), None
+    else:
+        video = probe_video(path)
+        with progress.stage("landmarks", video.frame_count) as advance:
+            track = track_video(backend, iter_frames(path), video.fps, video.size, progress=advance)
+    track = fill_gaps(track)
+    if len(track) == 0:
+        raise InputError("has no frames", path)
+    missing = int((~track.valid).sum())
+    if missing:
+        log.warning("%s: no face in %d of %d frames; those frames were filled from their neighbours",
+                    path, missing, len(track))
+    return Driver(path=path, track=smooth_track(track, smoothing), video=video)
+
+
+def target_crop_points(photo: Shot, track: LandmarkTrack, relative: bool = True) -> np.ndarray:
+    """The driver's motion applied to the photo's face, in the photo's crop coordinates (T, 68, 2)."""
+    retarget = retarget_relative if relative else retarget_absolute
+    image_points = retarget(photo.points, track.points)
+    return np.stack([photo.crop.points_to_crop(points) for points in image_points])
+
+
+def frame_indices(frame_count: int, source_fps: float, output_fps: float) -> np.ndarray:
+    """Which driver frame each output frame shows, keeping the duration (and so the audio) the same."""
+    if abs(source_fps - output_fps) < 1e-6:
+        return np.arange(frame_count)
+    count = max(1, round(frame_count * output_fps / source_fps))
+    return np.minimum(np.round(np.arange(count) * source_fps / output_fps).astype(int), frame_count - 1)
+
+
+def output_size(photo: Shot, config: RenderConfig, crop_size: int) -> tuple[int, int]:
+    """(width, height) of the output video, even, following the photo's aspect ratio."""
+    height, width = (crop_size, crop_size) if config.crop_only else photo.image.shape[:2]
+    longest = config.size or min(max(width, height), MAX_DEFAULT_SIDE)
+    scale = longest / max(width, height)
+    return even_size(round(width * scale), round(height * scale))
+
+
+def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, config: RenderConfig,
+                   size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Render the targets in batches and paste each face back into the photo (or keep the crop)."""
+    compositor = None if config.crop_only else Compositor(photo.image, photo.crop)
+    for start in range(0, len(targets), config.batch_size):
+        batch = targets[start:start + config.batch_size]
+        for crop_image, points in zip(renderer.render(batch), batch):
+            if compositor is None:
+                frame = crop_image
+            else:
+                mask = np.maximum(face_mask(points, renderer.size), face_mask(photo.crop_points, renderer.size))
+                frame = compositor.compose(crop_image, mask)
+            if (frame.shape[1], frame.shape[0]) != size:
+                interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_LINEAR
+                frame = cv2.resize(frame, size, interpolation=interp)
+            yield frame
+
+
+def side_by_side_frames(frames: Iterator[np.ndarray], driver: Driver, indices: np.ndarray) -> Iterator[np.ndarray]:
+    """Driver | result, the driver scaled to the result's height."""
+    driver_frames = iter_frames(driver.path) if driver.video is not None else iter(())
+    current, position = None, -1
+    for index, frame in zip(indices, frames):
+        while position < index:
+            current = next(driver_frames, current)
+            position += 1
+        height = frame.shape[0]
+        if current is None:
+            left = np.zeros((height, height, 3), np.uint8)
+        else:
+            width = max(2, round(current.shape[1] * height / current.shape[0]) // 2 * 2)
+            left = cv2.resize(current, (width, height), interpolation=cv2.INTER_AREA)
+        yield np.concatenate([left, frame], axis=1)
+
+
+def render_video(renderer: FrameRenderer, person: Person, driver: Driver, output: str | Path,
+                 config: RenderConfig, progress: ProgressReporter | None = None) -> Path:
+    """Render every driving frame and write the video atomically (with the driver's audio)."""
+    progress = progress or SilentProgress()
+    photo = person.photo
+    source_fps = driver.video.fps if driver.video else driver.track.fps
+    fps = config.fps or source_fps
+    indices = frame_indices(len(driver.track), source_fps, fps)
+    targets = target_crop_points(photo, driver.track, config.relative)[indices]
+    size = output_size(photo, config, renderer.size)
+    frames = compose_frames(renderer, photo, targets, config, size)
+    if config.side_by_side:
+        frames = side_by_side_frames(frames, driver, indices)
+        driver_width = (round(driver.video.size[0] * size[1] / driver.video.size[1]) // 2 * 2
+                        if driver.video else size[1])
+        size = (size[0] + max(2, driver_width), size[1])
+    audio_from = driver.path if (config.audio and driver.video and driver.video.has_audio) else None
+    with progress.stage("render", len(indices)) as advance, \
+            VideoWriter(output, fps, size, crf=config.crf, audio_from=audio_from,
+                        overwrite=config.overwrite) as writer:
+        for frame in frames:
+            writer.write(frame)
+            advance(1)
+    return Path(output)
