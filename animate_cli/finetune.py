@@ -131,7 +131,7 @@ def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: Fine
 
         if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
             raise DivergenceError(f"fine-tuning diverged at step {step + 1} (loss is NaN or inf)")
-        history.append((float(loss_g), float(loss_d)))
+        history.append((loss_g.item(), loss_d.item()))
         if progress is not None:
             progress(1)
 

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 from ..errors import WeightsError
-from .base import NUM_LANDMARKS, Box, FaceDetection, LandmarkBackend, as_rgb, register_backend, sort_largest_first
+from .base import (NUM_LANDMARKS, Box, FaceDetection, LandmarkBackend, as_rgb, register_backend,
+                   sort_largest_first)
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +100,10 @@ class DlibBackend(LandmarkBackend):
         else:
             scale = 1.0
         rects, scores, _ = self.detector.run(image, 0, threshold)
+        # dlib rectangles are inclusive: right/bottom + 1 is the box's far edge.
         return sort_largest_first(
-            FaceDetection((r.left() / scale, r.top() / scale, (r.right() + 1) / scale, (r.bottom() + 1) / scale),
-                          float(s))
+            FaceDetection((r.left() / scale, r.top() / scale, (r.right() + 1) / scale,
+                           (r.bottom() + 1) / scale), float(s))
             for r, s in zip(rects, scores))
 
     def detect_faces(self, image: np.ndarray, min_face_px: float | None = None) -> list[FaceDetection]:

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UsageError, WeightsError
-from .base import NUM_LANDMARKS, Box, FaceDetection, LandmarkBackend, as_rgb, register_backend, sort_largest_first
+from .base import (NUM_LANDMARKS, Box, FaceDetection, LandmarkBackend, as_rgb, register_backend,
+                   sort_largest_first)
 
 logger = logging.getLogger(__name__)
 

@@ -570,6 +570,7 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
                    "heldout_people": heldout, "num_videos": episodes.num_videos, "content_loss": content_mode,
                    "train_config": cfg.to_dict(), "world_size": ctx.world_size}
     first_losses = last_losses = None
+    postponed = False
     step = start_step
     session_start = time.perf_counter()
     batches = iter(loader)
@@ -595,7 +596,13 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
                          step_losses["feature_matching"], step_losses["match"], step_losses["loss_d"])
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 _save_sample(run_dir, step, batch, fake)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        due = postponed or step % cfg.checkpoint_every == 0 or step == cfg.steps
+        # While frames look one-coloured (not yet long enough to stop) a checkpoint waits, so
+        # that `last` never points at a collapsed model.
+        postponed = due and guard.collapsed_steps > 0
+        if postponed:
+            log.warning("step %d: checkpoint postponed, generated frames look one-coloured", step)
+        elif due:
             if ctx.is_main:
                 record = {**record_base, "step": step, "seconds": round(seconds, 1)}
                 checkpoint = save_checkpoint(run_dir, step, model, optimizers, scaler,

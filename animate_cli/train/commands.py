@@ -1,0 +1,140 @@
+"""The ``prepare`` and ``train`` commands. The library is imported inside the command bodies, so
+``animate-face --help`` stays fast."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import list_presets
+
+PRESET_HELP = f"Model size preset: {', '.join(list_presets())}."
+
+
+class Guidance(str, Enum):
+    none = "none"
+    warp = "warp"
+
+
+class TrainDevice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on internal errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")]
+
+
+def register_training_commands(app: typer.Typer) -> None:
+    """Add ``prepare`` and ``train`` to the CLI app."""
+
+    @app.command("prepare", help="Turn photo folders (Name/*.jpg), LFW .tar archives and video folders "
+                                 "(person/video/clip.mp4) into a training dataset of face crops with landmarks. "
+                                 "Resumable: a re-run skips finished sources.")
+    def prepare_command(
+        sources: Annotated[list[Path], typer.Argument(help="Folders of photos or videos, or uncompressed .tar "
+                                                           "archives of photos.", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create or complete.",
+                                          show_default=False)],
+        size: Annotated[int, typer.Option("--size", min=16, help="Crop size in pixels (at least the model's "
+                                          "image size).")] = 256,
+        frames_per_video: Annotated[int, typer.Option("--frames-per-video", min=1, help="Frames sampled evenly "
+                                                      "from each video.")] = 32,
+        workers: Annotated[int, typer.Option("--workers", "-j", min=0, help="Parallel processes (each loads "
+                                             "its own face detector).")] = 2,
+        limit_people: Annotated[Optional[int], typer.Option("--limit-people", min=1, help="Keep this many "
+                                                            "people (a fixed pseudo-random subset).")] = None,
+        min_photos: Annotated[int, typer.Option("--min-photos", min=1, help="Skip photo people with fewer "
+                                                "photos.")] = 1,
+        verbose: VerboseOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        from ..cli import RichProgress, console, errors_to_exit_codes, setup_logging
+
+        setup_logging(verbose, quiet)
+        with errors_to_exit_codes(verbose):
+            from .dataset import prepare_dataset, scan_source, select_units
+
+            units = []
+            for source in sources:
+                units.extend(scan_source(source))
+            units, _ = select_units(units, limit_people, min_photos)
+            with RichProgress(enabled=not quiet).stage("prepare", len(units)) as advance:
+                report = prepare_dataset(sources, out, size=size, frames_per_video=frames_per_video,
+                                         workers=workers, progress=advance, limit_people=limit_people,
+                                         min_photos=min_photos)
+            console.print(f"wrote [bold]{out}[/]: {report.frames} frames of {report.people} people "
+                          f"({report.videos} videos, {report.shards} shards); {len(report.skipped)} files "
+                          f"skipped (see {out / 'report.json'})", highlight=False)
+
+    @app.command("train", help="Meta-learn the embedder, generator and discriminator on a prepared dataset. "
+                               "Multi-GPU / multi-process: torchrun --nproc_per_node N -m animate_cli.cli train ...")
+    def train_command(
+        dataset: Annotated[Path, typer.Argument(help="Dataset folder written by `animate-face prepare`.",
+                                                show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, samples, losses.",
+                                          show_default=False)],
+        preset: Annotated[str, typer.Option("--preset", help=PRESET_HELP, rich_help_panel="Model")] = "small",
+        image_size: Annotated[Optional[int], typer.Option("--image-size", help="Override the preset's image "
+                                                          "size.", rich_help_panel="Model")] = None,
+        guidance: Annotated[Guidance, typer.Option("--guidance", help="none: the paper's generator; warp: also "
+                                                   "feed the nearest shot warped to the target.",
+                                                   rich_help_panel="Model")] = Guidance.none,
+        steps: Annotated[int, typer.Option("--steps", min=1, help="Total training steps (a resumed run goes on "
+                                           "to this step).", rich_help_panel="Training")] = 10000,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Episodes per process and step.",
+                                                rich_help_panel="Training")] = 4,
+        shots: Annotated[int, typer.Option("--shots", "-k", min=1, help="Shots K per episode.",
+                                           rich_help_panel="Training")] = 8,
+        holdout: Annotated[int, typer.Option("--holdout", min=0, help="People kept out of training for "
+                                             "evaluation (listed in RUN/run.json).",
+                                             rich_help_panel="Training")] = 0,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (initialisation, episodes, "
+                                          "held-out people).", rich_help_panel="Training")] = 0,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
+                                             "checkpoint.", rich_help_panel="Training")] = False,
+        checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps between "
+                                                      "checkpoints.", rich_help_panel="Output")] = 500,
+        sample_every: Annotated[int, typer.Option("--sample-every", min=1, help="Steps between sample grids.",
+                                                  rich_help_panel="Output")] = 250,
+        log_every: Annotated[int, typer.Option("--log-every", min=1, help="Steps between loss log lines.",
+                                               rich_help_panel="Output")] = 10,
+        device: Annotated[TrainDevice, typer.Option("--device", help="auto = CUDA when present.",
+                                                    rich_help_panel="Hardware")] = TrainDevice.auto,
+        no_amp: Annotated[bool, typer.Option("--no-amp", help="No mixed precision on CUDA.",
+                                             rich_help_panel="Hardware")] = False,
+        num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="Data loader processes.",
+                                                 rich_help_panel="Hardware")] = 0,
+        offline: Annotated[bool, typer.Option("--offline", help="Do not download VGG19 for the content loss "
+                                              "(local files from ANIMATE_FACE_VGG19 / ANIMATE_FACE_VGGFACE "
+                                              "are still used).", rich_help_panel="Training")] = False,
+        verbose: VerboseOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        from ..cli import RichProgress, console, errors_to_exit_codes, setup_logging
+
+        # Under torchrun every process runs this command; only rank 0 talks.
+        main_rank = int(os.environ.get("RANK", "0")) == 0
+        setup_logging(verbose, quiet or not main_rank)
+        with errors_to_exit_codes(verbose):
+            from ..config import get_preset
+            from .loop import TrainConfig, train
+
+            overrides = {"guidance": guidance.value}
+            if image_size is not None:
+                overrides["image_size"] = image_size
+            model_config = get_preset(preset, **overrides)
+            config = TrainConfig(steps=steps, batch_size=batch_size, shots=shots, holdout=holdout, seed=seed,
+                                 checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
+                                 amp=not no_amp, num_workers=num_workers, device=device.value)
+            with RichProgress(enabled=not quiet and main_rank).stage("train", steps) as advance:
+                result = train(dataset, out, model_config, config, resume=resume, progress=advance,
+                               allow_download=not offline)
+            if main_rank:
+                losses = result.last_losses or {}
+                console.print(f"trained to step {result.step}: G {losses.get('loss_g', float('nan')):.3f}, "
+                              f"D {losses.get('loss_d', float('nan')):.3f}; last checkpoint "
+                              f"[bold]{result.checkpoint}[/]", highlight=False)

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny checkpoints, short clips made from the samples, real data when present."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+SHARED = REPO.parent / "shared"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # As in the CLI's entry point: OpenCV's threads fight torch's on small machines.
+    cv2.setNumThreads(1)
+
+
+@pytest.fixture(scope="session")
+def portrait_path() -> Path:
+    return SAMPLES / "portrait.jpg"
+
+
+@pytest.fixture(scope="session")
+def sample_driver() -> Path:
+    return SAMPLES / "drive.mp4"
+
+
+@pytest.fixture(scope="session")
+def short_driver(tmp_path_factory: pytest.TempPathFactory, sample_driver: Path) -> Path:
+    """The first 0.8 s (20 frames at 25 fps) of the sample driver, with its audio."""
+    from animate_cli.io.video import ffmpeg_exe
+
+    path = tmp_path_factory.mktemp("driver") / "short.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(sample_driver), "-frames:v", "20", "-t", "0.8",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
+    return path
+
+
+def make_checkpoint(folder: Path, preset: str = "tiny", guidance: str = "warp", seed: int = 0) -> Path:
+    from animate_cli.config import get_preset
+    from animate_cli.models import TalkingHeadModel
+
+    torch.manual_seed(seed)
+    TalkingHeadModel(get_preset(preset, guidance=guidance)).save_pretrained(folder, training={"kind": "test"})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny checkpoint (warp guidance), as `animate-face init` would write it."""
+    return make_checkpoint(tmp_path_factory.mktemp("weights") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_paper_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny checkpoint of the paper's generator (no warp guidance)."""
+    return make_checkpoint(tmp_path_factory.mktemp("weights") / "tiny-paper", guidance="none")
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    path = SHARED / "realdata"
+    if not path.is_dir():
+        pytest.skip("../shared/realdata is not here (it is not shipped with the project)")
+    return path
