@@ -392,6 +392,16 @@ def exit_codes_command() -> None:
         typer.echo(f"{code:>4}  {meaning}")
 
 
+def _register_more_commands() -> None:
+    # Kept in their own modules (they hold much of their own option handling); registered here.
+    from .train.commands import register_training_commands
+
+    register_training_commands(app)
+
+
+_register_more_commands()
+
+
 def main() -> None:
     """Console-script entry point: process-wide settings belong here, not at import."""
     import cv2

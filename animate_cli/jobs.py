@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 
 # The warp renderer needs no network, so its crop size follows the photo instead.
 WARP_CROP_SIZE = 512
+# Largest crop rendered at full detail (warp + upsampled correction); larger faces are upsampled.
+MAX_DETAIL_SIZE = 512
+
+
+def detail_size(person: Person) -> int:
+    """Crop size that matches the photo's own resolution of the face (multiple of 32, at most 512)."""
+    side = person.photo.crop.side
+    return int(min(MAX_DETAIL_SIZE, max(32, round(side / 32) * 32)))
 
 
 @dataclass
@@ -76,7 +84,7 @@ class Engine:
     def frame_renderer(self, person: Person) -> FrameRenderer:
         if self.model is None:
             return WarpRenderer(person)
-        return NeuralRenderer(self.model, person, self.device)
+        return NeuralRenderer(self.model, person, self.device, detail_size=detail_size(person))
 
     def animate(self, person: Person, driver: Driver, output: str | Path, config: RenderConfig,
                 progress: ProgressReporter | None = None) -> Path:

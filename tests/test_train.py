@@ -136,6 +136,24 @@ def test_prepare_reads_lfw_tar_with_workers(tmp_path):
     assert store.images.shape == (4, 32, 32, 3) and store.images.std() > 20
 
 
+def test_prepare_samples_frames_of_videos(tmp_path, short_driver):
+    source = tmp_path / "videos"
+    (source / "id001" / "vidA").mkdir(parents=True)
+    (source / "id001" / "vidA" / "00001.mp4").symlink_to(short_driver)      # VoxCeleb layout
+    (source / "speaker.mp4").symlink_to(short_driver)                        # a plain folder of videos
+    (source / "broken.mp4").write_bytes(b"not a video")
+    report = prepare_dataset([source], tmp_path / "out", size=32, frames_per_video=3, workers=1)
+    index = read_index(tmp_path / "out")
+    assert index["people"] == ["id001", "speaker"]
+    assert [(v["name"], v["count"]) for v in index["videos"]] == [("id001/vidA/00001", 3), ("speaker", 3)]
+    assert [s["file"].endswith("broken.mp4") for s in report.skipped] == [True]
+    with np.load(tmp_path / "out" / "shard-00000.npz", allow_pickle=False) as shard:
+        names = shard["names"].tolist()
+    assert [name.rsplit("#", 1)[1] for name in names[:3]] == ["0", "10", "19"]     # spread over 20 frames
+    item = EpisodeDataset(load_frames(tmp_path / "out"), shots=2)[0]
+    assert item["shot_images"].shape == (2, 3, 32, 32)
+
+
 def test_episodes_shapes_same_video_and_determinism(dataset_dir):
     store = load_frames(dataset_dir)
     episodes = EpisodeDataset(store, shots=2, image_size=32, seed=3)
@@ -233,8 +251,10 @@ def test_resume_reproduces_an_uninterrupted_run(dataset_dir, tmp_path):
     warp = TINY.replace(guidance="warp")
     straight = train(dataset_dir, tmp_path / "straight", warp, small_config(steps=6, checkpoint_every=3),
                      content_loss=ContentLoss())
-    train(dataset_dir, tmp_path / "split", warp, small_config(steps=3, checkpoint_every=3),
-          content_loss=ContentLoss())
+    # --resume on a folder with no run yet starts one (restartable jobs can always pass it).
+    first = train(dataset_dir, tmp_path / "split", warp, small_config(steps=3, checkpoint_every=3),
+                  resume=True, content_loss=ContentLoss())
+    assert (first.start_step, first.step) == (0, 3)
     resumed = train(dataset_dir, tmp_path / "split", warp, small_config(steps=6, checkpoint_every=3),
                     resume=True, content_loss=ContentLoss())
     assert resumed.start_step == 3 and resumed.step == 6

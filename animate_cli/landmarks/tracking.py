@@ -19,6 +19,11 @@ MIN_MATCH_IOU = 0.3
 # centre may move by at most this fraction of its size; beyond that the fit is treated as lost.
 MAX_SIZE_CHANGE = 1.35
 MAX_CENTER_JUMP = 0.5
+# Photos longer than this are first searched for big faces only (at least 1/8 of the longest
+# side), at a coarse scale: the default search for faces down to a few dozen pixels enlarges the
+# whole photo, which on an 8000 px photo costs ~10 s and ~1.5 GB.
+COARSE_SEARCH_SIDE = 2048
+COARSE_FACE_FRACTION = 1 / 8
 
 
 def detect_photo_landmarks(backend: LandmarkBackend, image: np.ndarray, face_index: int = 0,
@@ -30,7 +35,7 @@ def detect_photo_landmarks(backend: LandmarkBackend, image: np.ndarray, face_ind
     """
     if face_index < 0:
         raise UsageError(f"face index must be >= 0, got {face_index}")
-    faces = backend.detect_faces(image)
+    faces = _largest_faces(backend, image, face_index + 1)
     if not faces:
         raise NoFaceError("no face found", path)
     if face_index >= len(faces):
@@ -42,6 +47,20 @@ def detect_photo_landmarks(backend: LandmarkBackend, image: np.ndarray, face_ind
     if side < min_face_px:
         raise NoFaceError(f"face is too small ({side:.0f}px; at least {min_face_px:.0f}px is needed)", path)
     return backend.landmarks(image, face.box)
+
+
+def _largest_faces(backend: LandmarkBackend, image: np.ndarray, wanted: int) -> list[FaceDetection]:
+    """Faces largest first: at least the ``wanted`` largest ones, or all of them."""
+    longest = max(image.shape[:2])
+    if longest > COARSE_SEARCH_SIDE:
+        coarse_min = longest * COARSE_FACE_FRACTION
+        # Only faces well above the coarse limit are kept: each of those is found at this scale,
+        # so they are exactly the photo's largest faces, in order.
+        faces = [face for face in backend.detect_faces(image, min_face_px=coarse_min)
+                 if max(face.width, face.height) >= 1.25 * coarse_min]
+        if len(faces) >= wanted:
+            return faces
+    return backend.detect_faces(image)
 
 
 def _center_size(points: np.ndarray) -> tuple[np.ndarray, float]:

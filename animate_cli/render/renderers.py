@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Protocol
 
+import cv2
 import numpy as np
 import torch
 
@@ -53,10 +54,20 @@ class WarpRenderer:
 class NeuralRenderer:
     """The generator driven by landmark images, with the person's (fine-tuned) AdaIN parameters."""
 
-    def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device):
+    def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
+                 detail_size: int | None = None):
         self.device = device
-        self.size = model.config.image_size
+        self.model_size = model.config.image_size
         self.guidance = model.config.guidance
+        # With warp guidance the frame is warped + correction; the warp can be done at the photo's
+        # resolution and only the correction upsampled, so faces keep the photo's detail.
+        self.size = self.model_size
+        self.detail_warpers: list[FaceWarper] = []
+        if self.guidance == "warp" and detail_size and detail_size > self.model_size:
+            self.size = detail_size
+            for shot in person.shots:
+                crop = shot.crop.with_size(detail_size)
+                self.detail_warpers.append(FaceWarper(crop.crop_image(shot.image), crop.points_to_crop(shot.points)))
         generator = model.generator
         if person.generator_state is not None:
             generator = type(generator)(model.config)
@@ -67,19 +78,31 @@ class NeuralRenderer:
         self.warpers = ([FaceWarper(s.crop_image, s.crop_points) for s in person.shots]
                         if self.guidance == "warp" else [])
 
-    def _warped_sources(self, target_points: np.ndarray) -> torch.Tensor:
-        from ..finetune import nearest_shot_indices
-        nearest = nearest_shot_indices(self.shot_points, target_points)
-        warped = [self.warpers[index].warp(points) for index, points in zip(nearest, target_points)]
-        return images_to_tensor(warped, self.device)
-
     @torch.inference_mode()
     def render(self, target_points: np.ndarray) -> np.ndarray:
-        landmark_images = images_to_tensor(draw_landmark_images(target_points, self.size), self.device)
-        warped = self._warped_sources(target_points) if self.guidance == "warp" else None
+        landmark_images = images_to_tensor(draw_landmark_images(target_points, self.model_size), self.device)
+        warped = None
+        if self.guidance == "warp":
+            from ..finetune import nearest_shot_indices
+            nearest = nearest_shot_indices(self.shot_points, target_points)
+            warped_images = np.stack([self.warpers[i].warp(p) for i, p in zip(nearest, target_points)])
+            warped = images_to_tensor(warped_images, self.device)
         psi = self.adain_params.expand(len(target_points), -1)
         autocast = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
                     else contextlib.nullcontext())
         with autocast:
             frames = self.generator(landmark_images, psi, warped)
-        return tensor_to_images(frames.float())
+        frames = tensor_to_images(frames.float())
+        if not self.detail_warpers:
+            return frames
+        return np.stack([self._add_detail(frame, warped_image, self.detail_warpers[i], points)
+                         for frame, warped_image, i, points in zip(frames, warped_images, nearest, target_points)])
+
+    def _add_detail(self, frame: np.ndarray, warped: np.ndarray, detail_warper: FaceWarper,
+                    points: np.ndarray) -> np.ndarray:
+        """The warp at full detail plus the generator's correction (frame - warp), upsampled."""
+        scale = self.size / self.model_size
+        sharp = detail_warper.warp(points * scale).astype(np.float32)
+        correction = frame.astype(np.float32) - warped.astype(np.float32)
+        correction = cv2.resize(correction, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        return np.clip(sharp + correction, 0, 255).round().astype(np.uint8)

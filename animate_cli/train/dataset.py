@@ -360,6 +360,7 @@ class _ShardWriter:
         self.out, self.index, self.report, self.shard_size = out, index, report, shard_size
         self.buffer: list[UnitResult] = []
         self.people = {name: i for i, name in enumerate(index["people"])}
+        self.video_names = {video["name"] for video in index["videos"]}
 
     def add(self, result: UnitResult) -> None:
         self.buffer.append(result)
@@ -380,8 +381,9 @@ class _ShardWriter:
             if person_index == len(self.index["people"]):
                 self.index["people"].append(result.person)
             video_index = len(self.index["videos"])
-            taken = {v["name"] for v in self.index["videos"]}
-            name = result.video if result.video not in taken else f"{result.video}#{video_index}"
+            # The same person and folder name in two sources: keep both videos apart.
+            name = result.video if result.video not in self.video_names else f"{result.video}#{video_index}"
+            self.video_names.add(name)
             self.index["videos"].append({"name": name, "person": person_index, "count": len(result.names)})
             images.append(result.images)
             points.append(result.points)

@@ -73,7 +73,7 @@ TRAINER_STATE_TENSORS = "trainer_state.safetensors"
 SAMPLE_ROWS = 4
 # TrainConfig fields that may change when a run is resumed (they do not change its numbers).
 RESUME_MUTABLE = frozenset({"steps", "checkpoint_every", "sample_every", "log_every", "num_workers",
-                            "keep_checkpoints"})
+                            "keep_checkpoints", "device"})
 LOSS_NAMES = ("loss_g", "content", "adversarial", "feature_matching", "match", "loss_d", "real_score", "fake_score")
 
 
@@ -497,9 +497,17 @@ def train(dataset_dir: str | Path, run_dir: str | Path, model_config: ModelConfi
 def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, resume: bool,
            progress: Callable[[int], None] | None, content_loss: nn.Module | None, allow_download: bool,
            ctx: DistributedContext, started: float) -> TrainResult:
-    if not resume and ((run_dir / RUN_NAME).exists() or (run_dir / LAST_NAME).exists()):
+    exists = (run_dir / RUN_NAME).exists() or (run_dir / LAST_NAME).exists()
+    if not resume and exists:
         raise UsageError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose "
                          "another --out")
+    if resume and not exists:
+        # --resume on a run that never started is a fresh start (handy for restartable jobs).
+        log.info("%s: no run to resume; starting a new one", run_dir)
+        resume = False
+    if ctx.distributed:
+        # Every rank decides from the folder as it was before rank 0 writes into it.
+        dist.barrier()
 
     store = load_frames(dataset_dir)
     train_people, heldout = split_people(store, cfg.holdout, cfg.seed)

@@ -1,0 +1,674 @@
+"""Evaluation: image and identity metrics, the paper's protocols on the data at hand, the results table.
+
+Metrics (pure functions, numpy in and out)
+------------------------------------------
+- ``ssim``: structural similarity (Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01,
+  K2 0.03, data range 255), the mean over colour channels.
+- ``psnr``: peak signal-to-noise ratio in dB (peak 255); ``inf`` for identical images (the JSON
+  writes non-finite numbers as null).
+- ``FaceIdentity``: dlib's 128-d face descriptor (``dlib_face_recognition_resnet_model_v1``,
+  shipped by face-recognition-models), aligned with 68 given landmarks. ``csim`` is the cosine
+  similarity of two descriptors (the paper's CSIM, with dlib's network instead of theirs);
+  ``identity_distance`` the euclidean distance (dlib's rule: < 0.6 is the same person). dlib's
+  descriptors all lie in a narrow cone, so the cosine of two different people is still about
+  0.8-0.88; the same person gives about 0.95-1.
+- ``landmark_error``: mean distance between the driving landmarks and the landmarks detected on
+  the output, over the driving face's outer-eye-corner distance.
+- ``mouth_correlation``: Pearson correlation over time of the mouth opening (inner-lip gap over
+  eye-corner distance) of the driver and of the output; NaN when either series is constant or
+  has fewer than 3 frames.
+- FID is not computed: it needs the standard Inception weights (pt_inception-2015-12-05), which
+  cannot be downloaded here, and a few hundred frames to mean anything.
+
+Protocols
+---------
+A subject is a talking video or a person with several photos. Every image is cropped with its
+own ``crop_from_landmarks(points, S)`` (S: the model's image size, the same for every method).
+
+- Self-reenactment (per subject and shot count T): the person is made from T shots (a video:
+  frames spread evenly over its first half; photos: the first T in name order). Each target (a
+  video: frames spread evenly over its second half; photos: the photos after the shot pool) is
+  cropped with its own crop, and every method renders it from the target's own crop-space
+  landmarks, i.e. at the target's pose. The rendered crop is compared with the real target crop:
+  SSIM, PSNR, CSIM and identity distance (both descriptors aligned with the target's landmarks),
+  and the landmark error (dlib on the output, when it finds the face near where it should be;
+  the share of outputs where it does is the "face" column).
+- Cross-identity (each video subject drives the next subject in the list, any kind): the
+  driver's target frames are retargeted onto the person's first shot with relative motion,
+  exactly as the main command does. CSIM / identity distance between each output and the
+  person's first shot crop, and the correlation of the mouth opening of the driver and of the
+  output (dlib on the output) per driving sequence, averaged over drivers.
+
+Methods: ``neural`` (the checkpoint, feed-forward with 0 steps and fine-tuned with N steps on
+the T shots), ``warp`` (the weights-free piecewise-affine warp of the first shot) and ``copy``
+(the first shot's crop unchanged, whatever the target).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import math
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import MAX_SHOTS, FinetuneConfig
+from .errors import AnimateFaceError, InputError, UsageError, WeightsError
+from .landmarks import LandmarkBackend, LandmarkTrack, detect_photo_landmarks, mouth_opening
+from .landmarks.base import as_rgb, box_iou
+from .landmarks.crop import crop_from_landmarks
+from .person import Person, Shot
+from .progress import ProgressReporter, SilentProgress
+
+log = logging.getLogger(__name__)
+
+RECOGNITION_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+# dlib's documented decision rule for its descriptors: below this distance, the same person.
+IDENTITY_THRESHOLD = 0.6
+METHODS = ("neural", "warp", "copy")
+FID_NOTICE = "FID: not computed (no Inception weights offline)"
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+# A detection on an output counts as the rendered face when it overlaps the driving face's box this much.
+MIN_FACE_IOU = 0.3
+# Faces smaller than this in a data photo are skipped (as dataset preparation does).
+MIN_FACE_PX = 32
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected (H, W) or (H, W, C) images, got {a.shape}")
+    return a, b
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Structural similarity of two uint8 images (grey or the mean over channels), in [-1, 1]."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _pair(a, b)
+    return float(structural_similarity(a.astype(np.float64), b.astype(np.float64), data_range=255.0,
+                                       channel_axis=2 if a.ndim == 3 else None, gaussian_weights=True,
+                                       sigma=1.5, use_sample_covariance=False))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 images in dB; ``inf`` when they are identical."""
+    a, b = _pair(a, b)
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def recognition_model_path() -> Path:
+    """dlib's face recognition network inside the installed face_recognition_models package."""
+    # find_spec, not import: the package's __init__ imports pkg_resources (absent from recent setuptools).
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise WeightsError("identity metrics need the face-recognition-models package "
+                           "(pip install face-recognition-models)")
+    path = Path(spec.origin).parent / "models" / RECOGNITION_MODEL_FILE
+    if not path.is_file():
+        raise WeightsError(f"{RECOGNITION_MODEL_FILE} is missing; reinstall face-recognition-models", path)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _load_recognition_model(path: str) -> Any:
+    try:
+        import dlib
+    except ImportError as error:
+        raise WeightsError("identity metrics need dlib (pip install dlib-bin)") from error
+    try:
+        return dlib.face_recognition_model_v1(path)
+    except RuntimeError as error:
+        raise WeightsError(f"cannot load dlib's face recognition model: {error}", path) from error
+
+
+class FaceIdentity:
+    """128-d dlib face descriptors of faces whose 68 landmarks are known."""
+
+    def __init__(self, model_path: str | Path | None = None):
+        import dlib
+
+        self._dlib = dlib
+        self._model = _load_recognition_model(str(model_path or recognition_model_path()))
+
+    def descriptor(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The descriptor (128,) of the face with landmarks ``points`` (68, 2) in ``image``.
+
+        dlib aligns the face to its 150 px chip from the landmarks, so a face the detector would
+        miss (a poor generated one) still gets a descriptor, and a poor one a distant descriptor.
+        """
+        points = np.asarray(points, dtype=np.float64)
+        if points.shape != (68, 2) or not np.isfinite(points).all():
+            raise ValueError(f"expected finite (68, 2) landmarks, got {points.shape}")
+        lo, hi = np.floor(points.min(axis=0)), np.ceil(points.max(axis=0))
+        rect = self._dlib.rectangle(int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
+        parts = self._dlib.points([self._dlib.point(int(round(x)), int(round(y))) for x, y in points])
+        shape = self._dlib.full_object_detection(rect, parts)
+        return np.asarray(self._model.compute_face_descriptor(as_rgb(image), shape), dtype=np.float64)
+
+    def photo_descriptor(self, image: np.ndarray, backend: LandmarkBackend) -> np.ndarray:
+        """The descriptor of the largest face in a photo (raises NoFaceError when there is none)."""
+        return self.descriptor(image, detect_photo_landmarks(backend, image))
+
+
+def csim(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two face descriptors."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def identity_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance of two face descriptors (dlib: < 0.6 means the same person)."""
+    return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+
+
+def landmark_error(driving_points: np.ndarray, detected_points: np.ndarray) -> np.ndarray | float:
+    """Mean point distance over the driving face's outer-eye-corner distance, for (..., 68, 2)."""
+    driving = np.asarray(driving_points, np.float64)
+    detected = np.asarray(detected_points, np.float64)
+    if driving.shape != detected.shape or driving.shape[-2:] != (68, 2):
+        raise ValueError(f"expected matching (..., 68, 2) landmarks, got {driving.shape} and {detected.shape}")
+    interocular = np.maximum(np.linalg.norm(driving[..., 36, :] - driving[..., 45, :], axis=-1), 1e-6)
+    error = np.linalg.norm(driving - detected, axis=-1).mean(axis=-1) / interocular
+    return float(error) if error.ndim == 0 else error
+
+
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Pearson correlation; NaN for fewer than 3 pairs or a constant series (undefined)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"expected two series of equal length, got {x.shape} and {y.shape}")
+    if len(x) < 3:
+        return math.nan
+    x, y = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(float(x @ x) * float(y @ y))
+    # Relative test: float noise on a constant series must not pass for a signal.
+    if denominator <= 1e-12 * max(1.0, float(np.abs(x).max()), float(np.abs(y).max())):
+        return math.nan
+    return float(np.clip(x @ y / denominator, -1.0, 1.0))
+
+
+def mouth_correlation(driver_points: np.ndarray, output_points: np.ndarray) -> float:
+    """Correlation over time of the mouth opening of the driver and of the output, (T, 68, 2) each."""
+    return pearson(mouth_opening(driver_points), mouth_opening(output_points))
+
+
+def detect_near(backend: LandmarkBackend, image: np.ndarray, expected_points: np.ndarray) -> np.ndarray | None:
+    """Landmarks of the face the backend finds where ``expected_points`` say it should be, else None."""
+    expected = backend.box_from_landmarks(expected_points)
+    best, best_iou = None, MIN_FACE_IOU
+    for face in backend.detect_faces(image):
+        iou = box_iou(face.box, expected)
+        if iou >= best_iou:
+            best, best_iou = face, iou
+    return None if best is None else np.asarray(backend.landmarks(image, best.box), np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Frame:
+    """One image of a subject with its landmarks (full-image pixels)."""
+
+    name: str
+    image: np.ndarray
+    points: np.ndarray
+
+
+@dataclass
+class Subject:
+    """A held-out subject: a pool of shot frames and the target frames (disjoint)."""
+
+    name: str
+    kind: str                 # "video" or "photos"
+    pool: list[Frame]
+    targets: list[Frame]
+    fps: float = 25.0
+
+    def shot_counts(self, requested: Sequence[int]) -> list[int]:
+        """The requested shot counts this subject can serve (the others are skipped)."""
+        return [t for t in requested if t <= len(self.pool)]
+
+    def shots(self, count: int) -> list[Frame]:
+        """``count`` frames spread evenly over the pool (the first one always included)."""
+        if not 1 <= count <= len(self.pool):
+            raise ValueError(f"{self.name}: {count} shots asked, the pool has {len(self.pool)}")
+        picks = np.unique(np.linspace(0, len(self.pool) - 1, count).round().astype(int))
+        return [self.pool[i] for i in picks]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A subject found in the data, before its images are read."""
+
+    name: str
+    kind: str                 # "video", "photos" or "tar"
+    paths: tuple[str, ...] = ()
+    tar: str | None = None
+    members: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def photo_count(self) -> int:
+        return len(self.members) if self.kind == "tar" else len(self.paths)
+
+
+def read_people_file(path: str | Path) -> list[str]:
+    """Names of people to evaluate: a training run's ``run.json`` (its ``heldout_people``), or a
+    text file with one name per line (``#`` starts a comment)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read the people list ({error})", path) from error
+    if path.suffix.lower() == ".json":
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"not valid JSON ({error})", path) from error
+        names = record.get("heldout_people") if isinstance(record, dict) else record
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputError("expected a list of names or an object with 'heldout_people'", path)
+        return names
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def find_candidates(sources: Sequence[str | Path]) -> list[Candidate]:
+    """Subjects in video files, folders (of videos, of person photo folders) and LFW-style .tar files."""
+    from .train.dataset import scan_source
+
+    found: dict[str, Candidate] = {}
+    for source in map(Path, sources):
+        if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
+            units = [Candidate(source.stem, "video", (str(source),))]
+        else:
+            units = [Candidate(unit.video if unit.kind == "video" else unit.person, unit.kind, unit.paths,
+                               unit.tar, unit.members) for unit in scan_source(source)]
+        for unit in units:
+            name, suffix = unit.name, 2
+            while name in found:
+                name, suffix = f"{unit.name}~{suffix}", suffix + 1
+            found[name] = Candidate(name, unit.kind, unit.paths, unit.tar, unit.members)
+    return list(found.values())
+
+
+def select_candidates(candidates: Sequence[Candidate], min_photos: int, max_subjects: int | None,
+                      seed: int = 0, people: Sequence[str] | None = None) -> list[Candidate]:
+    """Videos, and photo people with at least ``min_photos`` photos; only ``people`` when given;
+    then ``max_subjects`` of them in a seeded order (deterministic for a seed)."""
+    kept = [c for c in candidates if c.kind == "video" or c.photo_count >= min_photos]
+    if people is not None:
+        wanted = set(people)
+        kept = [c for c in kept if c.name in wanted or Path(c.name).name in wanted]
+    # A seeded hash order: the same subjects for the same seed, whatever order the files come in.
+    kept.sort(key=lambda c: hashlib.sha1(f"{seed}:{c.name}".encode()).hexdigest())
+    return kept[:max_subjects] if max_subjects is not None else kept
+
+
+def _decode(data: bytes, label: str) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError("not a readable image", label) from error
+
+
+def _photos(candidate: Candidate) -> Iterator[tuple[str, np.ndarray]]:
+    from .io.images import load_image
+
+    if candidate.kind == "tar":
+        assert candidate.tar is not None
+        try:
+            with open(candidate.tar, "rb") as handle:
+                for name, offset, size in candidate.members:
+                    handle.seek(offset)
+                    yield f"{candidate.tar}::{name}", _decode(handle.read(size), f"{candidate.tar}::{name}")
+        except (OSError, tarfile.TarError) as error:
+            raise InputError(f"cannot read the archive ({error})", candidate.tar) from error
+    else:
+        for path in candidate.paths:
+            yield path, load_image(path)
+
+
+def _with_landmarks(backend: LandmarkBackend, items: Iterator[tuple[str, np.ndarray]]) -> list[Frame]:
+    frames = []
+    for name, image in items:
+        try:
+            points = detect_photo_landmarks(backend, image, min_face_px=MIN_FACE_PX, path=name)
+        except AnimateFaceError as error:
+            log.info("skipped %s", error)
+            continue
+        frames.append(Frame(name, image, points))
+    return frames
+
+
+def load_subject(candidate: Candidate, backend: LandmarkBackend, max_shots: int, max_targets: int) -> Subject | None:
+    """Read a subject's frames and their landmarks; None when it has too few usable frames.
+
+    A video gives ``max_shots`` frames spread over its first half (the shot pool) and
+    ``max_targets`` over its second half; a photo person gives the first photos in name order as
+    the pool (up to ``max_shots``, leaving at least one) and up to ``max_targets`` of the rest.
+    """
+    if candidate.kind == "video":
+        from .io.video import iter_frames, probe_video
+
+        path = candidate.paths[0]
+        info = probe_video(path)
+        half = info.frame_count // 2
+        if half < 1:
+            log.warning("%s: too short to evaluate (%d frames)", path, info.frame_count)
+            return None
+        pool_at = np.unique(np.linspace(0, half - 1, max_shots).round().astype(int))
+        target_at = np.unique(np.linspace(half, info.frame_count - 1, max_targets).round().astype(int))
+        wanted = {int(i): "pool" for i in pool_at} | {int(i): "target" for i in target_at}
+        chosen: dict[str, list[tuple[str, np.ndarray]]] = {"pool": [], "target": []}
+        last = max(wanted)
+        for index, frame in enumerate(iter_frames(path, info=info)):
+            if index in wanted:
+                chosen[wanted[index]].append((f"{path}#{index}", frame))
+            if index >= last:
+                break
+        pool = _with_landmarks(backend, iter(chosen["pool"]))
+        targets = _with_landmarks(backend, iter(chosen["target"]))
+        fps = info.fps
+    else:
+        frames = _with_landmarks(backend, _photos(candidate))
+        pool_size = min(max_shots, len(frames) - 1)
+        pool, targets, fps = frames[:pool_size], frames[pool_size:pool_size + max_targets], 25.0
+    if not pool or not targets:
+        log.warning("%s: skipped (faces found in %d shot and %d target frames)", candidate.name, len(pool),
+                    len(targets))
+        return None
+    kind = "video" if candidate.kind == "video" else "photos"
+    return Subject(candidate.name, kind, pool, targets, fps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Methods
+
+
+class CopyRenderer:
+    """The "copy first shot" baseline: the first shot's crop, whatever the target."""
+
+    def __init__(self, person: Person):
+        self.image = person.photo.crop_image
+        self.size = self.image.shape[0]
+
+    def render(self, target_points: np.ndarray) -> np.ndarray:
+        return np.repeat(self.image[None], len(target_points), axis=0)
+
+
+def make_shots(frames: Sequence[Frame], crop_size: int) -> list[Shot]:
+    """Shots cropped exactly as the main command crops photos."""
+    return [Shot.from_photo(f.name, f.image, f.points, crop_from_landmarks(f.points, crop_size)) for f in frames]
+
+
+def _plain_person(shots: list[Shot]) -> Person:
+    return Person(shots=shots, embedding=torch.zeros(0), adain_params=torch.zeros(0),
+                  discriminator_vector=torch.zeros(0))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate."""
+
+    shots: tuple[int, ...] = (1, 8, 32)
+    finetune_steps: int = 0
+    methods: tuple[str, ...] = METHODS
+    seed: int = 0
+    crop_size: int = 256
+    cross_identity: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.shots or any(not 1 <= t <= MAX_SHOTS for t in self.shots):
+            raise UsageError(f"--shots must be between 1 and {MAX_SHOTS}, got {','.join(map(str, self.shots))}")
+        if self.finetune_steps < 0:
+            raise UsageError(f"--finetune-steps must be >= 0, got {self.finetune_steps}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise UsageError(f"unknown method {', '.join(unknown) or '(none)'}; choose from: {', '.join(METHODS)}")
+        if not 16 <= self.crop_size <= 1024:
+            raise UsageError(f"crop size must be between 16 and 1024, got {self.crop_size}")
+
+    @property
+    def variants(self) -> list[tuple[str, int | None]]:
+        """(method, fine-tuning steps) pairs: the neural method at 0 and N steps, the others once."""
+        out: list[tuple[str, int | None]] = []
+        for method in self.methods:
+            if method == "neural":
+                out += [("neural", 0)] + ([("neural", self.finetune_steps)] if self.finetune_steps else [])
+            else:
+                out.append((method, None))
+        return out
+
+
+@dataclass
+class Evaluator:
+    """Renders each subject with each method and measures it. The heavy parts are passed in."""
+
+    backend: LandmarkBackend
+    identity: FaceIdentity
+    config: EvalConfig
+    model: Any = None                       # TalkingHeadModel, needed for the neural method
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    content_loss: Any = None                # ContentLoss, needed when fine-tuning
+    _descriptors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if "neural" in self.config.methods and self.model is None:
+            raise UsageError("the neural method needs weights")
+        if self.config.finetune_steps and "neural" in self.config.methods and self.content_loss is None:
+            raise UsageError("fine-tuning needs a content loss")
+
+    # -- people and renderers
+
+    def renderers(self, shots: list[Shot]) -> Iterator[tuple[str, int | None, Any]]:
+        """(method, steps, renderer) for each variant, built from the same shots."""
+        from .finetune import finetune_person
+        from .render.renderers import NeuralRenderer, WarpRenderer
+
+        for method, steps in self.config.variants:
+            if method == "neural":
+                torch.manual_seed(self.config.seed)
+                person = finetune_person(self.model, shots, FinetuneConfig(steps=steps or 0, seed=self.config.seed),
+                                         self.content_loss if steps else None, self.device)
+                yield method, steps, NeuralRenderer(self.model, person, self.device)
+            elif method == "warp":
+                yield method, steps, WarpRenderer(_plain_person(shots))
+            else:
+                yield method, steps, CopyRenderer(_plain_person(shots))
+
+    def _real_descriptor(self, key: str, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+        if key not in self._descriptors:
+            self._descriptors[key] = self.identity.descriptor(image, points)
+        return self._descriptors[key]
+
+    def _detect(self, outputs: np.ndarray, driving: np.ndarray) -> list[np.ndarray | None]:
+        return [detect_near(self.backend, image, points) for image, points in zip(outputs, driving)]
+
+    # -- protocols
+
+    def self_reenactment(self, subject: Subject, shot_count: int) -> list[dict[str, Any]]:
+        """One record per (variant, target): the target rendered at its own pose vs the real crop."""
+        size = self.config.crop_size
+        crops = [crop_from_landmarks(t.points, size) for t in subject.targets]
+        real = np.stack([c.crop_image(t.image) for c, t in zip(crops, subject.targets)])
+        driving = np.stack([c.points_to_crop(t.points) for c, t in zip(crops, subject.targets)])
+        real_ids = [self._real_descriptor(f"{t.name}@{size}", r, p)
+                    for t, r, p in zip(subject.targets, real, driving)]
+        records = []
+        for method, steps, renderer in self.renderers(make_shots(subject.shots(shot_count), size)):
+            outputs = renderer.render(driving)
+            detected = self._detect(outputs, driving)
+            for index, (output, points, found) in enumerate(zip(outputs, driving, detected)):
+                descriptor = self.identity.descriptor(output, points)
+                records.append({
+                    "protocol": "self", "subject": subject.name, "target": subject.targets[index].name,
+                    "method": method, "shots": shot_count, "steps": steps,
+                    "ssim": ssim(output, real[index]), "psnr": psnr(output, real[index]),
+                    "csim": csim(descriptor, real_ids[index]),
+                    "identity_distance": identity_distance(descriptor, real_ids[index]),
+                    "landmark_error": None if found is None else landmark_error(points, found),
+                    "face_found": found is not None,
+                })
+        return records
+
+    def cross_identity(self, driver: Subject, subject: Subject, shot_count: int) -> list[dict[str, Any]]:
+        """One record per (variant, driving sequence): ``subject`` driven by ``driver``'s targets."""
+        from .render.pipeline import target_crop_points
+
+        size = self.config.crop_size
+        shots = make_shots(subject.shots(shot_count), size)
+        photo = shots[0]
+        photo_id = self._real_descriptor(f"{photo.path}@{size}", photo.crop_image, photo.crop_points)
+        driver_points = np.stack([t.points for t in driver.targets])
+        height, width = driver.targets[0].image.shape[:2]
+        track = LandmarkTrack(driver_points, np.ones(len(driver_points), bool), driver.fps, (width, height))
+        driving = target_crop_points(photo, track, relative=True)
+        records = []
+        for method, steps, renderer in self.renderers(shots):
+            outputs = renderer.render(driving)
+            detected = self._detect(outputs, driving)
+            descriptors = [self.identity.descriptor(o, p) for o, p in zip(outputs, driving)]
+            found = [i for i, d in enumerate(detected) if d is not None]
+            correlation = (mouth_correlation(driver_points[found], np.stack([detected[i] for i in found]))
+                           if found else math.nan)
+            records.append({
+                "protocol": "cross", "subject": subject.name, "driver": driver.name,
+                "method": method, "shots": shot_count, "steps": steps,
+                "csim": float(np.mean([csim(d, photo_id) for d in descriptors])),
+                "identity_distance": float(np.mean([identity_distance(d, photo_id) for d in descriptors])),
+                "mouth_corr": correlation, "face_found": len(found) / len(outputs), "frames": len(outputs),
+            })
+        return records
+
+    def run(self, subjects: Sequence[Subject], progress: ProgressReporter | None = None) -> list[dict[str, Any]]:
+        """Every protocol for every subject and shot count; the per-target / per-sequence records."""
+        progress = progress or SilentProgress()
+        drivers = [i for i, s in enumerate(subjects) if s.kind == "video"] if self.config.cross_identity else []
+        if self.config.cross_identity and (not drivers or len(subjects) < 2):
+            log.warning("cross-identity skipped: it needs a driving video and another subject")
+            drivers = []
+        units = [(subject, t) for subject in subjects for t in subject.shot_counts(self.config.shots)]
+        cross_units = [(subjects[i], subjects[(i + 1) % len(subjects)], t) for i in drivers
+                       for t in subjects[(i + 1) % len(subjects)].shot_counts(self.config.shots)]
+        records: list[dict[str, Any]] = []
+        with progress.stage("evaluate", len(units) + len(cross_units)) as advance:
+            for subject, shot_count in units:
+                records += self.self_reenactment(subject, shot_count)
+                advance(1)
+            for driver, subject, shot_count in cross_units:
+                records += self.cross_identity(driver, subject, shot_count)
+                advance(1)
+        return records
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary
+
+
+METRIC_KEYS = {"self": ("ssim", "psnr", "csim", "identity_distance", "landmark_error", "face_found"),
+               "cross": ("csim", "identity_distance", "mouth_corr", "face_found")}
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    numbers = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(numbers)) if numbers else None
+
+
+def summarise(records: Sequence[dict[str, Any]], config: EvalConfig) -> list[dict[str, Any]]:
+    """One row per (method, shots, steps): self-reenactment means over all targets, cross-identity
+    means over driving sequences (NaN correlations, from motionless outputs, left out)."""
+    rows = []
+    order = {variant: i for i, variant in enumerate(config.variants)}
+    keys = sorted({(r["method"], r["shots"], r["steps"]) for r in records},
+                  key=lambda k: (k[1], order[(k[0], k[2])]))
+    for method, shots, steps in keys:
+        row: dict[str, Any] = {"method": method, "shots": shots, "steps": steps}
+        for protocol, metrics in METRIC_KEYS.items():
+            chosen = [r for r in records if r["protocol"] == protocol and
+                      (r["method"], r["shots"], r["steps"]) == (method, shots, steps)]
+            row[protocol] = {"count": len(chosen), "subjects": len({r["subject"] for r in chosen}),
+                             **{m: _mean([r[m] for r in chosen]) for m in metrics}}
+        rows.append(row)
+    return rows
+
+
+def json_safe(value: Any) -> Any:
+    """Non-finite floats as null, so the file is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def machine_record() -> dict[str, Any]:
+    """Where the numbers were measured."""
+    import os
+    import platform
+
+    return {"hostname": platform.node(), "platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def subject_record(subject: Subject) -> dict[str, Any]:
+    return {"name": subject.name, "kind": subject.kind, "pool": [f.name for f in subject.pool],
+            "targets": [f.name for f in subject.targets]}
+
+
+def evaluate_sources(sources: Sequence[str | Path], backend: LandmarkBackend, config: EvalConfig, *,
+                     model: Any = None, device: torch.device | None = None, content_loss: Any = None,
+                     max_subjects: int | None = None, max_frames: int = 8, min_photos: int | None = None,
+                     people: Sequence[str] | None = None,
+                     progress: ProgressReporter | None = None) -> dict[str, Any]:
+    """Find the subjects in ``sources``, evaluate them, and return the report (rows, records, subjects)."""
+    progress = progress or SilentProgress()
+    if max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1, got {max_frames}")
+    max_shots = max(config.shots)
+    min_photos = min_photos if min_photos is not None else max_shots + 1
+    candidates = select_candidates(find_candidates(sources), min_photos, max_subjects, config.seed, people)
+    if not candidates:
+        raise InputError(f"no subjects to evaluate: no video, and no person with {min_photos} or more photos",
+                         ", ".join(map(str, sources)))
+    subjects = []
+    with progress.stage("subjects", len(candidates)) as advance:
+        for candidate in candidates:
+            subject = load_subject(candidate, backend, max_shots, max_frames)
+            if subject is not None:
+                subjects.append(subject)
+            advance(1)
+    if not subjects:
+        raise InputError("no subject has usable faces", ", ".join(map(str, sources)))
+    evaluator = Evaluator(backend, FaceIdentity(), config, model, device or torch.device("cpu"), content_loss)
+    records = evaluator.run(subjects, progress)
+    return {"rows": summarise(records, config), "records": records,
+            "subjects": [subject_record(s) for s in subjects], "fid": FID_NOTICE}
