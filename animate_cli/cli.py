@@ -60,6 +60,12 @@ class Renderer(str, Enum):
     warp = "warp"
 
 
+class Backend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -135,6 +141,11 @@ LandmarksOpt = Annotated[Landmarks, typer.Option(
 RendererOpt = Annotated[Renderer, typer.Option(
     "--renderer", help="neural: the meta-learned generator; warp: a weights-free piecewise-affine warp.",
     rich_help_panel="Model")]
+BackendOpt = Annotated[Backend, typer.Option(
+    "--backend", help="What runs the generator: torch, onnx (onnxruntime) or auto (torch on a GPU, on a CPU "
+    "the faster one measured by benchmarks/speed.py).", rich_help_panel="Model")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the generator (torch backend, CUDA).",
+                                          rich_help_panel="Model")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when present (fp16), else CPU.",
                                            rich_help_panel="Model")]
 StepsOpt = Annotated[int, typer.Option(
@@ -186,6 +197,8 @@ def animate_command(
     weights: WeightsOpt = None,
     landmarks: LandmarksOpt = Landmarks.auto,
     renderer: RendererOpt = Renderer.neural,
+    backend: BackendOpt = Backend.auto,
+    compile_generator: CompileOpt = False,
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
@@ -217,10 +230,14 @@ def animate_command(
             raise UsageError(f"{output}: the output must be an .mp4 file")
         if output.exists() and not overwrite:
             raise UsageError(f"{output}: exists; pass --overwrite to replace it")
+        from .io.atomic import check_output_path
+        check_output_path(output, overwrite)  # a bad -o fails now, not after the slow work
 
         progress = RichProgress(enabled=not quiet)
-        engine = build_engine(weights, landmarks.value, device.value, renderer.value)
-        log.info("landmarks: %s, renderer: %s, device: %s%s", engine.backend.name, engine.renderer,
+        engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
+                              compile_generator)
+        log.info("landmarks: %s, renderer: %s, device: %s%s", engine.backend.name,
+                 engine.renderer + (f" ({engine.render_backend})" if engine.model is not None else ""),
                  engine.device, f", weights: {engine.weights_dir}" if engine.weights_dir else "")
         if person is not None:
             subject = engine.load_person(person)
@@ -245,6 +262,8 @@ def batch_command(
     weights: WeightsOpt = None,
     landmarks: LandmarksOpt = Landmarks.auto,
     renderer: RendererOpt = Renderer.neural,
+    backend: BackendOpt = Backend.auto,
+    compile_generator: CompileOpt = False,
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
@@ -270,7 +289,8 @@ def batch_command(
         except OSError as error:
             raise OutputError(f"cannot create the output folder ({error.strerror})", out_dir) from None
         progress = RichProgress(enabled=not quiet)
-        engine = build_engine(weights, landmarks.value, device.value, renderer.value)
+        engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
+                              compile_generator)
         driver = load_driver(drive, engine.backend, config.smoothing, progress)
         results = run_batch(engine, people, driver, out_dir, finetune, config, face_index, progress)
 
@@ -309,11 +329,55 @@ def landmarks_command(
         info = probe_video(video)
         progress = RichProgress(enabled=not quiet)
         with progress.stage("landmarks", info.frame_count) as advance:
-            track = track_video(backend, iter_frames(video), info.fps, info.size, progress=advance)
+            track = track_video(backend, iter_frames(video), info.fps, info.size, progress=advance, path=video)
         with atomic_output(output, overwrite=overwrite) as tmp:
             track.save(tmp)
         found = int(track.valid.sum())
         console.print(f"wrote [bold]{output}[/]: {len(track)} frames, face found in {found}", highlight=False)
+
+
+@app.command("export", help="Export one person's generator to ONNX (psi baked in, dynamic batch), from photos "
+                             "(fine-tuned first) or a person saved with --save-person.")
+def export_command(
+    photos: Annotated[Optional[list[Path]], typer.Argument(
+        help=f"1 to {MAX_SHOTS} photos of one person, or a folder of them.", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .onnx file.", show_default=False)] = ...,
+    person: Annotated[Optional[Path], typer.Option("--person", help="A person saved with --save-person "
+                                                   "(skips fine-tuning).", rich_help_panel="Fine-tuning")] = None,
+    weights: WeightsOpt = None,
+    landmarks: LandmarksOpt = Landmarks.auto,
+    device: DeviceOpt = Device.auto,
+    finetune_steps: StepsOpt = DEFAULT_STEPS,
+    seed: SeedOpt = 0,
+    face_index: FaceIndexOpt = 0,
+    opset: Annotated[int, typer.Option("--opset", min=13, help="ONNX opset version.")] = 17,
+    overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False, quiet: QuietOpt = False,
+) -> None:
+    setup_logging(verbose, quiet)
+    with errors_to_exit_codes(verbose):
+        from .export import export_generator
+        from .io.atomic import check_output_path
+        from .jobs import build_engine
+
+        if not photos and person is None:
+            raise UsageError("give photos of the person (or --person DIR)")
+        if photos and person is not None:
+            raise UsageError("give either photos or --person, not both")
+        if output.suffix.lower() != ".onnx":
+            raise UsageError(f"{output}: the output must be an .onnx file")
+        check_output_path(output, overwrite)  # a bad -o fails now, not after fine-tuning
+        engine = build_engine(weights, landmarks.value, device.value)
+        if person is not None:
+            subject = engine.load_person(person)
+        else:
+            subject = engine.make_person(photos, FinetuneConfig(steps=finetune_steps, seed=seed), face_index,
+                                         RichProgress(enabled=not quiet))
+        export_generator(engine.model, subject, output, opset=opset, overwrite=overwrite)
+        inputs = "landmark_images, warped" if engine.model.config.guidance == "warp" else "landmark_images"
+        size = engine.model.config.image_size
+        console.print(f"wrote [bold]{output}[/]: inputs {inputs} (N, 3, {size}, {size}) in [-1, 1], "
+                      "output frames", highlight=False)
 
 
 @app.command("pull", help="Download weights from the Hub (or check a local folder) and print where they are.")

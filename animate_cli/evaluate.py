@@ -483,21 +483,23 @@ class Evaluator:
 
     # -- people and renderers
 
-    def renderers(self, shots: list[Shot]) -> Iterator[tuple[str, int | None, Any]]:
-        """(method, steps, renderer) for each variant, built from the same shots."""
+    def renderers(self, shots: list[Shot]) -> list[tuple[str, int | None, Any]]:
+        """(method, steps, renderer) for each variant, all made from the same shots."""
         from .finetune import finetune_person
         from .render.renderers import NeuralRenderer, WarpRenderer
 
+        out: list[tuple[str, int | None, Any]] = []
         for method, steps in self.config.variants:
             if method == "neural":
                 torch.manual_seed(self.config.seed)
                 person = finetune_person(self.model, shots, FinetuneConfig(steps=steps or 0, seed=self.config.seed),
                                          self.content_loss if steps else None, self.device)
-                yield method, steps, NeuralRenderer(self.model, person, self.device)
+                out.append((method, steps, NeuralRenderer(self.model, person, self.device)))
             elif method == "warp":
-                yield method, steps, WarpRenderer(_plain_person(shots))
+                out.append((method, steps, WarpRenderer(_plain_person(shots))))
             else:
-                yield method, steps, CopyRenderer(_plain_person(shots))
+                out.append((method, steps, CopyRenderer(_plain_person(shots))))
+        return out
 
     def _real_descriptor(self, key: str, image: np.ndarray, points: np.ndarray) -> np.ndarray:
         if key not in self._descriptors:
@@ -509,7 +511,8 @@ class Evaluator:
 
     # -- protocols
 
-    def self_reenactment(self, subject: Subject, shot_count: int) -> list[dict[str, Any]]:
+    def self_reenactment(self, subject: Subject, shot_count: int,
+                         renderers: Sequence[tuple[str, int | None, Any]]) -> list[dict[str, Any]]:
         """One record per (variant, target): the target rendered at its own pose vs the real crop."""
         size = self.config.crop_size
         crops = [crop_from_landmarks(t.points, size) for t in subject.targets]
@@ -518,7 +521,7 @@ class Evaluator:
         real_ids = [self._real_descriptor(f"{t.name}@{size}", r, p)
                     for t, r, p in zip(subject.targets, real, driving)]
         records = []
-        for method, steps, renderer in self.renderers(make_shots(subject.shots(shot_count), size)):
+        for method, steps, renderer in renderers:
             outputs = renderer.render(driving)
             detected = self._detect(outputs, driving)
             for index, (output, points, found) in enumerate(zip(outputs, driving, detected)):
@@ -534,20 +537,19 @@ class Evaluator:
                 })
         return records
 
-    def cross_identity(self, driver: Subject, subject: Subject, shot_count: int) -> list[dict[str, Any]]:
-        """One record per (variant, driving sequence): ``subject`` driven by ``driver``'s targets."""
+    def cross_identity(self, driver: Subject, subject: Subject, shot_count: int, photo: Shot,
+                       renderers: Sequence[tuple[str, int | None, Any]]) -> list[dict[str, Any]]:
+        """One record per (variant, driving sequence): ``subject`` (first shot ``photo``) driven by
+        ``driver``'s target frames with relative motion, as the main command drives a photo."""
         from .render.pipeline import target_crop_points
 
-        size = self.config.crop_size
-        shots = make_shots(subject.shots(shot_count), size)
-        photo = shots[0]
-        photo_id = self._real_descriptor(f"{photo.path}@{size}", photo.crop_image, photo.crop_points)
+        photo_id = self._real_descriptor(f"{photo.path}@{photo.crop.size}", photo.crop_image, photo.crop_points)
         driver_points = np.stack([t.points for t in driver.targets])
         height, width = driver.targets[0].image.shape[:2]
         track = LandmarkTrack(driver_points, np.ones(len(driver_points), bool), driver.fps, (width, height))
         driving = target_crop_points(photo, track, relative=True)
         records = []
-        for method, steps, renderer in self.renderers(shots):
+        for method, steps, renderer in renderers:
             outputs = renderer.render(driving)
             detected = self._detect(outputs, driving)
             descriptors = [self.identity.descriptor(o, p) for o, p in zip(outputs, driving)]
@@ -564,22 +566,31 @@ class Evaluator:
         return records
 
     def run(self, subjects: Sequence[Subject], progress: ProgressReporter | None = None) -> list[dict[str, Any]]:
-        """Every protocol for every subject and shot count; the per-target / per-sequence records."""
+        """Every protocol for every subject and shot count; the per-target / per-sequence records.
+
+        Each person (subject x T, every method) is made once and serves both protocols: its own
+        targets (self-reenactment) and the previous video subject in the list driving it
+        (cross-identity; the list wraps around).
+        """
         progress = progress or SilentProgress()
-        drivers = [i for i, s in enumerate(subjects) if s.kind == "video"] if self.config.cross_identity else []
-        if self.config.cross_identity and (not drivers or len(subjects) < 2):
-            log.warning("cross-identity skipped: it needs a driving video and another subject")
-            drivers = []
-        units = [(subject, t) for subject in subjects for t in subject.shot_counts(self.config.shots)]
-        cross_units = [(subjects[i], subjects[(i + 1) % len(subjects)], t) for i in drivers
-                       for t in subjects[(i + 1) % len(subjects)].shot_counts(self.config.shots)]
+        drivers_of: dict[int, list[Subject]] = {}
+        if self.config.cross_identity:
+            videos = [i for i, s in enumerate(subjects) if s.kind == "video"]
+            if not videos or len(subjects) < 2:
+                log.warning("cross-identity skipped: it needs a driving video and another subject")
+            else:
+                for i in videos:
+                    drivers_of.setdefault((i + 1) % len(subjects), []).append(subjects[i])
+        units = [(j, t) for j, subject in enumerate(subjects) for t in subject.shot_counts(self.config.shots)]
         records: list[dict[str, Any]] = []
-        with progress.stage("evaluate", len(units) + len(cross_units)) as advance:
-            for subject, shot_count in units:
-                records += self.self_reenactment(subject, shot_count)
-                advance(1)
-            for driver, subject, shot_count in cross_units:
-                records += self.cross_identity(driver, subject, shot_count)
+        with progress.stage("evaluate", len(units)) as advance:
+            for j, shot_count in units:
+                subject = subjects[j]
+                shots = make_shots(subject.shots(shot_count), self.config.crop_size)
+                renderers = self.renderers(shots)
+                records += self.self_reenactment(subject, shot_count, renderers)
+                for driver in drivers_of.get(j, []):
+                    records += self.cross_identity(driver, subject, shot_count, shots[0], renderers)
                 advance(1)
         return records
 

@@ -23,7 +23,8 @@ from .models import TalkingHeadModel
 from .person import Person
 from .progress import ProgressReporter, SilentProgress
 from .render.pipeline import Driver, RenderConfig, load_shots, render_video, resolve_photo_paths
-from .render.renderers import RENDERERS, FrameRenderer, NeuralRenderer, WarpRenderer, resolve_device
+from .render.renderers import (RENDERERS, FrameRenderer, NeuralRenderer, WarpRenderer, resolve_device,
+                               resolve_render_backend)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class Engine:
     renderer: str = "neural"
     model: TalkingHeadModel | None = None
     weights_dir: Path | None = None
+    render_backend: str = "torch"   # how the neural renderer runs the generator: "torch" or "onnx"
+    compile: bool = False           # torch.compile the generator (torch backend on CUDA)
     _content_loss: ContentLoss | None = field(default=None, repr=False)
 
     @property
@@ -84,7 +87,10 @@ class Engine:
     def frame_renderer(self, person: Person) -> FrameRenderer:
         if self.model is None:
             return WarpRenderer(person)
-        return NeuralRenderer(self.model, person, self.device, detail_size=detail_size(person))
+        if self.render_backend == "onnx":
+            from .render.onnx_renderer import OnnxRenderer  # onnxruntime loads only when asked for
+            return OnnxRenderer(self.model, person, self.device, detail_size=detail_size(person))
+        return NeuralRenderer(self.model, person, self.device, detail_size=detail_size(person), compile=self.compile)
 
     def animate(self, person: Person, driver: Driver, output: str | Path, config: RenderConfig,
                 progress: ProgressReporter | None = None) -> Path:
@@ -92,14 +98,23 @@ class Engine:
 
 
 def build_engine(weights: str | None = None, landmarks: str = "auto", device: str = "auto",
-                 renderer: str = "neural") -> Engine:
-    """Load the landmark backend and (for the neural renderer) the weights."""
+                 renderer: str = "neural", backend: str = "auto", compile: bool = False) -> Engine:
+    """Load the landmark backend and (for the neural renderer) the weights.
+
+    ``backend`` runs the generator: "torch", "onnx" (onnxruntime) or "auto" (see
+    ``resolve_render_backend``); ``compile`` applies torch.compile (torch backend, CUDA only).
+    """
     if renderer not in RENDERERS:
         raise UsageError(f"unknown renderer {renderer!r}; choose from: {', '.join(RENDERERS)}")
     torch_device = resolve_device(device)
+    render_backend = resolve_render_backend(backend, torch_device)
+    if compile and (render_backend != "torch" or torch_device.type != "cuda"):
+        raise UsageError("--compile applies to the torch backend on a CUDA GPU "
+                         f"(here: {render_backend} on {torch_device.type})")
     backend = create_backend(landmarks, device=str(torch_device))
     if renderer == "warp":
         return Engine(backend=backend, device=torch_device, renderer=renderer)
     weights_dir = resolve_weights(weights)
     model = TalkingHeadModel.from_pretrained(weights_dir, device=torch_device).eval()
-    return Engine(backend=backend, device=torch_device, renderer=renderer, model=model, weights_dir=weights_dir)
+    return Engine(backend=backend, device=torch_device, renderer=renderer, model=model, weights_dir=weights_dir,
+                  render_backend=render_backend, compile=compile)

@@ -406,6 +406,15 @@ def test_auto_uses_fan_only_when_its_weights_are_cached(tmp_path, monkeypatch):
     assert backend.name == "fan" and backend.face_detector == "sfd"
 
 
+def test_auto_downloads_fan_only_on_a_gpu_with_the_host_reachable(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(fan_backend, "fan_weights_downloadable", lambda timeout=2.0: True)
+    assert create_backend("auto", device="cpu").name == "dlib"
+    assert create_backend("auto", device="cuda").name == "fan"
+    monkeypatch.setattr(fan_backend, "fan_weights_downloadable", lambda timeout=2.0: False)
+    assert create_backend("auto", device="cuda").name == "dlib"
+
+
 def test_cache_file_names_match_face_alignment():
     import os
     from urllib.parse import urlparse

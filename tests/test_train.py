@@ -331,6 +331,21 @@ def test_guard_unit_explosion_nan_and_collapse():
     assert colour_spread(torch.rand(1, 3, 8, 8) * 2 - 1).item() > 0.3
 
 
+def test_video_columns_start_at_the_first_embedding():
+    from animate_cli.models.discriminator import Discriminator
+    from animate_cli.train.loop import DistributedContext, VideoColumns
+
+    discriminator = Discriminator(TINY.replace(num_videos=3))
+    before = discriminator.W.detach().clone()
+    columns = VideoColumns(discriminator, DistributedContext(0, 1, 0, torch.device("cpu"), False))
+    embeddings = torch.arange(3 * 32, dtype=torch.float32).view(3, 32)
+    assert columns.update(torch.tensor([1, 1, 2]), embeddings) == 2
+    assert torch.equal(discriminator.W[:, 1], embeddings[0]) and torch.equal(discriminator.W[:, 2], embeddings[2])
+    assert torch.equal(discriminator.W[:, 0], before[:, 0])
+    assert columns.update(torch.tensor([1, 0]), embeddings + 100) == 1        # only video 0 is new
+    assert torch.equal(discriminator.W[:, 1], embeddings[0]) and torch.equal(discriminator.W[:, 0], embeddings[1] + 100)
+
+
 def test_cli_prepare_and_train(tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner

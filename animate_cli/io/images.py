@@ -71,6 +71,7 @@ def _large_images_allowed() -> Iterator[None]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                _quiet_pillow()
                 yield
         finally:
             Image.MAX_IMAGE_PIXELS = previous
@@ -116,10 +117,19 @@ def _close(image: Image.Image | None) -> None:
         image.close()
 
 
+def _quiet_pillow() -> None:
+    """Inside a ``warnings.catch_warnings()`` block: drop Pillow's own warnings about damaged
+    metadata ("Corrupt EXIF data"); they would print source lines around the CLI's one-line
+    messages, and the file is either read or refused with an InputError anyway."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 def _upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; a malformed EXIF block is ignored rather than fatal."""
     try:
-        return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            _quiet_pillow()
+            return ImageOps.exif_transpose(image)
     except (SyntaxError, ValueError, TypeError, KeyError, OSError) as error:
         logger.warning("ignoring malformed EXIF orientation in %s: %s", image.filename or "image", error)
         return image
@@ -168,7 +178,18 @@ def _load_with_opencv(path: Path) -> np.ndarray | None:
     import cv2  # deferred: only needed for the rare files Pillow cannot read
 
     data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode also handles non-ASCII paths
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if data[:8].tobytes().startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
+        # A JPEG or PNG that Pillow cannot read is damaged, and OpenCV's libjpeg and libpng would
+        # print their complaints about it straight to stderr, around the caller's one-line message.
+        return None
+    # OpenCV prints its decoders' complaints about a damaged file straight to stderr; the caller
+    # reports the failure itself, in one line.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if image is None or image.size == 0:
         return None
     if image.dtype == np.uint16:

@@ -72,6 +72,23 @@ def fan_weights_cached(hub_dir: str | Path | None = None) -> bool:
     return cached_fan_detector(hub_dir) is not None
 
 
+def fan_weights_downloadable(timeout: float = 2.0) -> bool:
+    """A quick TCP check that face-alignment's download host answers (no download happens here)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from face_alignment.api import models_urls
+    except ImportError:
+        return False
+    url = urlparse(models_urls["2DFAN-4"])
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class FanBackend(LandmarkBackend):
     """face-alignment's 2D FAN with its S3FD or BlazeFace detector.
 

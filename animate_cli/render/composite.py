@@ -26,6 +26,22 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
+def border_ramp(size: int, width: float) -> np.ndarray:
+    """(size,) float32 weights: 0 on the outermost pixels, rising smoothly to 1 over ``width`` pixels."""
+    return _smoothstep(np.minimum(np.arange(size), np.arange(size)[::-1]) / max(width, 1e-6)).astype(np.float32)
+
+
+def crop_mask(size: int, margin: float = 0.1) -> np.ndarray:
+    """A (size, size) mask that keeps the whole crop and fades out over ``margin`` x size at its border.
+
+    For renderers whose crops match the photo at the crop's border (the warp keeps its border fixed),
+    pasting the whole crop moves the head, hair and neck together: a face-shaped mask would leave the
+    photo's own head visible beside a moved one.
+    """
+    ramp = border_ramp(size, margin * size)
+    return ramp[:, None] * ramp[None, :]
+
+
 def face_mask(points: np.ndarray, size: int, feather: float = DEFAULT_FEATHER) -> np.ndarray:
     """A soft (size, size) float32 mask in [0, 1] covering the face and forehead.
 
@@ -54,7 +70,7 @@ def face_mask(points: np.ndarray, size: int, feather: float = DEFAULT_FEATHER) -
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
     # Fade to 0 at the crop border over a few sigmas (exactly 0 on the outermost pixels).
-    ramp = _smoothstep(np.minimum(np.arange(size), np.arange(size)[::-1]) / (2.5 * sigma)).astype(np.float32)
+    ramp = border_ramp(size, 2.5 * sigma)
     soft *= ramp[:, None]
     soft *= ramp[None, :]
     return np.clip(soft, 0.0, 1.0)

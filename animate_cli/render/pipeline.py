@@ -6,10 +6,14 @@ backend, the renderer) are passed in, so tests run each stage with tiny ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -31,6 +35,11 @@ log = logging.getLogger(__name__)
 # Default output is the photo's resolution; beyond this longest side H.264 encoders and players
 # struggle, so larger photos are scaled down (``--size`` overrides).
 MAX_DEFAULT_SIDE = 4096
+# How far each pipeline stage may run ahead of the next one, in batches: enough to keep every stage
+# busy, small enough that memory stays flat however long the video.
+STAGE_QUEUE_BATCHES = 2
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,8 +121,8 @@ def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
     else:
         video = probe_video(path)
         with progress.stage("landmarks", video.frame_count) as advance:
-            track = track_video(backend, iter_frames(path), video.fps, video.size, progress=advance)
-    track = fill_gaps(track)
+            track = track_video(backend, iter_frames(path), video.fps, video.size, progress=advance, path=path)
+    track = fill_gaps(track, path=path)
     if len(track) == 0:
         raise InputError("has no frames", path)
     missing = int((~track.valid).sum())
@@ -162,21 +171,88 @@ def photo_at_output_size(photo: Shot, size: tuple[int, int]) -> Shot:
     return replace(photo, image=image, points=points, crop=crop)
 
 
+def run_ahead(items: Iterator[T], limit: int, name: str) -> Iterator[T]:
+    """Iterate ``items`` in a worker thread, at most ``limit`` items ahead of the consumer.
+
+    Chained, these make a pipeline whose slowest stage sets the pace. An exception in the worker
+    is raised here, in the consumer; closing this generator (or an exception in the consumer)
+    stops the worker, which finishes its current item and exits, and closes ``items`` in turn.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=limit)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry: tuple[object, object]) -> bool:
+        while not stop.is_set():  # the consumer may be gone: never block forever
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as error:  # noqa: BLE001 - handed over to the consumer, which re-raises it
+            put((done, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, config: RenderConfig,
                    size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """Render the targets in batches and paste each face back into the photo (or keep the crop)."""
+    """Render the targets in batches and paste each face back into the photo (or keep the crop).
+
+    Generation and compositing run in two worker threads, each a few batches ahead of the next
+    stage (the caller, usually the encoder): frames come out in order.
+    """
+    def rendered_batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(targets), config.batch_size):
+            batch = targets[start:start + config.batch_size]
+            yield batch, renderer.render(batch)
+
+    generated = run_ahead(rendered_batches(), STAGE_QUEUE_BATCHES, "generate")
+    composited = composite_batches(generated, renderer.size, photo, config, size)
+    try:
+        yield from run_ahead(composited, STAGE_QUEUE_BATCHES * config.batch_size, "composite")
+    finally:
+        generated.close()  # after the compositing thread has stopped: it was the one iterating it
+
+
+def composite_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], crop_size: int, photo: Shot,
+                      config: RenderConfig, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """(target points, rendered crops) batches -> output frames of ``size`` (width, height)."""
     # Renderers may return crops larger than the shot's crop (more detail): same region, more pixels.
-    scale = renderer.size / photo.crop.size
-    compositor = None if config.crop_only else Compositor(photo.image, photo.crop.with_size(renderer.size))
-    photo_mask = face_mask(photo.crop_points * scale, renderer.size)
-    for start in range(0, len(targets), config.batch_size):
-        batch = targets[start:start + config.batch_size]
-        for crop_image, points in zip(renderer.render(batch), batch):
+    scale = crop_size / photo.crop.size
+    compositor = None if config.crop_only else Compositor(photo.image, photo.crop.with_size(crop_size))
+    photo_mask = face_mask(photo.crop_points * scale, crop_size)
+    for batch, crops in batches:
+        for crop_image, points in zip(crops, batch):
             if compositor is None:
                 frame = crop_image
             else:
                 # The face moves: cover where it is now and where it was in the photo.
-                mask = np.maximum(face_mask(points * scale, renderer.size), photo_mask)
+                mask = np.maximum(face_mask(points * scale, crop_size), photo_mask)
                 frame = compositor.compose(crop_image, mask)
             if (frame.shape[1], frame.shape[0]) != size:
                 interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_LINEAR
@@ -212,14 +288,18 @@ def render_video(renderer: FrameRenderer, person: Person, driver: Driver, output
     targets = target_crop_points(photo, driver.track, config.relative)[indices]
     size = output_size(photo, config, renderer.size)
     backdrop = photo if config.crop_only else photo_at_output_size(photo, size)
-    frames = compose_frames(renderer, backdrop, targets, config, size)
+    composed = compose_frames(renderer, backdrop, targets, config, size)
+    frames = composed
     if config.side_by_side:
-        frames = side_by_side_frames(frames, driver, indices)
+        frames = side_by_side_frames(composed, driver, indices)
         driver_width = (round(driver.video.size[0] * size[1] / driver.video.size[1]) // 2 * 2
                         if driver.video else size[1])
         size = (size[0] + max(2, driver_width), size[1])
     audio_from = driver.path if (config.audio and driver.video and driver.video.has_audio) else None
-    with progress.stage("render", len(indices)) as advance, \
+    # closing(): whatever stops the writing (an error, Ctrl-C) also stops the worker threads and
+    # the driver's decoder, not only the encoder.
+    with contextlib.closing(composed), contextlib.closing(frames), \
+            progress.stage("render", len(indices)) as advance, \
             VideoWriter(output, fps, size, crf=config.crf, audio_from=audio_from,
                         overwrite=config.overwrite) as writer:
         for frame in frames:

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..config import ModelConfig
+from ..export import person_generator
 from ..landmarks.drawing import draw_landmark_images
 from ..models import TalkingHeadModel
 from ..person import Person
@@ -20,6 +22,9 @@ from ..tensors import images_to_tensor, tensor_to_images
 from .warp import FaceWarper
 
 RENDERERS = ("neural", "warp")
+RENDER_BACKENDS = ("auto", "torch", "onnx")
+# What "auto" picks on a CPU: the faster backend measured by benchmarks/speed.py (README's table).
+CPU_RENDER_BACKEND = "onnx"
 
 
 class FrameRenderer(Protocol):
@@ -39,6 +44,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_render_backend(name: str, device: torch.device) -> str:
+    """'auto' -> torch on CUDA (fp16 autocast, channels_last), the measured faster one on a CPU."""
+    if name not in RENDER_BACKENDS:
+        from ..errors import UsageError
+        raise UsageError(f"unknown backend {name!r}; choose from: {', '.join(RENDER_BACKENDS)}")
+    if name != "auto":
+        return name
+    return "torch" if device.type == "cuda" else CPU_RENDER_BACKEND
+
+
 class WarpRenderer:
     """Piecewise-affine warp of the photo's face crop to each target (no weights needed)."""
 
@@ -51,14 +66,13 @@ class WarpRenderer:
         return np.stack([self.warper.warp(points) for points in target_points])
 
 
-class NeuralRenderer:
-    """The generator driven by landmark images, with the person's (fine-tuned) AdaIN parameters."""
+class GeneratorRenderer:
+    """What the neural renderers share: landmark images, the warped shots (warp guidance) and the
+    detail path. Subclasses differ only in ``generate``, one batch through the person's generator."""
 
-    def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
-                 detail_size: int | None = None):
-        self.device = device
-        self.model_size = model.config.image_size
-        self.guidance = model.config.guidance
+    def __init__(self, config: ModelConfig, person: Person, detail_size: int | None = None):
+        self.model_size = config.image_size
+        self.guidance = config.guidance
         # With warp guidance the frame is warped + correction; the warp can be done at the photo's
         # resolution and only the correction upsampled, so faces keep the photo's detail.
         self.size = self.model_size
@@ -68,31 +82,22 @@ class NeuralRenderer:
             for shot in person.shots:
                 crop = shot.crop.with_size(detail_size)
                 self.detail_warpers.append(FaceWarper(crop.crop_image(shot.image), crop.points_to_crop(shot.points)))
-        generator = model.generator
-        if person.generator_state is not None:
-            generator = type(generator)(model.config)
-            generator.load_state_dict(person.generator_state)
-        self.generator = generator.to(device).eval()
-        self.adain_params = person.adain_params.to(device)[None]
         self.shot_points = np.stack([s.crop_points for s in person.shots])
         self.warpers = ([FaceWarper(s.crop_image, s.crop_points) for s in person.shots]
                         if self.guidance == "warp" else [])
 
-    @torch.inference_mode()
+    def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
+        """uint8 (B, S, S, 3) landmark images [and warped shots] -> uint8 (B, S, S, 3) frames."""
+        raise NotImplementedError
+
     def render(self, target_points: np.ndarray) -> np.ndarray:
-        landmark_images = images_to_tensor(draw_landmark_images(target_points, self.model_size), self.device)
-        warped = None
+        landmark_images = draw_landmark_images(target_points, self.model_size)
+        warped_images = nearest = None
         if self.guidance == "warp":
             from ..finetune import nearest_shot_indices
             nearest = nearest_shot_indices(self.shot_points, target_points)
             warped_images = np.stack([self.warpers[i].warp(p) for i, p in zip(nearest, target_points)])
-            warped = images_to_tensor(warped_images, self.device)
-        psi = self.adain_params.expand(len(target_points), -1)
-        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
-                    else contextlib.nullcontext())
-        with autocast:
-            frames = self.generator(landmark_images, psi, warped)
-        frames = tensor_to_images(frames.float())
+        frames = self.generate(landmark_images, warped_images)
         if not self.detail_warpers:
             return frames
         return np.stack([self._add_detail(frame, warped_image, self.detail_warpers[i], points)
@@ -106,3 +111,30 @@ class NeuralRenderer:
         correction = frame.astype(np.float32) - warped.astype(np.float32)
         correction = cv2.resize(correction, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
         return np.clip(sharp + correction, 0, 255).round().astype(np.uint8)
+
+
+class NeuralRenderer(GeneratorRenderer):
+    """The generator in torch, with the person's (fine-tuned) AdaIN parameters baked in and spectral
+    norm folded; on CUDA in fp16 autocast and channels_last, optionally through torch.compile."""
+
+    def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
+                 detail_size: int | None = None, compile: bool = False):
+        super().__init__(model.config, person, detail_size)
+        self.device = torch.device(device)
+        self.channels_last = self.device.type == "cuda"  # NHWC is what tensor cores want
+        generator = person_generator(model, person, self.device)
+        if self.channels_last:
+            generator = generator.to(memory_format=torch.channels_last)
+        self.generator = generator
+        self._forward = torch.compile(generator) if compile else generator
+
+    @torch.inference_mode()
+    def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
+        inputs = [images_to_tensor(images, self.device) for images in (landmark_images, warped) if images is not None]
+        if self.channels_last:
+            inputs = [tensor.contiguous(memory_format=torch.channels_last) for tensor in inputs]
+        autocast = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
+                    else contextlib.nullcontext())
+        with autocast:
+            frames = self._forward(*inputs)
+        return tensor_to_images(frames.float())

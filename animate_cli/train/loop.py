@@ -7,11 +7,23 @@ Each step, for a batch of episodes (K shots + a target of one training video i):
   landmark image with psi = P e_i (and, with warp guidance, the nearest shot warped to it).
 * G/E update (Adam, lr 5e-5): ``content_weight * L_CNT + L_ADV + match_weight * L_MCH`` with
   L_ADV = hinge generator loss + ``feature_matching_weight`` * feature matching on D's blocks,
-  and L_MCH = L1(W_i, e_i). D is frozen here; W_i is a constant of this step (it is learned by
-  D's own update), so the match term pulls the embedder towards D's per-video columns.
+  and L_MCH = L1(W_i, e_i), W_i held constant. D is frozen here.
 * D update (Adam, lr 2e-4): hinge loss on the real target and the (detached) generated frame,
-  both projected on W_i + w0. W is an ordinary parameter of D, one column per training video,
-  so under DistributedDataParallel its gradients are all-reduced like any other.
+  both projected on W_i + w0, plus ``match_weight`` * L1(W_i, e_i) with e_i held constant. W is
+  an ordinary parameter of D, one column per training video, so under DistributedDataParallel
+  its gradients are all-reduced like any other.
+
+Two choices the paper leaves open, made so that meta-learning and fine-tuning agree and the
+embedder cannot die:
+
+* W_i starts as the embedding e_i of the first episode of video i that training sees (columns
+  are filled lazily, on every rank alike: the batch's embeddings are all-gathered). With W
+  randomly initialised near 0, the match term (weight 80) drove E's ReLU output to zero within
+  ~10 steps at preset small: psi = P e was then 0, AdaIN scales 0, and every generated frame
+  one flat colour (the divergence guard stopped the run; measured on LFW at 64 px).
+* L_MCH pulls both ways (e_i towards W_i in the G/E update, W_i towards e_i in the D update),
+  so W_i stays close to e_i: fine-tuning initialises D's vector as w0 + e_new, which is what
+  a column of W then is.
 
 Run folder::
 
@@ -74,6 +86,7 @@ SAMPLE_ROWS = 4
 # TrainConfig fields that may change when a run is resumed (they do not change its numbers).
 RESUME_MUTABLE = frozenset({"steps", "checkpoint_every", "sample_every", "log_every", "num_workers",
                             "keep_checkpoints", "device"})
+COLUMNS_KEY = "video_columns_initialised"
 LOSS_NAMES = ("loss_g", "content", "adversarial", "feature_matching", "match", "loss_d", "real_score", "fake_score")
 
 
@@ -269,6 +282,35 @@ class DivergenceGuard:
         self.collapsed_steps = int(state["collapsed_steps"])
 
 
+class VideoColumns:
+    """Fills W's column of a training video with that video's embedding the first time the
+    video appears in a batch (see the module docstring). Every rank applies the same updates."""
+
+    def __init__(self, discriminator: nn.Module, ctx: DistributedContext):
+        self.discriminator = discriminator
+        self.ctx = ctx
+        self.initialised = torch.zeros(discriminator.W.shape[1], dtype=torch.bool)
+
+    @torch.no_grad()
+    def update(self, video: torch.Tensor, embeddings: torch.Tensor) -> int:
+        """Set the unseen columns among ``video`` (B,) to ``embeddings`` (B, emb); returns how many."""
+        video, embeddings = video.detach(), embeddings.detach().float()
+        if self.ctx.distributed:
+            videos = [torch.empty_like(video) for _ in range(self.ctx.world_size)]
+            gathered = [torch.empty_like(embeddings) for _ in range(self.ctx.world_size)]
+            dist.all_gather(videos, video)
+            dist.all_gather(gathered, embeddings)
+            video, embeddings = torch.cat(videos), torch.cat(gathered)
+        W = self.discriminator.W
+        count = 0
+        for j, v in enumerate(video.cpu().tolist()):
+            if not self.initialised[v]:        # a video twice in the batch: its first episode wins
+                W[:, v] = embeddings[j].to(W.dtype)
+                self.initialised[v] = True
+                count += 1
+        return count
+
+
 def colour_spread(images: torch.Tensor) -> torch.Tensor:
     """Per image (N, 3, H, W): the max over channels of the standard deviation over pixels."""
     return images.detach().float().flatten(2).std(dim=2).amax(dim=1)
@@ -335,7 +377,7 @@ def _atomic_symlink(target: str, link: Path) -> None:
 
 def save_checkpoint(run_dir: Path, step: int, model: TalkingHeadModel, optimizers: dict[str, torch.optim.Optimizer],
                     scaler: torch.amp.GradScaler | None, trainer: dict[str, Any], training_record: dict[str, Any],
-                    keep: int = 0) -> Path:
+                    keep: int = 0, extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``checkpoints/step-XXXXXX`` (through a temporary folder, renamed when complete) and
     point ``last`` at it; keep the newest ``keep`` checkpoints (0 = all)."""
     checkpoints = run_dir / "checkpoints"
@@ -347,7 +389,7 @@ def save_checkpoint(run_dir: Path, step: int, model: TalkingHeadModel, optimizer
             shutil.rmtree(temporary)
         model.save_pretrained(temporary, training=training_record,
                               model_card=training_model_card(model.config, training_record))
-        tensors: dict[str, torch.Tensor] = {}
+        tensors: dict[str, torch.Tensor] = {k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
         state = dict(trainer)
         state["step"] = step
         state["optimizers"] = {name: _flatten_optimizer(name, opt, tensors) for name, opt in optimizers.items()}
@@ -550,11 +592,12 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
     guard = DivergenceGuard(cfg.explode_factor, cfg.collapse_std, cfg.collapse_patience)
 
+    columns = VideoColumns(model.discriminator, ctx)
     start_step, elapsed_before, checkpoint = 0, 0.0, None
     last_link = run_dir / LAST_NAME
     if resume and last_link.exists():
         checkpoint = last_link.resolve()
-        start_step, elapsed_before = _restore(checkpoint, model, optimizers, scaler, guard, device)
+        start_step, elapsed_before = _restore(checkpoint, model, optimizers, scaler, guard, columns, device)
         log.info("resumed from %s (step %d)", checkpoint, start_step)
     elif resume:
         log.warning("%s: no checkpoint yet; starting from step 0", run_dir)
@@ -586,7 +629,7 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
         batch = _move(next(batches), device)
         step += 1
         losses, fake, spread = _train_step(batch, model, generate, discriminate, content_loss, optimizers, scaler,
-                                           cfg, device, use_amp, amp_dtype)
+                                           columns, cfg, device, use_amp, amp_dtype)
         # Every rank sees the same (averaged) numbers, so every rank takes the same decision below.
         step_losses, spread = _reduce(losses, spread, ctx)
         reason = guard.check(step_losses, spread)
@@ -617,7 +660,8 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
                                              {"format_version": FORMAT_VERSION, "seconds": seconds,
                                               "guard": guard.state_dict(), "heldout_people": heldout,
                                               "world_size": ctx.world_size},
-                                             record, keep=cfg.keep_checkpoints)
+                                             record, keep=cfg.keep_checkpoints,
+                                             extra_tensors={COLUMNS_KEY: columns.initialised.to(torch.uint8)})
             else:
                 checkpoint = run_dir / "checkpoints" / f"step-{step:06d}"
         if progress is not None:
@@ -643,8 +687,8 @@ def _reduce(losses: dict[str, torch.Tensor], spread: torch.Tensor,
 
 def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generate: nn.Module,
                 discriminate: nn.Module, content_loss: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                scaler: torch.amp.GradScaler | None, cfg: TrainConfig, device: torch.device, use_amp: bool,
-                amp_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+                scaler: torch.amp.GradScaler | None, columns: VideoColumns, cfg: TrainConfig, device: torch.device,
+                use_amp: bool, amp_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """One G/E update then one D update; returns the losses, the generated frames and their
     largest colour spread (see ``colour_spread``)."""
     target, target_landmarks = batch["target_image"], batch["target_landmarks"]
@@ -655,6 +699,7 @@ def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generat
     with autocast:
         fake, embeddings = generate(batch["shot_images"], batch["shot_landmarks"], target_landmarks,
                                     batch.get("warped"))
+        columns.update(video, embeddings)
         # D is used unwrapped and frozen here: its update below is the only one it gets.
         with _frozen(discriminator):
             fake_out = discriminator(fake, target_landmarks, video_index=video)
@@ -677,8 +722,9 @@ def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generat
         scores = both.score.float()
         real_score, fake_score = scores[:len(video)], scores[len(video):]
         loss_d = hinge_discriminator_loss(real_score, fake_score)
+        match_d = match_loss(discriminator.W[:, video].t().float(), embeddings.detach().float())
     optimizers["discriminator"].zero_grad(set_to_none=True)
-    _backward_step(loss_d, optimizers["discriminator"], scaler)
+    _backward_step(loss_d + cfg.match_weight * match_d, optimizers["discriminator"], scaler)
     if scaler is not None:
         scaler.update()
 
@@ -698,7 +744,8 @@ def _backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
 
 
 def _restore(checkpoint: Path, model: TalkingHeadModel, optimizers: dict[str, torch.optim.Optimizer],
-             scaler: torch.amp.GradScaler | None, guard: DivergenceGuard, device: torch.device) -> tuple[int, float]:
+             scaler: torch.amp.GradScaler | None, guard: DivergenceGuard, columns: VideoColumns,
+             device: torch.device) -> tuple[int, float]:
     """Load weights, optimisers, scaler, guard and RNG states; returns (step, seconds so far)."""
     from ..models.bundle import WEIGHTS_NAME, check_state_dict, read_checkpoint_config
 
@@ -729,6 +776,10 @@ def _restore(checkpoint: Path, model: TalkingHeadModel, optimizers: dict[str, to
     if scaler is not None and trainer.get("scaler"):
         scaler.load_state_dict(trainer["scaler"])
     guard.load_state_dict(trainer["guard"])
+    mask = tensors.get(COLUMNS_KEY)
+    if mask is None or mask.shape != columns.initialised.shape:
+        raise WeightsError("trainer state has no (or a mis-sized) video column mask", checkpoint)
+    columns.initialised = mask.bool()
     _set_rng_state(trainer["rng"])
     return int(trainer["step"]), float(trainer.get("seconds", 0.0))
 

@@ -1,0 +1,103 @@
+"""One person's generator as an inference graph: in torch (for rendering) and in ONNX (for export).
+
+A person's generator is the (fine-tuned) generator with the person's AdaIN parameters psi baked in
+as a constant and spectral norm folded into plain weights, so a call is only
+``landmark_images (+ warped) -> frames``: no power iteration, no projection, no person inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .io.atomic import atomic_output
+from .models import Generator, TalkingHeadModel
+from .models.blocks import fold_spectral_norm
+from .person import Person
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+INPUT_NAMES = ("landmark_images", "warped")
+OUTPUT_NAME = "frames"
+
+
+class PersonGenerator(nn.Module):
+    """G(y, psi') with psi' fixed: (N, 3, S, S) landmark images [+ warped shots] in [-1, 1] -> frames."""
+
+    def __init__(self, generator: Generator, adain_params: torch.Tensor):
+        super().__init__()
+        self.generator = generator
+        self.uses_warp = generator.warp
+        # (1, adain_size): AdaIN broadcasts it over the batch, so no per-batch expand is needed.
+        self.register_buffer("adain_params", adain_params.detach().reshape(1, -1).clone())
+
+    def forward(self, landmark_images: torch.Tensor, warped: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(landmark_images, self.adain_params, warped)
+
+
+def person_generator(model: TalkingHeadModel, person: Person, device: torch.device | str = "cpu") -> PersonGenerator:
+    """The person's generator ready for inference (eval mode, spectral norm folded, on ``device``).
+
+    The model's own generator is never changed: it is shared by every person of a batch and
+    fine-tuning needs its spectral norm. A new generator is built and loaded rather than
+    deep-copied, because a deep copy shares its parametrized classes with the original, and
+    folding the copy would delete the original's ``weight`` property.
+    """
+    generator = Generator(model.config)
+    generator.load_state_dict(person.generator_state if person.generator_state is not None
+                              else model.generator.state_dict())
+    # Eval first: folding evaluates the parametrization, which must not run a power iteration.
+    generator = fold_spectral_norm(generator.to(device).float().eval())
+    return PersonGenerator(generator, person.adain_params.to(device).float()).eval()
+
+
+def _example_inputs(module: PersonGenerator, image_size: int, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    landmark_images = torch.zeros(batch, 3, image_size, image_size)
+    if module.uses_warp:
+        return landmark_images, torch.zeros(batch, 3, image_size, image_size)
+    return (landmark_images,)
+
+
+def write_onnx(module: PersonGenerator, image_size: int, target: str | Path | io.BytesIO,
+               opset: int = DEFAULT_OPSET) -> None:
+    """Export ``module`` (on the CPU) to ``target`` with a dynamic batch dimension."""
+    module = module.to("cpu").eval()
+    inputs = _example_inputs(module, image_size)
+    input_names = list(INPUT_NAMES[:len(inputs)])
+    dynamic_axes = {name: {0: "batch"} for name in [*input_names, OUTPUT_NAME]}
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter warns about traced shape arithmetic and its own deprecation;
+        # neither concerns the user (onnxscript, which the new exporter needs, is not a dependency).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, inputs, target, input_names=input_names, output_names=[OUTPUT_NAME],
+                          dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
+
+
+def generator_onnx_bytes(model: TalkingHeadModel, person: Person, opset: int = DEFAULT_OPSET) -> bytes:
+    """The person's generator as a serialised ONNX model, built in memory."""
+    buffer = io.BytesIO()
+    write_onnx(person_generator(model, person), model.config.image_size, buffer, opset)
+    return buffer.getvalue()
+
+
+def export_generator(model: TalkingHeadModel, person: Person, path: str | Path, opset: int = DEFAULT_OPSET,
+                     overwrite: bool = False) -> Path:
+    """Write the person's generator to ``path`` as ONNX, atomically.
+
+    Inputs: ``landmark_images`` (N, 3, S, S) float32 in [-1, 1], and ``warped`` (N, 3, S, S) when the
+    model uses warp guidance; output ``frames`` (N, 3, S, S) in [-1, 1]; N is dynamic.
+    """
+    path = Path(path)
+    # Inside the block: a refused target fails before the export's work, a failed export leaves nothing.
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        data = generator_onnx_bytes(model, person, opset)
+        temporary.write_bytes(data)
+    log.info("exported the generator (%d inputs, opset %d, %.1f MB) to %s",
+             1 + model.generator.warp, opset, len(data) / 1e6, path)
+    return path
