@@ -10,7 +10,8 @@ Exit codes (the README holds the same table):
 4     no usable face (no face, face too small, no face in any driving frame)
 5     weights unavailable (Hub unreachable, missing repo, corrupt or incompatible checkpoint)
 6     partial batch failure (some people failed, the others were written)
-7     output cannot be written (folder not writable, disk full, output exists)
+7     output cannot be written (folder not writable, disk full)
+8     training or fine-tuning diverged (NaN, exploding loss, one-colour frames)
 130   interrupted (Ctrl-C); nothing partial is left behind
 ====  =====================================================
 """
@@ -56,6 +57,12 @@ class OutputError(AnimateFaceError):
     exit_code = 7
 
 
+class DivergenceError(AnimateFaceError):
+    """Training or fine-tuning diverged; training keeps its last good checkpoint."""
+
+    exit_code = 8
+
+
 class InterruptedRun(AnimateFaceError):
     exit_code = 130
 
@@ -69,5 +76,6 @@ EXIT_CODES: dict[int, str] = {
     WeightsError.exit_code: "weights unavailable",
     BatchFailure.exit_code: "partial batch failure",
     OutputError.exit_code: "output cannot be written",
+    DivergenceError.exit_code: "training or fine-tuning diverged",
     InterruptedRun.exit_code: "interrupted",
 }

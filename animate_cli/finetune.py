@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .config import FinetuneConfig
+from .errors import DivergenceError
 from .landmarks.drawing import draw_landmark_images
 from .losses import ContentLoss, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from .models import TalkingHeadModel
@@ -25,10 +26,6 @@ from .render.warp import FaceWarper
 from .tensors import images_to_tensor
 
 log = logging.getLogger(__name__)
-
-
-class DivergenceError(RuntimeError):
-    """Fine-tuning produced NaN or inf losses."""
 
 
 def nearest_shot_indices(shot_points: np.ndarray, target_points: np.ndarray) -> np.ndarray:

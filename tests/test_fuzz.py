@@ -7,6 +7,7 @@ never another exception type, never a hang (each case runs under a deadline). Se
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import subprocess
 import sys
@@ -79,6 +80,14 @@ def outcome(path: Path, action: Callable[[], object]) -> object:
             assert error.path == str(path) and message.startswith(f"{path}: "), message
             assert "\n" not in message and len(message) < 400, message
             return error
+
+
+@pytest.fixture(autouse=True)
+def no_cli_log_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI tests that ran earlier in this process leave their Rich log handler on the root logger;
+    the library's own warnings must not be taken for decoders' noise on stderr here."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if type(h).__module__.startswith("_pytest")])
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import FORMAT_VERSION, ModelConfig
-from ..errors import AnimateFaceError, InputError, OutputError, UsageError, WeightsError
+from ..errors import DivergenceError, InputError, OutputError, UsageError, WeightsError
 from ..losses import ContentLoss, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss, match_loss
 from ..models import TalkingHeadModel
 from ..tensors import tensor_to_images
@@ -88,12 +88,6 @@ RESUME_MUTABLE = frozenset({"steps", "checkpoint_every", "sample_every", "log_ev
                             "keep_checkpoints", "device"})
 COLUMNS_KEY = "video_columns_initialised"
 LOSS_NAMES = ("loss_g", "content", "adversarial", "feature_matching", "match", "loss_d", "real_score", "fake_score")
-
-
-class DivergenceError(AnimateFaceError):
-    """Training diverged (NaN, exploding loss, one-colour frames); the last good checkpoint is kept."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

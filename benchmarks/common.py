@@ -1,0 +1,135 @@
+"""What the benchmark scripts share: the machine's description, untrained weights of a preset,
+timing helpers and markdown tables (Rich, so they paste into README as they are)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+PORTRAIT = REPO / "samples" / "portrait.jpg"
+DRIVER = REPO / "samples" / "drive.mp4"
+
+
+def setup_process() -> None:
+    """What the CLI's entry point sets process-wide (OpenCV threads fight torch's on small machines)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line naming the machine: CPU, cores, GPU, library versions, load."""
+    import onnxruntime
+
+    parts = [f"CPU: {cpu_model()}, {os.cpu_count()} cores"]
+    if torch.cuda.is_available():
+        parts.append(f"GPU: {torch.cuda.get_device_name(0)}")
+    parts.append(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    parts.append("load average (1 min) {:.2f}".format(os.getloadavg()[0]))
+    return "; ".join(parts)
+
+
+def untrained_weights(preset: str, folder: Path, guidance: str = "warp", seed: int = 0) -> Path:
+    """An untrained checkpoint of ``preset``, as `animate-face init` writes it (speed does not
+    depend on the weights' values)."""
+    from animate_cli.config import get_preset
+    from animate_cli.models import TalkingHeadModel
+
+    target = folder / f"{preset}-{guidance}"
+    if not (target / "model.safetensors").exists():
+        torch.manual_seed(seed)
+        TalkingHeadModel(get_preset(preset, guidance=guidance)).save_pretrained(
+            target, training={"kind": "untrained", "preset": preset, "seed": seed})
+    return target
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gpu_peak_mb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class Timer:
+    """``with Timer() as t: ...`` then ``t.seconds``."""
+
+    def __enter__(self) -> "Timer":
+        synchronize()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize()
+        self.seconds = time.perf_counter() - self.start
+
+
+class TimedRenderer:
+    """A renderer wrapper that adds up the time spent in ``render`` and keeps the crops."""
+
+    def __init__(self, renderer, keep: bool = True):
+        self.renderer = renderer
+        self.size = renderer.size
+        self.seconds = 0.0
+        self.crops: list[np.ndarray] = []
+        self.keep = keep
+
+    def render(self, target_points: np.ndarray) -> np.ndarray:
+        with Timer() as timer:
+            crops = self.renderer.render(target_points)
+        self.seconds += timer.seconds
+        if self.keep:
+            self.crops.append(crops)
+        return crops
+
+
+class ReplayRenderer:
+    """Hands back crops rendered earlier, so compositing and encoding can be timed alone."""
+
+    def __init__(self, crops: list[np.ndarray], size: int):
+        self.batches = iter(crops)
+        self.size = size
+
+    def render(self, target_points: np.ndarray) -> np.ndarray:
+        crops = next(self.batches)
+        assert len(crops) == len(target_points)
+        return crops
+
+
+def print_tables(tables: list[tuple[str, list[str], list[list[str]]]], notes: list[str]) -> None:
+    """Markdown tables (title, columns, rows), then the machine's line and notes, on stdout."""
+    console = Console(width=250)
+    for title, columns, rows in tables:
+        table = Table(*columns, title=title, box=box.MARKDOWN)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    console.print(f"\nMachine: {machine()}", highlight=False)
+    for note in notes:
+        console.print(note, highlight=False)

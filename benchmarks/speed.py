@@ -1,0 +1,267 @@
+"""Speed and memory: rendering fps per preset and backend, fine-tuning, landmarks, long drivers.
+
+    python benchmarks/speed.py [--presets small paper] [--frames N] [--finetune-presets small paper]
+                               [--memory-preset PRESET] [--skip-memory]
+
+Every measurement runs in its own subprocess, so each peak memory figure is that configuration's
+own (Linux peak RSS; on a GPU also torch's peak allocation):
+
+- rendering: the renderer on the sample driver's motion applied to samples/portrait.jpg (landmark
+  images, warps, the network, the detail path), per preset (untrained weights, warp guidance) and
+  backend: torch, onnx, and on CUDA torch with torch.compile. "network fps" times the generator
+  call alone on the same batches; the first batch is a warm-up, not timed;
+- fine-tuning: 8 photos (the portrait, flipped, turned and scaled) and the default steps;
+- landmarks: tracking the sample driver, per landmark backend available here;
+- memory: the whole main job (feed-forward, default backend) on the sample driver looped to 10 s
+  and to 60 s: the peaks must match, since frames stream through.
+
+The device is chosen as the CLI does (CUDA when present), so the script runs unchanged on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import (DRIVER, PORTRAIT, Timer, gpu_peak_mb, peak_rss_mb, print_tables, setup_process,
+                    untrained_weights)
+
+BATCH = 8
+RESULT = "RESULT "
+
+
+# ------------------------------------------------------------------------------------------------
+# Children: one measurement each, printed as a JSON line.
+
+
+def child_render(preset: str, backend: str, compile: bool, frames: int, track_path: str, folder: str) -> dict:
+    import numpy as np
+
+    from animate_cli.config import FinetuneConfig
+    from animate_cli.jobs import build_engine
+    from animate_cli.landmarks import LandmarkTrack
+    from animate_cli.landmarks.drawing import draw_landmark_images
+    from animate_cli.render.pipeline import target_crop_points
+
+    engine = build_engine(str(untrained_weights(preset, Path(folder))), landmarks="auto", device="auto",
+                          backend=backend, compile=compile)
+    person = engine.make_person([PORTRAIT], FinetuneConfig(steps=0))
+    targets = target_crop_points(person.photo, LandmarkTrack.load(track_path))
+    targets = np.resize(targets, (frames + BATCH, *targets.shape[1:]))  # loops a short driver
+    with Timer() as setup:
+        renderer = engine.frame_renderer(person)
+    with Timer() as warm_up:
+        renderer.render(targets[:BATCH])
+    batches = [targets[start:start + BATCH] for start in range(BATCH, len(targets), BATCH)]
+    with Timer() as rendering:
+        for batch in batches:
+            renderer.render(batch)
+    # The network alone, on the same inputs (landmark images and warped shots prepared beforehand).
+    inputs = []
+    for batch in batches:
+        warped = None
+        if renderer.guidance == "warp":
+            warped = np.stack([renderer.warpers[0].warp(points) for points in batch])
+        inputs.append((draw_landmark_images(batch, renderer.model_size), warped))
+    with Timer() as network:
+        for landmark_images, warped in inputs:
+            renderer.generate(landmark_images, warped)
+    return {"setup": setup.seconds, "warm_up": warm_up.seconds, "fps": frames / rendering.seconds,
+            "network_fps": frames / network.seconds, "crop": renderer.size, "device": engine.device.type,
+            "backend": engine.render_backend, "rss": peak_rss_mb(), "gpu": gpu_peak_mb()}
+
+
+def child_finetune(preset: str, photos: str, folder: str) -> dict:
+    from animate_cli.config import FinetuneConfig
+    from animate_cli.jobs import build_engine
+
+    engine = build_engine(str(untrained_weights(preset, Path(folder))), landmarks="auto", device="auto")
+    with Timer() as lookup:
+        loss = engine.content_loss()
+    config = FinetuneConfig()
+    with Timer() as finetune:
+        engine.make_person([photos], config)
+    return {"seconds": finetune.seconds, "steps": config.steps, "photos": len(list(Path(photos).iterdir())),
+            "lookup": lookup.seconds, "loss": loss.description, "device": engine.device.type,
+            "rss": peak_rss_mb(), "gpu": gpu_peak_mb()}
+
+
+def child_landmarks(backend_name: str, track_path: str) -> dict:
+    from animate_cli.io.video import iter_frames, probe_video
+    from animate_cli.landmarks import create_backend, track_video
+    from animate_cli.render.renderers import resolve_device
+
+    backend = create_backend(backend_name, device=str(resolve_device("auto")))
+    info = probe_video(DRIVER)
+    with Timer() as tracking:
+        track = track_video(backend, iter_frames(DRIVER), info.fps, info.size)
+    track.save(track_path)
+    return {"fps": len(track) / tracking.seconds, "frames": len(track), "found": int(track.valid.sum()),
+            "rss": peak_rss_mb()}
+
+
+def run_child(**spec) -> dict:
+    """Run one measurement in a fresh interpreter; its JSON result."""
+    command = [sys.executable, __file__, "--child", json.dumps(spec)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"benchmark child {spec} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len(RESULT):])
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs made once.
+
+
+def make_photos(folder: Path, count: int = 8) -> Path:
+    """``count`` photos of the portrait's person: the portrait flipped, turned and scaled."""
+    import cv2
+
+    from animate_cli.io.images import load_image, save_image
+
+    image = load_image(PORTRAIT)
+    height, width = image.shape[:2]
+    photos = folder / "photos"
+    photos.mkdir(exist_ok=True)
+    for index in range(count):
+        angle, scale = (-6, -3, 0, 3, 6, -4, 4, 0)[index], (1.0, 0.95, 1.05, 1.0, 0.97, 1.03, 1.0, 0.9)[index]
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, scale)
+        shot = cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+        save_image(photos / f"shot{index}.png", shot[:, ::-1].copy() if index % 2 else shot)
+    return photos
+
+
+def looped_driver(seconds: float, folder: Path) -> Path:
+    """The sample driver looped to ``seconds`` (video and audio), as a new H.264 file."""
+    from animate_cli.io.video import ffmpeg_exe
+
+    path = folder / f"drive-{seconds:g}s.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(DRIVER), "-t", str(seconds),
+                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)],
+                   check=True)
+    return path
+
+
+def job_memory(driver: Path, weights: Path, folder: Path) -> dict:
+    """The main job on ``driver`` in a child process: its wall time and its own peak RSS (wait4)."""
+    output = folder / f"out-{driver.stem}.mp4"
+    command = [sys.executable, "-m", "animate_cli.cli", str(PORTRAIT), "--drive", str(driver), "-o", str(output),
+               "--weights", str(weights), "--finetune-steps", "0", "--overwrite", "-q"]
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, unlike RUSAGE_CHILDREN
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            stderr.seek(0)
+            raise SystemExit(f"main job on {driver} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
+    from animate_cli.io.video import probe_output
+
+    return {"seconds": seconds, "rss": usage.ru_maxrss / 1024, "frames": probe_output(output)["frame_count"]}
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--presets", nargs="+", default=["small", "paper"])
+    parser.add_argument("--frames", type=int, help="frames timed per preset and backend "
+                        "(default: 64 for small, 16 for paper on a CPU; 400 on a GPU)")
+    parser.add_argument("--finetune-presets", nargs="*", default=None, help="default: --presets")
+    parser.add_argument("--memory-preset", help="preset of the 10 s / 60 s runs (default: small on a GPU, "
+                        "tiny on a CPU, where a 60 s driver at small would take several minutes)")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    setup_process()
+    if args.child:
+        spec = json.loads(args.child)
+        kind = spec.pop("kind")
+        child = {"render": child_render, "finetune": child_finetune, "landmarks": child_landmarks}[kind]
+        print(RESULT + json.dumps(child(**spec)), flush=True)
+        return
+
+    import torch
+
+    from animate_cli.landmarks.fan_backend import fan_weights_cached
+
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="animate-face-speed-") as tmp:
+        folder = Path(tmp)
+        track = str(folder / "drive.npz")
+        tables = []
+
+        rows = []
+        for name in ["dlib"] + (["fan"] if fan_weights_cached() else []):
+            result = run_child(kind="landmarks", backend_name=name, track_path=track)
+            rows.append([name, f"{result['fps']:.1f}", f"{result['found']}/{result['frames']}", mb(result["rss"])])
+        tables.append(("landmarks: tracking samples/drive.mp4 (256x256)",
+                       ["backend", "fps", "face found", "peak RSS MB"], rows))
+
+        rows = []
+        for preset in args.presets:
+            untrained_weights(preset, folder)
+            frames = args.frames or (400 if cuda else {"paper": 16}.get(preset, 64))
+            variants = [("torch", False), ("onnx", False)] + ([("torch", True)] if cuda else [])
+            results = {}
+            for backend, compile in variants:
+                results[backend, compile] = result = run_child(kind="render", preset=preset, backend=backend,
+                                                               compile=compile, frames=frames, track_path=track,
+                                                               folder=tmp)
+                rows.append([preset, backend + (" + compile" if compile else ""), result["device"],
+                             f"{result['crop']} px", str(frames), f"{result['setup']:.1f}",
+                             f"{result['warm_up']:.1f}", f"{result['network_fps']:.2f}", f"{result['fps']:.2f}",
+                             mb(result["rss"]), mb(result["gpu"])])
+            torch_fps, onnx_fps = results["torch", False]["fps"], results["onnx", False]["fps"]
+            faster, ratio = ("onnx", onnx_fps / torch_fps) if onnx_fps > torch_fps else ("torch", torch_fps / onnx_fps)
+            rows.append([preset, f"faster: {faster}", "", "", "", "", "", "", f"x{ratio:.2f}", "", ""])
+        tables.append(("rendering (warp guidance, untrained weights, batches of 8)",
+                       ["preset", "backend", "device", "crop", "frames", "setup s", "warm-up s", "network fps",
+                        "renderer fps", "peak RSS MB", "GPU peak MB"], rows))
+
+        rows = []
+        photos = make_photos(folder)
+        for preset in args.presets if args.finetune_presets is None else args.finetune_presets:
+            result = run_child(kind="finetune", preset=preset, photos=str(photos), folder=tmp)
+            rows.append([preset, result["device"], str(result["photos"]), str(result["steps"]),
+                         f"{result['seconds']:.1f}", f"{result['lookup']:.1f}", result["loss"], mb(result["rss"]),
+                         mb(result["gpu"])])
+        tables.append(("fine-tuning (embedding + default steps)",
+                       ["preset", "device", "photos", "steps", "seconds", "content-loss lookup s", "content loss",
+                        "peak RSS MB", "GPU peak MB"], rows))
+
+        if not args.skip_memory:
+            preset = args.memory_preset or ("small" if cuda else "tiny")
+            weights = untrained_weights(preset, folder)
+            rows = []
+            for seconds in (10, 60):
+                result = job_memory(looped_driver(seconds, folder), weights, folder)
+                rows.append([f"{seconds} s", str(result["frames"]), preset, f"{result['seconds']:.1f}",
+                             mb(result["rss"])])
+            change = (float(rows[1][4].replace(",", "")) / float(rows[0][4].replace(",", "")) - 1) * 100
+            rows.append(["60 s vs 10 s", "", "", "", f"{change:+.1f} %"])
+            tables.append(("memory: the whole main job (feed-forward) on the sample driver looped",
+                           ["driver", "frames", "preset", "wall s", "peak RSS MB"], rows))
+
+    print_tables(tables, [
+        "Renderer fps: the whole renderer per frame (landmark image, warp of the nearest photo, generator, "
+        "sharp warp + upsampled correction at the photo's face size); network fps: the generator call alone.",
+        "Peak RSS is each measurement's own process (a fresh interpreter per row).",
+    ])
+
+
+if __name__ == "__main__":
+    main()
