@@ -35,6 +35,8 @@ class BatchResult:
 def discover_people(folder: str | Path) -> list[BatchPerson]:
     """Every image directly in the folder is one person; every subfolder is one person."""
     folder = Path(folder)
+    if not folder.exists():
+        raise InputError("no such folder", folder)
     if not folder.is_dir():
         raise InputError("is not a folder (batch takes a folder of people)", folder)
     people = []

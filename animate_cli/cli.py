@@ -458,9 +458,11 @@ def exit_codes_command() -> None:
 
 def _register_more_commands() -> None:
     # Kept in their own modules (they hold much of their own option handling); registered here.
+    from .eval_command import register_eval_command
     from .train.commands import register_training_commands
 
     register_training_commands(app)
+    register_eval_command(app)
 
 
 _register_more_commands()

@@ -9,7 +9,8 @@ own (Linux peak RSS; on a GPU also torch's peak allocation):
 - rendering: the renderer on the sample driver's motion applied to samples/portrait.jpg (landmark
   images, warps, the network, the detail path), per preset (untrained weights, warp guidance) and
   backend: torch, onnx, and on CUDA torch with torch.compile. "network fps" times the generator
-  call alone on the same batches; the first batch is a warm-up, not timed;
+  call alone on the same batches; the first batch is a warm-up, not timed; fps come from the
+  median batch time, which other processes' bursts on a shared machine do not move;
 - fine-tuning: 8 photos (the portrait, flipped, turned and scaled) and the default steps;
 - landmarks: tracking the sample driver, per landmark backend available here;
 - memory: the whole main job (feed-forward, default backend) on the sample driver looped to 10 s
@@ -59,9 +60,11 @@ def child_render(preset: str, backend: str, compile: bool, frames: int, track_pa
     with Timer() as warm_up:
         renderer.render(targets[:BATCH])
     batches = [targets[start:start + BATCH] for start in range(BATCH, len(targets), BATCH)]
-    with Timer() as rendering:
-        for batch in batches:
+    render_times = []
+    for batch in batches:
+        with Timer() as rendering:
             renderer.render(batch)
+        render_times.append(rendering.seconds)
     # The network alone, on the same inputs (landmark images and warped shots prepared beforehand).
     inputs = []
     for batch in batches:
@@ -69,11 +72,14 @@ def child_render(preset: str, backend: str, compile: bool, frames: int, track_pa
         if renderer.guidance == "warp":
             warped = np.stack([renderer.warpers[0].warp(points) for points in batch])
         inputs.append((draw_landmark_images(batch, renderer.model_size), warped))
-    with Timer() as network:
-        for landmark_images, warped in inputs:
+    network_times = []
+    for landmark_images, warped in inputs:
+        with Timer() as network:
             renderer.generate(landmark_images, warped)
-    return {"setup": setup.seconds, "warm_up": warm_up.seconds, "fps": frames / rendering.seconds,
-            "network_fps": frames / network.seconds, "crop": renderer.size, "device": engine.device.type,
+        network_times.append(network.seconds)
+    # fps from the median batch: robust to other processes' bursts on a shared machine.
+    return {"setup": setup.seconds, "warm_up": warm_up.seconds, "fps": BATCH / np.median(render_times),
+            "network_fps": BATCH / np.median(network_times), "crop": renderer.size, "device": engine.device.type,
             "backend": engine.render_backend, "rss": peak_rss_mb(), "gpu": gpu_peak_mb()}
 
 

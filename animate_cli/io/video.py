@@ -408,11 +408,10 @@ class VideoWriter:
         if self.audio_from is not None:
             check_input_file(self.audio_from, "a media file")
         self._output = AtomicOutput(self.path, self.overwrite)
-        final_temp = self._output.__enter__()
-        # With audio, frames go to a second temporary file first, muxed into final_temp at the end.
+        # With audio, frames go to a second temporary file first, muxed into the final one at the end.
         if self.audio_from is not None:
             self._video_temp = temp_path_for(self.path, "video")
-        target = self._video_temp or final_temp
+        target = self._video_temp or self._output.temp_path
         width, height = self.size
         command = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
@@ -421,13 +420,14 @@ class VideoWriter:
             "-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
             "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(target),
         ]
-        self._stderr = tempfile.TemporaryFile()
+        self._output.__enter__()
         try:
+            self._stderr = tempfile.TemporaryFile()
             self._process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
                 start_new_session=True,  # Ctrl-C reaches Python, which then cleans up in order
             )
-        except OSError:
+        except BaseException:  # ffmpeg did not start, or Ctrl-C came now: leave no temporary file
             self._cleanup()
             self._output.discard()
             raise
