@@ -493,3 +493,25 @@ def test_fan_without_weights_is_a_weights_error(tmp_path, monkeypatch):
     monkeypatch.setattr(face_alignment, "FaceAlignment", Offline)
     with pytest.raises(WeightsError, match="face-alignment weights unavailable"):
         backend.detect_faces(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_relative_motion_never_crosses_lips_or_lids():
+    """A driver that starts with an open mouth and closes it must not push the photo's lips through each other."""
+    from animate_cli.landmarks.retarget import FACING_PAIRS
+
+    rng = np.random.default_rng(0)
+    source = np.zeros((68, 2), np.float32)
+    source[:, 0] = rng.uniform(40, 60, 68)
+    source[:, 1] = np.linspace(20, 80, 68)
+    source[27:31, 1] = [30, 35, 40, 45]
+    source[57] = (50, 85)
+    for upper, lower in FACING_PAIRS:           # closed: partners on top of each other
+        source[lower] = source[upper]
+    driver = np.stack([source, source]).astype(np.float32)
+    for upper, lower in FACING_PAIRS:           # reference frame open, second frame closed
+        driver[0, lower, 1] += 6
+    result = retarget_relative(source, driver)
+    down = result[:, 57] - result[:, 27:31].mean(axis=1)
+    gaps = ((result[:, FACING_PAIRS[:, 1]] - result[:, FACING_PAIRS[:, 0]]) * down[:, None]).sum(-1)
+    assert (gaps >= -1e-4).all()
+    np.testing.assert_allclose(result[0], source, atol=1e-5)

@@ -80,10 +80,34 @@ def retarget_relative(source_points: np.ndarray, driver_points: np.ndarray,
     # m A m^-1 (moved): the head motion conjugated into the source face's frame.
     result = a[:, None] * (moved - n) + m * b[:, None] + n
     out = _real(result).astype(np.float32)
+    _uncross_lids_and_lips(out)
     # Frames identical to the reference map exactly to the source (no rounding residue).
     same = np.all(driver == driver[reference_index], axis=(1, 2))
     out[same] = source.astype(np.float32)
     return out
+
+
+# (upper, lower) pairs facing each other across the eyes and the inner lips.
+FACING_PAIRS = np.array([(37, 41), (38, 40), (43, 47), (44, 46), (61, 67), (62, 66), (63, 65)])
+
+
+def _uncross_lids_and_lips(points: np.ndarray) -> None:
+    """Where a delta pushed a lower lid or lip above its upper partner, meet in the middle (in place).
+
+    A driver whose reference frame has an open mouth (or open eyes wider than the photo's) gives
+    negative deltas when it closes; added to a photo that is already closed they would cross.
+    """
+    down = points[:, 57] - points[:, 27:31].mean(axis=1)          # nose bridge -> chin direction
+    down /= np.maximum(np.linalg.norm(down, axis=-1, keepdims=True), 1e-6)
+    upper, lower = points[:, FACING_PAIRS[:, 0]], points[:, FACING_PAIRS[:, 1]]
+    gap = ((lower - upper) * down[:, None]).sum(axis=-1)           # (T, pairs), < 0 when crossed
+    crossed = gap < 0
+    if crossed.any():
+        middle = (upper + lower) / 2
+        upper[crossed] = middle[crossed]
+        lower[crossed] = middle[crossed]
+        points[:, FACING_PAIRS[:, 0]] = upper
+        points[:, FACING_PAIRS[:, 1]] = lower
 
 
 def retarget_absolute(source_points: np.ndarray, driver_points: np.ndarray) -> np.ndarray:
