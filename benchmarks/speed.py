@@ -9,7 +9,7 @@ own (Linux peak RSS; on a GPU also torch's peak allocation):
 - rendering: the renderer on the sample driver's motion applied to samples/portrait.jpg (landmark
   images, warps, the network, the detail path), per preset (untrained weights, warp guidance) and
   backend: torch, onnx, and on CUDA torch with torch.compile. "network fps" times the generator
-  call alone on the same batches; the first batch is a warm-up, not timed; fps come from the
+  call alone on the same batches; the first two batches are a warm-up, not timed; fps come from the
   median batch time, which other processes' bursts on a shared machine do not move;
 - fine-tuning: 8 photos (the portrait, flipped, turned and scaled) and the default steps;
 - landmarks: tracking the sample driver, per landmark backend available here;
@@ -34,6 +34,9 @@ from common import (DRIVER, PORTRAIT, Timer, gpu_peak_mb, peak_rss_mb, print_tab
                     untrained_weights)
 
 BATCH = 8
+# Untimed batches first: allocators, oneDNN primitive caches, cuDNN autotuning and torch.compile
+# all pay their first-call costs there.
+WARM_UP_BATCHES = 2
 RESULT = "RESULT "
 
 
@@ -54,12 +57,14 @@ def child_render(preset: str, backend: str, compile: bool, frames: int, track_pa
                           backend=backend, compile=compile)
     person = engine.make_person([PORTRAIT], FinetuneConfig(steps=0))
     targets = target_crop_points(person.photo, LandmarkTrack.load(track_path))
-    targets = np.resize(targets, (frames + BATCH, *targets.shape[1:]))  # loops a short driver
+    warm_up_frames = WARM_UP_BATCHES * BATCH
+    targets = np.resize(targets, (frames + warm_up_frames, *targets.shape[1:]))  # loops a short driver
     with Timer() as setup:
         renderer = engine.frame_renderer(person)
     with Timer() as warm_up:
-        renderer.render(targets[:BATCH])
-    batches = [targets[start:start + BATCH] for start in range(BATCH, len(targets), BATCH)]
+        for start in range(0, warm_up_frames, BATCH):
+            renderer.render(targets[start:start + BATCH])
+    batches = [targets[start:start + BATCH] for start in range(warm_up_frames, len(targets), BATCH)]
     render_times = []
     for batch in batches:
         with Timer() as rendering:

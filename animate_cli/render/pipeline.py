@@ -27,7 +27,7 @@ from ..landmarks import (LandmarkBackend, LandmarkTrack, detect_photo_landmarks,
 from ..landmarks.crop import FaceCrop, crop_from_landmarks
 from ..person import Person, Shot
 from ..progress import ProgressReporter, SilentProgress
-from .composite import Compositor, face_mask
+from .composite import Compositor, crop_mask, face_mask
 from .renderers import FrameRenderer
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 # Default output is the photo's resolution; beyond this longest side H.264 encoders and players
 # struggle, so larger photos are scaled down (``--size`` overrides).
 MAX_DEFAULT_SIDE = 4096
-# How far each pipeline stage may run ahead of the next one, in batches: enough to keep every stage
-# busy, small enough that memory stays flat however long the video.
-STAGE_QUEUE_BATCHES = 2
+# How far each pipeline stage may run ahead of the next one: enough to keep every stage busy, small
+# enough that memory stays flat however long the video. Rendered crops wait in batches; composited
+# frames are photo-sized (up to 4096 px, 50 MB each), so only a few wait for the encoder.
+RENDERED_BATCHES_AHEAD = 2
+COMPOSITED_FRAMES_AHEAD = 4
 
 T = TypeVar("T")
 
@@ -223,33 +225,42 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
                    size: tuple[int, int]) -> Iterator[np.ndarray]:
     """Render the targets in batches and paste each face back into the photo (or keep the crop).
 
-    Generation and compositing run in two worker threads, each a few batches ahead of the next
-    stage (the caller, usually the encoder): frames come out in order.
+    Generation and compositing run in two worker threads, each a little ahead of the next stage
+    (the caller, usually the encoder), so the slowest stage sets the pace; frames come out in order.
     """
     def rendered_batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for start in range(0, len(targets), config.batch_size):
             batch = targets[start:start + config.batch_size]
             yield batch, renderer.render(batch)
 
-    generated = run_ahead(rendered_batches(), STAGE_QUEUE_BATCHES, "generate")
-    composited = composite_batches(generated, renderer.size, photo, config, size)
+    generated = run_ahead(rendered_batches(), RENDERED_BATCHES_AHEAD, "generate")
+    composited = composite_batches(generated, renderer.size, photo, config, size,
+                                   whole_crop=getattr(renderer, "keeps_crop_border", False))
     try:
-        yield from run_ahead(composited, STAGE_QUEUE_BATCHES * config.batch_size, "composite")
+        yield from run_ahead(composited, COMPOSITED_FRAMES_AHEAD, "composite")
     finally:
         generated.close()  # after the compositing thread has stopped: it was the one iterating it
 
 
 def composite_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], crop_size: int, photo: Shot,
-                      config: RenderConfig, size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """(target points, rendered crops) batches -> output frames of ``size`` (width, height)."""
+                      config: RenderConfig, size: tuple[int, int], whole_crop: bool = False) -> Iterator[np.ndarray]:
+    """(target points, rendered crops) batches -> output frames of ``size`` (width, height).
+
+    ``whole_crop``: the crops match the photo at their border (a warp of the photo), so the whole
+    crop is pasted with a faded border and head, hair and neck move together; otherwise a mask
+    around the face, where it is now and where it was in the photo.
+    """
     # Renderers may return crops larger than the shot's crop (more detail): same region, more pixels.
     scale = crop_size / photo.crop.size
-    compositor = None if config.crop_only else Compositor(photo.image, photo.crop.with_size(crop_size))
+    compositor = None if config.crop_only else Compositor(photo.image, photo.crop.with_size(crop_size),
+                                                          crop_mask(crop_size) if whole_crop else None)
     photo_mask = face_mask(photo.crop_points * scale, crop_size)
     for batch, crops in batches:
         for crop_image, points in zip(crops, batch):
             if compositor is None:
                 frame = crop_image
+            elif whole_crop:
+                frame = compositor.compose(crop_image)
             else:
                 # The face moves: cover where it is now and where it was in the photo.
                 mask = np.maximum(face_mask(points * scale, crop_size), photo_mask)

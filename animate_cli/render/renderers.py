@@ -61,6 +61,8 @@ class WarpRenderer:
         shot = person.photo
         self.size = shot.crop_image.shape[0]
         self.warper = FaceWarper(shot.crop_image, shot.crop_points)
+        # A warp keeps the crop's border fixed, so the whole crop can be pasted back.
+        self.keeps_crop_border = True
 
     def render(self, target_points: np.ndarray) -> np.ndarray:
         return np.stack([self.warper.warp(points) for points in target_points])
@@ -83,6 +85,9 @@ class GeneratorRenderer:
                 crop = shot.crop.with_size(detail_size)
                 self.detail_warpers.append(FaceWarper(crop.crop_image(shot.image), crop.points_to_crop(shot.points)))
         self.shot_points = np.stack([s.crop_points for s in person.shots])
+        # Warp-guided frames of a single photo are that photo warped plus a correction; with several
+        # shots a frame may come from another photo, whose background must not be pasted in.
+        self.keeps_crop_border = self.guidance == "warp" and len(person.shots) == 1
         self.warpers = ([FaceWarper(s.crop_image, s.crop_points) for s in person.shots]
                         if self.guidance == "warp" else [])
 
@@ -115,24 +120,21 @@ class GeneratorRenderer:
 
 class NeuralRenderer(GeneratorRenderer):
     """The generator in torch, with the person's (fine-tuned) AdaIN parameters baked in and spectral
-    norm folded; on CUDA in fp16 autocast and channels_last, optionally through torch.compile."""
+    norm folded, in channels_last; on CUDA in fp16 autocast, optionally through torch.compile."""
 
     def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
                  detail_size: int | None = None, compile: bool = False):
         super().__init__(model.config, person, detail_size)
         self.device = torch.device(device)
-        self.channels_last = self.device.type == "cuda"  # NHWC is what tensor cores want
-        generator = person_generator(model, person, self.device)
-        if self.channels_last:
-            generator = generator.to(memory_format=torch.channels_last)
-        self.generator = generator
-        self._forward = torch.compile(generator) if compile else generator
+        # NHWC is what tensor cores want, and oneDNN's CPU convolutions too (small preset measured
+        # 1.4x faster on this project's 2-core CPU).
+        self.generator = person_generator(model, person, self.device).to(memory_format=torch.channels_last)
+        self._forward = torch.compile(self.generator) if compile else self.generator
 
     @torch.inference_mode()
     def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
-        inputs = [images_to_tensor(images, self.device) for images in (landmark_images, warped) if images is not None]
-        if self.channels_last:
-            inputs = [tensor.contiguous(memory_format=torch.channels_last) for tensor in inputs]
+        inputs = [images_to_tensor(images, self.device).contiguous(memory_format=torch.channels_last)
+                  for images in (landmark_images, warped) if images is not None]
         autocast = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
                     else contextlib.nullcontext())
         with autocast:
