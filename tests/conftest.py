@@ -67,3 +67,15 @@ def realdata() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/realdata is not here (it is not shipped with the project)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """CLI tests configure the root logger as the entry point does; undo it for the next test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
