@@ -25,6 +25,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
+from .cli_options import Device, Landmarks, QuietOpt, VerboseOpt
 from .config import MAX_SHOTS, FinetuneConfig, list_presets
 from .errors import EXIT_CODES, AnimateFaceError, InterruptedRun, UsageError
 
@@ -49,12 +50,6 @@ app = typer.Typer(cls=DefaultCommandGroup, add_completion=False, no_args_is_help
                        "animate-face photo.jpg --drive speech.mp4 -o out.mp4")
 
 
-class Landmarks(str, Enum):
-    auto = "auto"
-    fan = "fan"
-    dlib = "dlib"
-
-
 class Renderer(str, Enum):
     neural = "neural"
     warp = "warp"
@@ -64,12 +59,6 @@ class Backend(str, Enum):
     auto = "auto"
     torch = "torch"
     onnx = "onnx"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class RichProgress:
@@ -173,8 +162,6 @@ AbsoluteOpt = Annotated[bool, typer.Option("--absolute", help="Use the driver's 
                                            rich_help_panel="Motion")]
 FaceIndexOpt = Annotated[int, typer.Option("--face-index", min=0, help="Which face in the photo, largest first.",
                                            rich_help_panel="Motion")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on internal errors.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")]
 
 DEFAULT_STEPS = FinetuneConfig().steps
 

@@ -6,23 +6,12 @@ The library is imported inside the command body, so ``animate-face --help`` stay
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-
-class EvalLandmarks(str, Enum):
-    auto = "auto"
-    fan = "fan"
-    dlib = "dlib"
-
-
-class EvalDevice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+from .cli_options import Device, Landmarks
 
 
 def parse_int_list(text: str, option: str) -> tuple[int, ...]:
@@ -115,9 +104,9 @@ def register_eval_command(app: typer.Typer) -> None:
                                                        "people).")] = None,
         no_cross: Annotated[bool, typer.Option("--no-cross", help="Skip the cross-identity protocol.")] = False,
         seed: Annotated[int, typer.Option("--seed", help="Seed for choosing subjects and fine-tuning.")] = 0,
-        landmarks: Annotated[EvalLandmarks, typer.Option("--landmarks", help="Landmark backend for the data and "
-                                                         "for the landmark metrics.")] = EvalLandmarks.dlib,
-        device: Annotated[EvalDevice, typer.Option("--device", help="auto = CUDA when present.")] = EvalDevice.auto,
+        landmarks: Annotated[Landmarks, typer.Option("--landmarks", help="Landmark backend for the data and "
+                                                         "for the landmark metrics.")] = Landmarks.dlib,
+        device: Annotated[Device, typer.Option("--device", help="auto = CUDA when present.")] = Device.auto,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the JSON file if it exists.")] = False,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on internal "
                                               "errors.")] = False,

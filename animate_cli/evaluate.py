@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import io
 import json
 import logging
@@ -116,15 +115,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def recognition_model_path() -> Path:
     """dlib's face recognition network inside the installed face_recognition_models package."""
-    # find_spec, not import: the package's __init__ imports pkg_resources (absent from recent setuptools).
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise WeightsError("identity metrics need the face-recognition-models package "
-                           "(pip install face-recognition-models)")
-    path = Path(spec.origin).parent / "models" / RECOGNITION_MODEL_FILE
-    if not path.is_file():
-        raise WeightsError(f"{RECOGNITION_MODEL_FILE} is missing; reinstall face-recognition-models", path)
-    return path
+    from .landmarks.dlib_backend import face_model_path
+
+    return face_model_path(RECOGNITION_MODEL_FILE, "identity metrics")
 
 
 @functools.lru_cache(maxsize=None)

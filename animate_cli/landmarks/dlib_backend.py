@@ -27,19 +27,24 @@ PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 HOG_WINDOW_PX = 80.0
 
 
-def shape_predictor_path() -> Path:
-    """The 68-point model file inside the installed face_recognition_models package."""
+def face_model_path(filename: str, purpose: str) -> Path:
+    """A model file inside the installed face_recognition_models package (``purpose`` names who needs it)."""
     # find_spec locates the package without running its __init__ (which imports pkg_resources,
     # deprecated and absent from recent setuptools).
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
-        raise WeightsError("dlib landmarks need the face-recognition-models package "
+        raise WeightsError(f"{purpose} need the face-recognition-models package "
                            "(pip install face-recognition-models)")
-    path = Path(spec.origin).parent / "models" / PREDICTOR_FILE
+    path = Path(spec.origin).parent / "models" / filename
     if not path.is_file():
-        raise WeightsError(f"{PREDICTOR_FILE} is missing from face_recognition_models; "
+        raise WeightsError(f"{filename} is missing from face_recognition_models; "
                            f"reinstall face-recognition-models", path=path)
     return path
+
+
+def shape_predictor_path() -> Path:
+    """The 68-point model file inside the installed face_recognition_models package."""
+    return face_model_path(PREDICTOR_FILE, "dlib landmarks")
 
 
 def _import_dlib() -> Any:

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..cli_options import Device, QuietOpt, VerboseOpt
 from ..config import list_presets
 
 PRESET_HELP = f"Model size preset: {', '.join(list_presets())}."
@@ -18,16 +19,6 @@ PRESET_HELP = f"Model size preset: {', '.join(list_presets())}."
 class Guidance(str, Enum):
     none = "none"
     warp = "warp"
-
-
-class TrainDevice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on internal errors.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")]
 
 
 def register_training_commands(app: typer.Typer) -> None:
@@ -103,8 +94,8 @@ def register_training_commands(app: typer.Typer) -> None:
                                                   rich_help_panel="Output")] = 250,
         log_every: Annotated[int, typer.Option("--log-every", min=1, help="Steps between loss log lines.",
                                                rich_help_panel="Output")] = 10,
-        device: Annotated[TrainDevice, typer.Option("--device", help="auto = CUDA when present.",
-                                                    rich_help_panel="Hardware")] = TrainDevice.auto,
+        device: Annotated[Device, typer.Option("--device", help="auto = CUDA when present.",
+                                                    rich_help_panel="Hardware")] = Device.auto,
         no_amp: Annotated[bool, typer.Option("--no-amp", help="No mixed precision on CUDA.",
                                              rich_help_panel="Hardware")] = False,
         num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="Data loader processes.",
