@@ -119,6 +119,15 @@ def test_several_photos_and_a_folder(tmp_path, portrait_path, short_driver, tiny
     assert probe_output(out)["frame_count"] == 20
 
 
+@pytest.mark.parametrize("count", [8, 32])
+def test_eight_and_thirty_two_photos(tmp_path, portrait_path, short_driver, tiny_weights, count):
+    out = tmp_path / "out.mp4"
+    result = run(*([portrait_path] * count), "--drive", short_driver, "-o", out, "--weights", tiny_weights,
+                 "--finetune-steps", 1, "--landmarks", "dlib", "--crop-only", "-q")
+    assert result.exit_code == 0, result.output
+    assert probe_output(out)["frame_count"] == 20
+
+
 def test_more_than_32_photos_is_a_usage_error(tmp_path, portrait_path, short_driver, tiny_weights):
     photos = [portrait_path] * 33
     out = tmp_path / "out.mp4"
