@@ -166,6 +166,14 @@ FaceIndexOpt = Annotated[int, typer.Option("--face-index", min=0, help="Which fa
 DEFAULT_STEPS = FinetuneConfig().steps
 
 
+def _check_person_source(photos: list[Path] | None, person: Path | None) -> None:
+    """The person comes from photos or from a saved --person folder: exactly one of them."""
+    if not photos and person is None:
+        raise UsageError("give photos of the person (or --person DIR)")
+    if photos and person is not None:
+        raise UsageError("give either photos or --person, not both")
+
+
 def _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite):
     from .render.pipeline import RenderConfig
     return RenderConfig(size=size, fps=fps, crf=crf, audio=not no_audio, crop_only=crop_only,
@@ -203,10 +211,7 @@ def animate_command(
         from .jobs import build_engine
         from .render.pipeline import load_driver
 
-        if not photos and person is None:
-            raise UsageError("give photos of the person (or --person DIR)")
-        if photos and person is not None:
-            raise UsageError("give either photos or --person, not both")
+        _check_person_source(photos, person)
         if person is not None and save_person is not None:
             raise UsageError("--save-person cannot be combined with --person")
         config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite)
@@ -347,10 +352,7 @@ def export_command(
         from .io.atomic import check_output_path
         from .jobs import build_engine
 
-        if not photos and person is None:
-            raise UsageError("give photos of the person (or --person DIR)")
-        if photos and person is not None:
-            raise UsageError("give either photos or --person, not both")
+        _check_person_source(photos, person)
         if output.suffix.lower() != ".onnx":
             raise UsageError(f"{output}: the output must be an .onnx file")
         check_output_path(output, overwrite)  # a bad -o fails now, not after fine-tuning

@@ -206,3 +206,15 @@ def test_exit_codes_are_listed():
     assert result.exit_code == 0
     for code in ("2", "3", "4", "5", "6", "130"):
         assert code in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["export"]])
+def test_person_comes_from_photos_or_a_saved_person_not_both(tmp_path, portrait_path, short_driver, tiny_weights,
+                                                             command):
+    out = tmp_path / ("out.onnx" if command else "out.mp4")
+    drive = [] if command else ["--drive", short_driver]
+    result = run(*command, "--weights", tiny_weights, *drive, "-o", out)
+    assert result.exit_code == 2 and "give photos of the person" in result.output
+    result = run(*command, portrait_path, "--person", tmp_path, "--weights", tiny_weights, *drive, "-o", out)
+    assert result.exit_code == 2 and "not both" in result.output
+    assert not out.exists()
