@@ -267,19 +267,15 @@ def batch_command(
     setup_logging(verbose, quiet)
     with errors_to_exit_codes(verbose):
         from .batch import discover_people, run_batch
-        from .errors import BatchFailure, OutputError
+        from .errors import BatchFailure
+        from .io.atomic import ensure_folder
         from .jobs import build_engine
         from .render.pipeline import load_driver
 
         config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite)
         finetune = FinetuneConfig(steps=finetune_steps, seed=seed)
         people = discover_people(folder)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise OutputError("exists and is not a folder", out_dir)
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"cannot create the output folder ({error.strerror})", out_dir) from None
+        ensure_folder(out_dir, "the output folder")
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
                               compile_generator)

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import logging
 import math
@@ -63,6 +62,7 @@ import torch
 
 from .config import MAX_SHOTS, FinetuneConfig
 from .errors import AnimateFaceError, InputError, UsageError, WeightsError
+from .io.images import decode_image_bytes
 from .landmarks import LandmarkBackend, LandmarkTrack, detect_photo_landmarks, mouth_opening
 from .landmarks.base import as_rgb, box_iou
 from .landmarks.crop import crop_from_landmarks
@@ -316,17 +316,6 @@ def select_candidates(candidates: Sequence[Candidate], min_photos: int, max_subj
     return kept[:max_subjects] if max_subjects is not None else kept
 
 
-def _decode(data: bytes, label: str) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise InputError("not a readable image", label) from error
-
-
 def _photos(candidate: Candidate) -> Iterator[tuple[str, np.ndarray]]:
     from .io.images import load_image
 
@@ -336,7 +325,7 @@ def _photos(candidate: Candidate) -> Iterator[tuple[str, np.ndarray]]:
             with open(candidate.tar, "rb") as handle:
                 for name, offset, size in candidate.members:
                     handle.seek(offset)
-                    yield f"{candidate.tar}::{name}", _decode(handle.read(size), f"{candidate.tar}::{name}")
+                    yield f"{candidate.tar}::{name}", decode_image_bytes(handle.read(size), f"{candidate.tar}::{name}")
         except (OSError, tarfile.TarError) as error:
             raise InputError(f"cannot read the archive ({error})", candidate.tar) from error
     else:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import FORMAT_VERSION, ModelConfig
 from .errors import InputError, OutputError, WeightsError
-from .io.atomic import atomic_output
+from .io.atomic import atomic_output, ensure_folder
 from .io.images import load_image, save_image
 from .landmarks.crop import FaceCrop
 
@@ -66,14 +66,9 @@ class Person:
 
     def save(self, folder: str | Path, model_config: ModelConfig, overwrite: bool = False) -> Path:
         folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise OutputError("exists and is not a folder", folder)
         if (folder / "person.json").exists() and not overwrite:
             raise OutputError("already holds a saved person; pass --overwrite to replace it", folder)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"cannot create folder ({error.strerror})", folder) from None
+        ensure_folder(folder, "the person folder")
         tensors = {"embedding": self.embedding, "adain_params": self.adain_params,
                    "discriminator_vector": self.discriminator_vector}
         for name, value in (self.generator_state or {}).items():

@@ -49,6 +49,21 @@ def check_output_path(path: Path, overwrite: bool) -> None:
         raise OutputError("is not a folder", parent)
 
 
+def ensure_folder(path: str | Path, what: str = "folder") -> Path:
+    """Create the output folder ``path`` (and its parents) unless it exists; OutputError when it cannot.
+
+    ``what`` names it in the message ("the output folder", "the dataset folder").
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError("exists and is not a folder", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create {what} ({error.strerror})", path) from None
+    return path
+
+
 class AtomicOutput:
     """Context manager behind :func:`atomic_output`; ``commit`` and ``discard`` are public for
     writers (such as the video writer) that manage the temporary file themselves."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import threading
 import warnings
@@ -108,6 +109,26 @@ def load_image(path: str | Path) -> np.ndarray:
         logger.debug("Pillow could not read %s (%s); read it with OpenCV", path, error)
         return fallback
     # Only decoding is guarded above: a bug in the conversion below must not pass as a bad file.
+    with opened:
+        return _to_rgb8(_upright(opened))
+
+
+def decode_image_bytes(data: bytes, label: str) -> np.ndarray:
+    """An image held in memory (a member of a .tar, say) as uint8 RGB, converted like ``load_image``.
+
+    ``label`` names the image in the InputError raised when the bytes are not a readable image.
+    """
+    opened: Image.Image | None = None
+    try:
+        with _large_images_allowed():
+            opened = Image.open(io.BytesIO(data))
+            opened.load()
+    except Image.DecompressionBombError as error:
+        _close(opened)
+        raise InputError(f"image too large (the limit is {MAX_MEGAPIXELS} megapixels)", label) from error
+    except _PIL_DECODE_ERRORS as error:
+        _close(opened)
+        raise InputError(NOT_READABLE, label) from error
     with opened:
         return _to_rgb8(_upright(opened))
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..config import ModelConfig
+
 
 class SpectralNorm(nn.Module):
     """Parametrization W -> W / sigma(W), sigma estimated by one power iteration per training
@@ -241,3 +243,26 @@ def down_path(in_channels: int, channels: tuple[int, ...], image_size: int, atte
             blocks.append(SelfAttention(width))
             out_channels.append(width)
     return blocks, out_channels
+
+
+class PooledEncoder(nn.Module):
+    """The trunk E and D's V share: residual down blocks (+ self-attention) on the 6-channel
+    concatenation of frame and landmark image, an extra residual block to ``embedding_dim``
+    channels, global sum pooling and ReLU (paper, section 3.1)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.blocks, _ = down_path(6, config.channels, config.image_size, config.down_attention_size,
+                                   config.attention, norm=False)
+        self.final = ResidualDown(config.channels[-1], config.embedding_dim, downsample=False)
+
+    def features_and_vector(self, images: torch.Tensor,
+                            landmark_images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The output of every block on the way, and the pooled (N, embedding_dim) vector."""
+        h = torch.cat([images, landmark_images], dim=1)
+        features = []
+        for block in [*self.blocks, self.final]:
+            h = block(h)
+            features.append(h)
+        return features, torch.relu(h.sum(dim=(2, 3)))

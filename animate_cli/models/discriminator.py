@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .blocks import ResidualDown, down_path
+from .blocks import PooledEncoder
 
 
 class DiscriminatorOutput(NamedTuple):
@@ -19,31 +19,16 @@ class DiscriminatorOutput(NamedTuple):
     v: torch.Tensor
 
 
-class Discriminator(nn.Module):
-    """V: residual down blocks (+ self-attention) on frame and landmark image, an extra residual
-    block at the bottom, global sum pooling and ReLU; then the projection onto W_i + w0."""
+class Discriminator(PooledEncoder):
+    """V: the pooled trunk it shares with the embedder; then the projection onto W_i + w0."""
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        self.blocks, _ = down_path(6, config.channels, config.image_size, config.down_attention_size,
-                                   config.attention, norm=False)
-        self.final = ResidualDown(config.channels[-1], config.embedding_dim, downsample=False)
+        super().__init__(config)
         emb = config.embedding_dim
         # Small random init: W_i is pulled towards the embedder's e_i by the match loss.
         self.W = nn.Parameter(torch.randn(emb, config.num_videos) * 0.02)
         self.w0 = nn.Parameter(torch.randn(emb) * 0.02)
         self.b = nn.Parameter(torch.zeros(()))
-
-    def features_and_v(self, images: torch.Tensor,
-                       landmark_images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """V(x, y) and the output of every block on the way."""
-        h = torch.cat([images, landmark_images], dim=1)
-        features = []
-        for block in list(self.blocks) + [self.final]:
-            h = block(h)
-            features.append(h)
-        return features, torch.relu(h.sum(dim=(2, 3)))
 
     def forward(self, images: torch.Tensor, landmark_images: torch.Tensor,
                 video_index: torch.Tensor | None = None, w: torch.Tensor | None = None) -> DiscriminatorOutput:
@@ -54,7 +39,7 @@ class Discriminator(nn.Module):
         """
         if video_index is not None and w is not None:
             raise ValueError("give video_index or w, not both")
-        features, v = self.features_and_v(images, landmark_images)
+        features, v = self.features_and_vector(images, landmark_images)
         if video_index is not None:
             projection = self.W[:, video_index].t() + self.w0  # (N, emb)
         elif w is not None:

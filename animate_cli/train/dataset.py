@@ -45,7 +45,6 @@ target's landmarks.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -61,11 +60,11 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from ..config import FORMAT_VERSION, GUIDANCE_MODES
 from ..errors import AnimateFaceError, InputError, OutputError, UsageError
-from ..io.images import IMAGE_EXTENSIONS, load_image
+from ..io.atomic import ensure_folder
+from ..io.images import IMAGE_EXTENSIONS, decode_image_bytes, load_image
 from ..landmarks.crop import crop_from_landmarks, face_size
 from ..tensors import images_to_tensor
 
@@ -229,15 +228,6 @@ def _reason(error: AnimateFaceError) -> str:
     return text[len(prefix):] if prefix and text.startswith(prefix) else text
 
 
-def _decode_bytes(data: bytes, name: str) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise InputError("not a readable image (corrupt or unsupported format)", name) from error
-
-
 def _iter_unit_images(unit: SourceUnit, frames_per_video: int) -> Iterator[tuple[str, np.ndarray | AnimateFaceError]]:
     """(name, image or the error that made it unreadable) for each photo or sampled frame."""
     if unit.kind == "photos":
@@ -253,7 +243,7 @@ def _iter_unit_images(unit: SourceUnit, frames_per_video: int) -> Iterator[tuple
                 handle.seek(offset)
                 label = f"{unit.tar}::{name}"
                 try:
-                    yield label, _decode_bytes(handle.read(size), label)
+                    yield label, decode_image_bytes(handle.read(size), label)
                 except InputError as error:
                     yield label, error
     else:
@@ -428,13 +418,7 @@ def prepare_dataset(sources: Sequence[str | Path], out: str | Path, size: int = 
         raise UsageError(f"--limit-people must be >= 1, got {limit_people}")
     if not sources:
         raise UsageError("give at least one source folder or .tar")
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise OutputError("exists and is not a folder", out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create the dataset folder ({error.strerror})", out) from error
+    out = ensure_folder(out, "the dataset folder")
 
     units: list[SourceUnit] = []
     for source in sources:
