@@ -23,8 +23,8 @@ from animate_cli.models import TalkingHeadModel  # noqa: E402
 from animate_cli.models.generator import Generator  # noqa: E402
 from animate_cli.render.warp import mouth_opening  # noqa: E402
 from animate_cli.train import dataset as dataset_module  # noqa: E402
-from animate_cli.train.dataset import (EpisodeDataset, augment_single_photo, load_frames, prepare_dataset,  # noqa: E402
-                                       read_index, split_people)
+from animate_cli.train.dataset import (EpisodeDataset, augment_single_photo, load_frames, parse_mix,  # noqa: E402
+                                       prepare_dataset, read_index, split_people)
 from animate_cli.train.loop import (DivergenceError, DivergenceGuard, TrainConfig, colour_spread,  # noqa: E402
                                     read_losses, train)
 
@@ -146,6 +146,7 @@ def test_prepare_samples_frames_of_videos(tmp_path, short_driver):
     index = read_index(tmp_path / "out")
     assert index["people"] == ["id001", "speaker"]
     assert [(v["name"], v["count"]) for v in index["videos"]] == [("id001/vidA/00001", 3), ("speaker", 3)]
+    assert {v["kind"] for v in index["videos"]} == {"video"}
     assert [s["file"].endswith("broken.mp4") for s in report.skipped] == [True]
     with np.load(tmp_path / "out" / "shard-00000.npz", allow_pickle=False) as shard:
         names = shard["names"].tolist()
@@ -202,6 +203,28 @@ def test_single_photo_augmentation_makes_k_different_frames(dataset_dir):
     p = next(p for p in range(9) if episodes.video_of(p) == 2)
     images, _, _, _ = episodes.frames(p)
     assert len({image.tobytes() for image in images}) == 5
+
+
+def test_episode_mix_weighs_kinds_and_stays_reproducible(dataset_dir):
+    store = load_frames(dataset_dir)
+    # Alice and Bob have 3 photos ("photos"), Carol one ("single").
+    assert EpisodeDataset(store, shots=2).kind_counts() == {"video": 0, "photos": 2, "single": 1}
+    uniform = EpisodeDataset(store, shots=2, seed=1)
+    assert sum(uniform.video_of(p) == 2 for p in range(300)) == 100        # 1 video in 3: a third
+    mixed = EpisodeDataset(store, shots=2, seed=1, mix=parse_mix("photos=0.2, single=0.8, video=1"))
+    carol = sum(mixed.video_of(p) == 2 for p in range(1000))
+    assert 740 < carol < 860                   # "video" is absent, so 0.8 of the 1.0 left goes to Carol
+    again = EpisodeDataset(store, shots=2, seed=1, mix={"photos": 0.2, "single": 0.8})
+    assert [again.video_of(p) for p in range(50)] == [mixed.video_of(p) for p in range(50)]
+    assert torch.equal(again[7]["target_image"], mixed[7]["target_image"])
+    only_photos = EpisodeDataset(store, shots=2, mix={"photos": 1.0})
+    assert {only_photos.video_of(p) for p in range(100)} == {0, 1}
+    with pytest.raises(UsageError, match="no episodes of the weighted kinds"):
+        EpisodeDataset(store, shots=2, mix={"video": 1.0})
+    for text, message in (("faces=1", "unknown episode kind 'faces'"), ("photos=x", "needs a number"),
+                          ("photos=-1", "weight >= 0"), ("photos=0", "at least one positive")):
+        with pytest.raises(UsageError, match=message):
+            parse_mix(text)
 
 
 def test_split_people_holds_out_people_with_two_frames(dataset_dir):

@@ -81,6 +81,11 @@ def register_training_commands(app: typer.Typer) -> None:
                                                 rich_help_panel="Training")] = 4,
         shots: Annotated[int, typer.Option("--shots", "-k", min=1, help="Shots K per episode.",
                                            rich_help_panel="Training")] = 8,
+        mix: Annotated[Optional[str], typer.Option("--mix", help="Episode weights by kind, e.g. "
+                                                   "video=0.4,photos=0.4,single=0.2 (video: frames of a video file; "
+                                                   "photos: a person with several photos; single: one photo, "
+                                                   "augmented). Default: every training video equally often.",
+                                                   rich_help_panel="Training")] = None,
         holdout: Annotated[int, typer.Option("--holdout", min=0, help="People kept out of training for "
                                              "evaluation (listed in RUN/run.json).",
                                              rich_help_panel="Training")] = 0,
@@ -112,6 +117,7 @@ def register_training_commands(app: typer.Typer) -> None:
         setup_logging(verbose, quiet or not main_rank)
         with errors_to_exit_codes(verbose):
             from ..config import get_preset
+            from .dataset import parse_mix
             from .loop import TrainConfig, train
 
             overrides = {"guidance": guidance.value}
@@ -120,7 +126,8 @@ def register_training_commands(app: typer.Typer) -> None:
             model_config = get_preset(preset, **overrides)
             config = TrainConfig(steps=steps, batch_size=batch_size, shots=shots, holdout=holdout, seed=seed,
                                  checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
-                                 amp=not no_amp, num_workers=num_workers, device=device.value)
+                                 amp=not no_amp, num_workers=num_workers, device=device.value,
+                                 mix=parse_mix(mix) if mix is not None else None)
             with RichProgress(enabled=not quiet and main_rank).stage("train", steps) as advance:
                 result = train(dataset, out, model_config, config, resume=resume, progress=advance,
                                allow_download=not offline)

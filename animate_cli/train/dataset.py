@@ -36,6 +36,14 @@ and a resumed run continues the data order from its step alone.
    drawn once per episode, is applied to all its frames, so the target's colours stay
    predictable from the shots.
 
+Episode mix (``mix``): by default episodes visit the training videos uniformly (the epoch
+permutation above), as in the paper. With ``mix`` (e.g. ``{"video": 0.4, "photos": 0.4,
+"single": 0.2}``) episode ``p`` first draws its kind with those weights, then a video of that
+kind uniformly, both from ``default_rng([seed, p, MIX_STREAM])``. The kinds: "video" (frames
+of a video file), "photos" (a person with several photos), "single" (a person with one photo,
+case 3). This keeps a handful of talking videos, which carry real mouth motion, from drowning
+among thousands of photo people. Kinds the data lacks are dropped and the rest renormalised.
+
 Landmark images are drawn from the (jittered, warped) landmarks with ``draw_landmark_images``.
 With ``guidance="warp"`` the episode also carries the generator's warped input: the shot
 nearest in pose to the target (``nearest_shot_indices``, as at inference) warped to the
@@ -88,6 +96,41 @@ HEAD_SHIFT = 0.03
 JITTER_ROTATION_DEG = 3.0
 JITTER_SCALE = 0.03
 JITTER_SHIFT = 0.02
+
+# Episode kinds for ``EpisodeDataset(mix=...)`` (see the module docstring).
+EPISODE_KINDS = ("video", "photos", "single")
+MIX_STREAM = 0x313
+
+
+def video_kind(entry: Mapping[str, Any]) -> str:
+    """The episode kind of an index video entry (datasets written before kinds were recorded
+    count every multi-frame entry as "photos")."""
+    if int(entry["count"]) <= 1:
+        return "single"
+    return "video" if entry.get("kind") == "video" else "photos"
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``"video=0.4,photos=0.4,single=0.2"`` -> weights by kind (kinds left out weigh 0)."""
+    weights: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        kind, _, value = part.partition("=")
+        kind = kind.strip()
+        if kind not in EPISODE_KINDS:
+            raise UsageError(f"--mix: unknown episode kind {kind!r}; use {', '.join(EPISODE_KINDS)}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise UsageError(f"--mix: {kind} needs a number, got {value.strip()!r}") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise UsageError(f"--mix: {kind} must be a weight >= 0, got {value.strip()}")
+        weights[kind] = weight
+    if not weights or sum(weights.values()) <= 0:
+        raise UsageError(f"--mix: give at least one positive weight, e.g. video=0.4,photos=0.4,single=0.2 "
+                         f"(got {text!r})")
+    return weights
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,6 +263,7 @@ class UnitResult:
     names: list[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
     min_photos_failed: bool = False
+    kind: str = "photos"           # "video" (frames of one video file) or "photos" (one person's photos)
 
 
 def _reason(error: AnimateFaceError) -> str:
@@ -285,7 +329,7 @@ def process_unit(unit: SourceUnit, size: int, frames_per_video: int, min_photos:
     result = UnitResult(unit.id, unit.person, unit.video,
                         np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
                         np.stack(points).astype(np.float32) if points else np.zeros((0, 68, 2), np.float32),
-                        names, skipped)
+                        names, skipped, kind="video" if unit.kind == "video" else "photos")
     if unit.kind != "video" and 0 < len(images) < min_photos:
         result.min_photos_failed = True
     return result
@@ -374,7 +418,8 @@ class _ShardWriter:
             # The same person and folder name in two sources: keep both videos apart.
             name = result.video if result.video not in self.video_names else f"{result.video}#{video_index}"
             self.video_names.add(name)
-            self.index["videos"].append({"name": name, "person": person_index, "count": len(result.names)})
+            self.index["videos"].append({"name": name, "person": person_index, "count": len(result.names),
+                                         "kind": result.kind})
             images.append(result.images)
             points.append(result.points)
             person.append(np.full(len(result.names), person_index, np.int32))
@@ -671,7 +716,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, store: FrameStore, shots: int = 8, image_size: int | None = None, seed: int = 0,
-                 guidance: str = "none", people: Sequence[str] | None = None):
+                 guidance: str = "none", people: Sequence[str] | None = None,
+                 mix: Mapping[str, float] | None = None):
         if shots < 1:
             raise UsageError(f"shots must be >= 1, got {shots}")
         if guidance not in GUIDANCE_MODES:
@@ -693,6 +739,24 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.video_frames = [np.array(by_video[v]) for v in self.video_ids]
         self.video_names = [store.videos[v]["name"] for v in self.video_ids]
         self.people = sorted(wanted)
+        self.mix_kinds: list[tuple[str, float, np.ndarray]] = []
+        if mix is not None:
+            kinds = [video_kind(store.videos[v]) for v in self.video_ids]
+            present = [(kind, float(mix.get(kind, 0.0))) for kind in EPISODE_KINDS]
+            present = [(kind, weight) for kind, weight in present if weight > 0 and kind in kinds]
+            if not present:
+                raise UsageError(f"--mix: the training data has no episodes of the weighted kinds "
+                                 f"(it has: {', '.join(sorted(set(kinds)))})")
+            total = sum(weight for _, weight in present)
+            self.mix_kinds = [(kind, weight / total, np.array([i for i, k in enumerate(kinds) if k == kind]))
+                              for kind, weight in present]
+
+    def kind_counts(self) -> dict[str, int]:
+        """Training videos of each episode kind."""
+        counts = dict.fromkeys(EPISODE_KINDS, 0)
+        for v in self.video_ids:
+            counts[video_kind(self.store.videos[v])] += 1
+        return counts
 
     @property
     def num_videos(self) -> int:
@@ -703,7 +767,13 @@ class EpisodeDataset(torch.utils.data.Dataset):
         return self.num_videos
 
     def video_of(self, episode: int) -> int:
-        """The training video of episode ``episode``: its entry in the epoch's seeded permutation."""
+        """The training video of episode ``episode``: its entry in the epoch's seeded permutation,
+        or with a mix, a draw of a kind and then of a video of that kind."""
+        if self.mix_kinds:
+            rng = np.random.default_rng([self.seed, int(episode), MIX_STREAM])
+            choice = rng.choice(len(self.mix_kinds), p=[weight for _, weight, _ in self.mix_kinds])
+            members = self.mix_kinds[choice][2]
+            return int(members[rng.integers(len(members))])
         count = self.num_videos
         epoch, position = divmod(int(episode), count)
         order = np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(count)

@@ -115,6 +115,9 @@ class TrainConfig:
     collapse_std: float = 0.02
     collapse_patience: int = 3
     device: str = "auto"
+    # Episode weights by kind ({"video": .., "photos": .., "single": ..}); None = uniform over
+    # training videos (see ``dataset.EpisodeDataset``).
+    mix: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "shots", "checkpoint_every", "sample_every", "log_every",
@@ -132,6 +135,12 @@ class TrainConfig:
             raise UsageError("explode factor must be > 1 and collapse std >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.mix is not None:
+            from .dataset import EPISODE_KINDS
+
+            if set(self.mix) - set(EPISODE_KINDS) or min(self.mix.values(), default=-1) < 0 \
+                    or sum(self.mix.values()) <= 0:
+                raise UsageError(f"mix must weigh {', '.join(EPISODE_KINDS)} with weights >= 0, some positive")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -548,8 +557,9 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
     store = load_frames(dataset_dir)
     train_people, heldout = split_people(store, cfg.holdout, cfg.seed)
     episodes = EpisodeDataset(store, shots=cfg.shots, image_size=model_config.image_size, seed=cfg.seed,
-                              guidance=model_config.guidance, people=train_people)
+                              guidance=model_config.guidance, people=train_people, mix=cfg.mix)
     del store
+    log.info("training videos by kind: %s", ", ".join(f"{k} {n}" for k, n in episodes.kind_counts().items()))
     config = model_config.replace(num_videos=episodes.num_videos)
     if content_loss is None:
         content_loss = ContentLoss.from_available(allow_download=allow_download)
