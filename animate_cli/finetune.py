@@ -40,25 +40,49 @@ def nearest_shot_indices(shot_points: np.ndarray, target_points: np.ndarray) -> 
     return distances.argmin(axis=1)
 
 
-class ShotBatch:
-    """The shots as tensors: images, landmark images and (for warp guidance) warped sources."""
+def round_trip_warps(image: np.ndarray, points: np.ndarray, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``count`` versions of ``image`` warped to perturbed landmarks and back to ``points``."""
+    from .train.dataset import perturb_landmarks
 
-    def __init__(self, shots: Sequence[Shot], size: int, device: torch.device, guidance: str):
-        self.images = images_to_tensor([s.crop_image for s in shots], device)
+    warper = FaceWarper(image, points)
+    result = []
+    for _ in range(count):
+        moved_points = perturb_landmarks(points, rng)
+        result.append(FaceWarper(warper.warp(moved_points), moved_points).warp(points))
+    return result
+
+
+class ShotBatch:
+    """The shots as tensors: images, landmark images and (for warp guidance) warped sources.
+
+    With warp guidance each shot is reconstructed from another shot warped to its landmarks
+    (the nearest other one in pose), so the correction learns what the warp gets wrong. A single
+    shot has no other: it gets ``ROUND_TRIPS`` samples instead, each the photo warped to made-up
+    landmarks (mouth opened or closed, a blink, a head turn; as in meta-training's single-photo
+    episodes) and warped back, with the photo itself as the target. The correction so learns to
+    restore this person's real mouth, teeth and eyes from what the warp makes of them.
+    """
+
+    ROUND_TRIPS = 8
+
+    def __init__(self, shots: Sequence[Shot], size: int, device: torch.device, guidance: str, seed: int = 0):
         points = np.stack([s.crop_points for s in shots])
-        self.landmark_images = images_to_tensor(draw_landmark_images(points, size), device)
+        images = [s.crop_image for s in shots]
         self.warped = None
-        if guidance == "warp":
-            # Each shot is reconstructed from another shot warped to its landmarks (the nearest
-            # other one in pose), so the correction learns what the warp gets wrong. A single
-            # shot can only be warped onto itself.
+        if guidance == "warp" and len(shots) == 1:
+            warped = round_trip_warps(images[0], points[0], self.ROUND_TRIPS, np.random.default_rng(seed))
+            images, points = images * len(warped), np.repeat(points, len(warped), axis=0)
+            self.warped = images_to_tensor(warped, device)
+        elif guidance == "warp":
             warpers = [FaceWarper(s.crop_image, s.crop_points) for s in shots]
             warped = []
             for index, shot in enumerate(shots):
-                others = [j for j in range(len(shots)) if j != index] or [index]
+                others = [j for j in range(len(shots)) if j != index]
                 source = others[int(nearest_shot_indices(points[others], shot.crop_points[None])[0])]
                 warped.append(warpers[source].warp(shot.crop_points))
             self.warped = images_to_tensor(warped, device)
+        self.images = images_to_tensor(images, device)
+        self.landmark_images = images_to_tensor(draw_landmark_images(points, size), device)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -100,7 +124,7 @@ def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: Fine
     optimizer_d = torch.optim.Adam([*discriminator.parameters(), discriminator_vector],
                                    lr=config.lr_discriminator, betas=(0.5, 0.999))
     content_loss = content_loss.to(device)
-    batch = ShotBatch(shots, model.config.image_size, device, model.config.guidance)
+    batch = ShotBatch(shots, model.config.image_size, device, model.config.guidance, seed=config.seed)
     rng = torch.Generator().manual_seed(config.seed)
     batch_size = min(config.batch_size, len(batch))
     history = []

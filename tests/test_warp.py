@@ -276,3 +276,26 @@ def test_large_photo_pastes_fast_on_the_roi_only():
     assert np.array_equal(out[:, :x0 - 2], photo[:, :x0 - 2])
     assert np.array_equal(out[y0 + 902:], photo[y0 + 902:])
     assert np.array_equal(out[:, x0 + 902:], photo[:, x0 + 902:])
+
+
+def test_single_shot_finetuning_learns_from_round_trip_warps(astronaut):
+    """One photo, warp guidance: fine-tuning samples are the photo warped to made-up landmarks and
+    back (inputs) with the photo itself as the target, not the photo warped onto itself."""
+    import torch
+
+    from animate_cli.finetune import ShotBatch
+    from animate_cli.person import Shot
+
+    photo, points, _, _, _ = astronaut
+    crop = crop_from_landmarks(points, 64)
+    shot = Shot.from_photo("astronaut.png", photo, points, crop)
+    batch = ShotBatch([shot], 64, torch.device("cpu"), "warp", seed=3)
+    assert len(batch) == ShotBatch.ROUND_TRIPS
+    assert all(torch.equal(image, batch.images[0]) for image in batch.images)     # the target: the photo
+    differences = (batch.warped - batch.images).abs().mean(dim=(1, 2, 3))
+    assert (differences > 0.005).all() and (differences < 0.25).all()             # changed, still the face
+    assert len({tuple(w.flatten()[:4000].tolist()) for w in batch.warped}) == ShotBatch.ROUND_TRIPS
+    again = ShotBatch([shot], 64, torch.device("cpu"), "warp", seed=3)
+    assert torch.equal(again.warped, batch.warped)
+    # Without warp guidance a single shot is just itself.
+    assert len(ShotBatch([shot], 64, torch.device("cpu"), "none")) == 1
