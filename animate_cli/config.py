@@ -121,6 +121,8 @@ class FinetuneConfig:
     batch_size: int = 4
     feature_matching_weight: float = 10.0
     content_weight: float = 1.0
+    # Warp guidance only: content loss on the generator's unblended image, as in meta-training.
+    raw_content_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -133,12 +133,14 @@ def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: Fine
         images, landmark_images, warped = batch.select(index)
         psi = adain_params[None].expand(batch_size, -1)
 
-        fake = generator(landmark_images, psi, warped)
+        fake, _, raw = generator.forward_parts(landmark_images, psi, warped)
         real_out = discriminator(images, landmark_images, w=discriminator_vector)
         fake_out = discriminator(fake, landmark_images, w=discriminator_vector)
         loss_g = (config.content_weight * content_loss(fake, images)
                   + hinge_generator_loss(fake_out.score)
                   + config.feature_matching_weight * feature_matching_loss(real_out.features, fake_out.features))
+        if warped is not None and config.raw_content_weight:
+            loss_g = loss_g + config.raw_content_weight * content_loss(raw, images)
         optimizer_g.zero_grad(set_to_none=True)
         loss_g.backward()
         optimizer_g.step()

@@ -319,16 +319,18 @@ def test_guard_stops_on_nan_and_keeps_last_good_checkpoint(dataset_dir, tmp_path
 
 
 def test_guard_stops_on_one_colour_frames(dataset_dir, tmp_path, monkeypatch):
-    original = Generator.forward
+    original = Generator.forward_parts
     calls = []
 
     def collapsing(self, landmark_images, psi, warped=None):
         calls.append(1)
-        out = original(self, landmark_images, psi, warped)
+        out, mask, raw = original(self, landmark_images, psi, warped)
         # From the 3rd step on: a flat dark red, still attached to the graph.
-        return out * 0 + torch.tensor([0.5, -0.8, -0.8]).view(1, 3, 1, 1) if len(calls) >= 3 else out
+        if len(calls) >= 3:
+            out = out * 0 + torch.tensor([0.5, -0.8, -0.8]).view(1, 3, 1, 1)
+        return out, mask, raw
 
-    monkeypatch.setattr(Generator, "forward", collapsing)
+    monkeypatch.setattr(Generator, "forward_parts", collapsing)
     run = tmp_path / "run"
     with pytest.raises(DivergenceError, match="step 5: generated frames collapsed to a single colour"):
         train(dataset_dir, run, TINY, small_config(steps=10), content_loss=ContentLoss())

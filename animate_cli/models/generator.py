@@ -73,6 +73,15 @@ class Generator(nn.Module):
                           warped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Like ``forward`` but also returns the blend mask (N, 1, H, W) in warp guidance
         (None otherwise)."""
+        frame, mask, _ = self.forward_parts(landmark_images, psi, warped)
+        return frame, mask
+
+    def forward_parts(self, landmark_images: torch.Tensor, psi: torch.Tensor, warped: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(frame, mask, generated): in warp guidance ``generated`` is the network's own image before
+        blending, which training also compares with the target (its gradient through the blend is
+        scaled by the mask, ~0.02 at the start, so it would otherwise learn ~50x slower); without
+        guidance the mask is None and ``generated`` is the frame."""
         if not torch.jit.is_tracing() and (psi.dim() != 2 or psi.shape[1] != self.adain_size):
             raise ValueError(f"psi must have shape (N, {self.adain_size}), got {tuple(psi.shape)}")
         if self.warp:
@@ -90,9 +99,11 @@ class Generator(nn.Module):
             h = block(h, params) if isinstance(block, ResidualUp) else block(h)
         h = self.out_conv(F.relu(self.out_norm(h, params.take(self.out_norm.num_params))))
         if not self.warp:
-            return torch.tanh(h), None
+            frame = torch.tanh(h)
+            return frame, None, frame
         mask = torch.sigmoid(h[:, 3:4])
-        return mask * torch.tanh(h[:, :3]) + (1.0 - mask) * warped, mask
+        generated = torch.tanh(h[:, :3])
+        return mask * generated + (1.0 - mask) * warped, mask, generated
 
     def forward(self, landmark_images: torch.Tensor, psi: torch.Tensor,
                 warped: torch.Tensor | None = None) -> torch.Tensor:

@@ -86,6 +86,10 @@ def register_training_commands(app: typer.Typer) -> None:
                                                    "photos: a person with several photos; single: one photo, "
                                                    "augmented). Default: every training video equally often.",
                                                    rich_help_panel="Training")] = None,
+        lr_generator: Annotated[float, typer.Option("--lr-generator", min=0.0, help="Adam learning rate of E "
+                                                    "and G (the paper's 5e-5).", rich_help_panel="Training")] = 5e-5,
+        lr_discriminator: Annotated[float, typer.Option("--lr-discriminator", min=0.0, help="Adam learning rate "
+                                                        "of D (the paper's 2e-4).", rich_help_panel="Training")] = 2e-4,
         holdout: Annotated[int, typer.Option("--holdout", min=0, help="People kept out of training for "
                                              "evaluation (listed in RUN/run.json).",
                                              rich_help_panel="Training")] = 0,
@@ -124,7 +128,8 @@ def register_training_commands(app: typer.Typer) -> None:
             if image_size is not None:
                 overrides["image_size"] = image_size
             model_config = get_preset(preset, **overrides)
-            config = TrainConfig(steps=steps, batch_size=batch_size, shots=shots, holdout=holdout, seed=seed,
+            config = TrainConfig(steps=steps, batch_size=batch_size, lr_generator=lr_generator,
+                                 lr_discriminator=lr_discriminator, shots=shots, holdout=holdout, seed=seed,
                                  checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
                                  amp=not no_amp, num_workers=num_workers, device=device.value,
                                  mix=parse_mix(mix) if mix is not None else None)
