@@ -116,6 +116,12 @@ def test_warp_guidance_starts_at_warped_photo() -> None:
     assert torch.allclose(mask, torch.full_like(mask, 0.02), atol=1e-4)
     assert (frame - warped).abs().mean() < 0.05
     assert frame.abs().max() <= 1.0
+    # The parts: the frame is the mask's blend of the network's own image and the warp.
+    with torch.no_grad():
+        same, same_mask, generated = generator.forward_parts(y, psi, warped)
+    assert torch.equal(same, frame) and torch.equal(same_mask, mask)
+    assert torch.allclose(frame, mask * generated + (1 - mask) * warped, atol=1e-6)
+    assert (generated - warped).abs().mean() > 0.1                # untrained: its own image is not the warp
     with pytest.raises(ValueError, match="warped source image is required"):
         generator(y, psi)
 

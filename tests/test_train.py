@@ -283,6 +283,8 @@ def test_resume_reproduces_an_uninterrupted_run(dataset_dir, tmp_path):
     assert resumed.start_step == 3 and resumed.step == 6
     a, b = read_losses(tmp_path / "straight"), read_losses(tmp_path / "split")
     assert [e["step"] for e in b] == [1, 2, 3, 4, 5, 6]
+    # Warp guidance: rows of 2 shots | landmarks | warped | unblended | generated | target.
+    assert np.asarray(Image.open(tmp_path / "split" / "samples" / "step-000006.png")).shape == (2 * 32, 7 * 32, 3)
     for x, y in zip(a, b):
         for key in x:
             if key != "seconds":

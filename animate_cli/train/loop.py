@@ -38,7 +38,8 @@ Run folder::
     RUN/run.json                          dataset, model and training config, held-out people,
                                           the training videos (W's columns, in order)
     RUN/losses.jsonl                      one line per ``log_every`` steps
-    RUN/samples/step-000250.png           rows: shots | landmark image | [warped] | generated | target
+    RUN/samples/step-000250.png           rows: shots | landmark image | [warped | unblended] |
+                                          generated | target
     RUN/checkpoints/step-000500/          config.json, model.safetensors, README.md (loadable with
                                           TalkingHeadModel.from_pretrained), trainer_state.json and
                                           trainer_state.safetensors (optimisers, step, RNG states)
@@ -464,14 +465,18 @@ def training_model_card(config: ModelConfig, record: dict[str, Any]) -> str:
 # Samples and logs
 
 
-def sample_grid(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: int = SAMPLE_ROWS) -> np.ndarray:
-    """uint8 image: one row per episode: shots | landmark image | [warped] | generated | target."""
+def sample_grid(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: int = SAMPLE_ROWS,
+                raw: torch.Tensor | None = None) -> np.ndarray:
+    """uint8 image: one row per episode: shots | landmark image | [warped | the generator's own
+    image before blending] | generated | target."""
     count = min(rows, fake.shape[0])
     lines = []
     for i in range(count):
         tiles = [batch["shot_images"][i], batch["target_landmarks"][i:i + 1]]
         if "warped" in batch:
             tiles.append(batch["warped"][i:i + 1])
+            if raw is not None:
+                tiles.append(raw[i:i + 1].detach().float().clamp(-1, 1).cpu())
         tiles += [fake[i:i + 1].detach().float().clamp(-1, 1).cpu(), batch["target_image"][i:i + 1]]
         images = tensor_to_images(torch.cat([t.float().cpu() for t in tiles]))
         lines.append(np.concatenate(list(images), axis=1))
@@ -643,7 +648,7 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
     while step < cfg.steps:
         batch = _move(next(batches), device)
         step += 1
-        losses, fake, spread = _train_step(batch, model, generate, discriminate, content_loss, optimizers, scaler,
+        losses, fake, raw, spread = _train_step(batch, model, generate, discriminate, content_loss, optimizers, scaler,
                                            columns, cfg, device, use_amp, amp_dtype)
         # Every rank sees the same (averaged) numbers, so every rank takes the same decision below.
         step_losses, spread = _reduce(losses, spread, ctx)
@@ -661,7 +666,7 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
                          step_losses["loss_g"], step_losses["content"], step_losses["adversarial"],
                          step_losses["feature_matching"], step_losses["match"], step_losses["loss_d"])
             if step % cfg.sample_every == 0 or step == cfg.steps:
-                _save_sample(run_dir, step, batch, fake)
+                _save_sample(run_dir, step, batch, fake, raw)
         due = postponed or step % cfg.checkpoint_every == 0 or step == cfg.steps
         # While frames look one-coloured (not yet long enough to stop) a checkpoint waits, so
         # that `last` never points at a collapsed model.
@@ -703,9 +708,11 @@ def _reduce(losses: dict[str, torch.Tensor], spread: torch.Tensor,
 def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generate: nn.Module,
                 discriminate: nn.Module, content_loss: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
                 scaler: torch.amp.GradScaler | None, columns: VideoColumns, cfg: TrainConfig, device: torch.device,
-                use_amp: bool, amp_dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """One G/E update then one D update; returns the losses, the generated frames and their
-    largest colour spread (see ``colour_spread``)."""
+                use_amp: bool, amp_dtype: torch.dtype
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One G/E update then one D update; returns the losses, the generated frames, the
+    generator's unblended images (warp guidance only, else None) and the frames' largest
+    colour spread (see ``colour_spread``)."""
     target, target_landmarks = batch["target_image"], batch["target_landmarks"]
     video = batch["video_index"]
     discriminator = model.discriminator
@@ -748,7 +755,7 @@ def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generat
     losses = {"loss_g": loss_g, "content": content, "adversarial": adversarial,
               "feature_matching": feature_matching, "match": match, "loss_d": loss_d,
               "real_score": real_score.mean(), "fake_score": fake_score.mean()}
-    return losses, fake.detach(), colour_spread(fake).max()
+    return losses, fake.detach(), raw.detach() if "warped" in batch else None, colour_spread(fake).max()
 
 
 def _backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -809,9 +816,10 @@ def _append_losses(run_dir: Path, entry: dict[str, float]) -> None:
         raise OutputError(f"cannot write the loss log ({error.strerror or error})", run_dir / LOSSES_NAME) from error
 
 
-def _save_sample(run_dir: Path, step: int, batch: dict[str, torch.Tensor], fake: torch.Tensor) -> Path:
+def _save_sample(run_dir: Path, step: int, batch: dict[str, torch.Tensor], fake: torch.Tensor,
+                 raw: torch.Tensor | None = None) -> Path:
     from ..io.images import save_image
 
     samples = run_dir / "samples"
     samples.mkdir(parents=True, exist_ok=True)
-    return save_image(samples / f"step-{step:06d}.png", sample_grid(batch, fake), overwrite=True)
+    return save_image(samples / f"step-{step:06d}.png", sample_grid(batch, fake, raw=raw), overwrite=True)
