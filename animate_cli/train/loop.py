@@ -50,9 +50,13 @@ the RNG states; the data order is a function of (seed, step) (see ``dataset.epis
 so a resumed run reproduces the losses of an uninterrupted one.
 
 Divergence guard: a NaN or infinite loss, a loss above ``explode_factor`` times its running
-median, or generated frames of a single colour in every image of the batch for
-``collapse_patience`` consecutive steps stop the run with DivergenceError; no checkpoint is
-written after that, so ``RUN/last`` stays the last good one.
+median for ``explode_patience`` consecutive steps, or generated frames of a single colour in
+every image of the batch for ``collapse_patience`` consecutive steps stop the run with
+DivergenceError; no checkpoint is written after that, so ``RUN/last`` stays the last good one.
+One-step spikes are tolerated (and no checkpoint is written during one): at preset lite without
+guidance, D's hinge loss jumped from ~2 to 66 for a single logged step (real and fake scores both
++65, i.e. a projection term W_i + w0, not D telling them apart) and was back under 20 by the next
+log line.
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ TRAINER_STATE_TENSORS = "trainer_state.safetensors"
 SAMPLE_ROWS = 4
 # TrainConfig fields that may change when a run is resumed (they do not change its numbers).
 RESUME_MUTABLE = frozenset({"steps", "checkpoint_every", "sample_every", "log_every", "num_workers",
-                            "keep_checkpoints", "device"})
+                            "keep_checkpoints", "device", "explode_factor", "explode_patience", "collapse_std",
+                            "collapse_patience"})
 COLUMNS_KEY = "video_columns_initialised"
 LOSS_NAMES = ("loss_g", "content", "adversarial", "feature_matching", "match", "loss_d", "real_score", "fake_score")
 
@@ -123,6 +128,7 @@ class TrainConfig:
     num_workers: int = 0
     keep_checkpoints: int = 3
     explode_factor: float = 50.0
+    explode_patience: int = 3
     collapse_std: float = 0.02
     collapse_patience: int = 3
     device: str = "auto"
@@ -132,7 +138,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "shots", "checkpoint_every", "sample_every", "log_every",
-                     "collapse_patience"):
+                     "collapse_patience", "explode_patience"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
         for name in ("holdout", "num_workers", "keep_checkpoints", "seed"):
@@ -260,11 +266,13 @@ class DivergenceGuard:
     WATCHED = ("loss_g", "content", "loss_d")
 
     def __init__(self, explode_factor: float = 50.0, collapse_std: float = 0.02, collapse_patience: int = 3,
-                 window: int = 100, warmup: int = 10):
+                 window: int = 100, warmup: int = 10, explode_patience: int = 3):
         self.explode_factor, self.collapse_std, self.collapse_patience = explode_factor, collapse_std, collapse_patience
+        self.explode_patience = explode_patience
         self.window, self.warmup = window, warmup
         self.history: dict[str, list[float]] = {name: [] for name in self.WATCHED}
         self.collapsed_steps = 0
+        self.exploded_steps = 0
 
     def check(self, losses: dict[str, float], image_std: float) -> str | None:
         """``image_std``: the largest (over the batch) per-image colour spread, i.e. the max over
@@ -272,29 +280,39 @@ class DivergenceGuard:
         bad = [name for name, value in losses.items() if not np.isfinite(value)]
         if bad:
             return f"{bad[0]} is {losses[bad[0]]}"
+        explosion = None
         for name in self.WATCHED:
             history = self.history[name]
             value = losses[name]
             if len(history) >= self.warmup:
                 median = abs(float(np.median(history)))
                 # The floor keeps losses that hover near 0 (a winning D's hinge) from tripping it.
-                if abs(value) > self.explode_factor * max(median, 1.0):
-                    return (f"{name} exploded to {value:.4g} ({self.explode_factor:g}x above its running "
-                            f"median {median:.4g})")
+                if abs(value) > self.explode_factor * max(median, 1.0) and explosion is None:
+                    explosion = (f"{name} exploded to {value:.4g} ({self.explode_factor:g}x above its running "
+                                 f"median {median:.4g})")
             history.append(value)
             del history[:-self.window]
+        self.exploded_steps = self.exploded_steps + 1 if explosion else 0
+        if explosion and self.exploded_steps >= self.explode_patience:
+            return explosion + (f" for {self.exploded_steps} steps" if self.exploded_steps > 1 else "")
         self.collapsed_steps = self.collapsed_steps + 1 if image_std < self.collapse_std else 0
         if self.collapsed_steps >= self.collapse_patience:
             return (f"generated frames collapsed to a single colour (colour spread {image_std:.4f} < "
                     f"{self.collapse_std:g} for {self.collapsed_steps} steps)")
         return None
 
+    @property
+    def unsettled(self) -> bool:
+        """A loss spike or one-coloured frames right now (not yet long enough to stop)."""
+        return self.collapsed_steps > 0 or self.exploded_steps > 0
+
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "collapsed_steps": self.collapsed_steps}
+        return {"history": self.history, "collapsed_steps": self.collapsed_steps, "exploded_steps": self.exploded_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = {name: [float(v) for v in state["history"].get(name, [])] for name in self.WATCHED}
         self.collapsed_steps = int(state["collapsed_steps"])
+        self.exploded_steps = int(state.get("exploded_steps", 0))
 
 
 class VideoColumns:
@@ -610,7 +628,8 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
-    guard = DivergenceGuard(cfg.explode_factor, cfg.collapse_std, cfg.collapse_patience)
+    guard = DivergenceGuard(cfg.explode_factor, cfg.collapse_std, cfg.collapse_patience,
+                            explode_patience=cfg.explode_patience)
 
     columns = VideoColumns(model.discriminator, ctx)
     start_step, elapsed_before, checkpoint = 0, 0.0, None
@@ -668,11 +687,11 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 _save_sample(run_dir, step, batch, fake, raw)
         due = postponed or step % cfg.checkpoint_every == 0 or step == cfg.steps
-        # While frames look one-coloured (not yet long enough to stop) a checkpoint waits, so
-        # that `last` never points at a collapsed model.
-        postponed = due and guard.collapsed_steps > 0
+        # During a loss spike or while frames look one-coloured (not yet long enough to stop) a
+        # checkpoint waits, so that `last` never points at a diverging model.
+        postponed = due and guard.unsettled
         if postponed:
-            log.warning("step %d: checkpoint postponed, generated frames look one-coloured", step)
+            log.warning("step %d: checkpoint postponed (a loss spike or one-coloured frames)", step)
         elif due:
             if ctx.is_main:
                 record = {**record_base, "step": step, "seconds": round(seconds, 1)}
