@@ -110,6 +110,18 @@ def video_kind(entry: Mapping[str, Any]) -> str:
     return "video" if entry.get("kind") == "video" else "photos"
 
 
+def check_mix(weights: Mapping[str, float]) -> dict[str, float]:
+    """Episode weights by kind, checked: known kinds, finite weights >= 0, at least one positive."""
+    for kind, weight in weights.items():
+        if kind not in EPISODE_KINDS:
+            raise UsageError(f"--mix: unknown episode kind {kind!r}; use {', '.join(EPISODE_KINDS)}")
+        if not math.isfinite(weight) or weight < 0:
+            raise UsageError(f"--mix: {kind} must be a weight >= 0, got {weight:g}")
+    if sum(weights.values()) <= 0:
+        raise UsageError("--mix: give at least one positive weight, e.g. video=0.4,photos=0.4,single=0.2")
+    return dict(weights)
+
+
 def parse_mix(text: str) -> dict[str, float]:
     """``"video=0.4,photos=0.4,single=0.2"`` -> weights by kind (kinds left out weigh 0)."""
     weights: dict[str, float] = {}
@@ -118,19 +130,11 @@ def parse_mix(text: str) -> dict[str, float]:
             continue
         kind, _, value = part.partition("=")
         kind = kind.strip()
-        if kind not in EPISODE_KINDS:
-            raise UsageError(f"--mix: unknown episode kind {kind!r}; use {', '.join(EPISODE_KINDS)}")
         try:
-            weight = float(value)
+            weights[kind] = float(value)
         except ValueError:
             raise UsageError(f"--mix: {kind} needs a number, got {value.strip()!r}") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise UsageError(f"--mix: {kind} must be a weight >= 0, got {value.strip()}")
-        weights[kind] = weight
-    if not weights or sum(weights.values()) <= 0:
-        raise UsageError(f"--mix: give at least one positive weight, e.g. video=0.4,photos=0.4,single=0.2 "
-                         f"(got {text!r})")
-    return weights
+    return check_mix(weights)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -153,11 +153,9 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.mix is not None:
-            from .dataset import EPISODE_KINDS
+            from .dataset import check_mix
 
-            if set(self.mix) - set(EPISODE_KINDS) or min(self.mix.values(), default=-1) < 0 \
-                    or sum(self.mix.values()) <= 0:
-                raise UsageError(f"mix must weigh {', '.join(EPISODE_KINDS)} with weights >= 0, some positive")
+            check_mix(self.mix)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
