@@ -359,9 +359,11 @@ def export_command(
             subject = engine.make_person(photos, FinetuneConfig(steps=finetune_steps, seed=seed), face_index,
                                          RichProgress(enabled=not quiet))
         export_generator(engine.model, subject, output, opset=opset, overwrite=overwrite)
-        inputs = "landmark_images, warped" if engine.model.config.guidance == "warp" else "landmark_images"
-        size = engine.model.config.image_size
-        console.print(f"wrote [bold]{output}[/]: inputs {inputs} (N, 3, {size}, {size}) in [-1, 1], "
+        config = engine.model.config
+        size = config.image_size
+        inputs = "landmark_images, warped" if config.guidance == "warp" else "landmark_images"
+        region = f", region (N, 1, {size}, {size}) in [0, 1]" if config.uses_region else ""
+        console.print(f"wrote [bold]{output}[/]: inputs {inputs} (N, 3, {size}, {size}) in [-1, 1]{region}, "
                       "output frames", highlight=False)
 
 
@@ -394,6 +396,9 @@ def init_command(
     output: Annotated[Path, typer.Argument(help="Checkpoint folder to create.", show_default=False)],
     preset: Annotated[str, typer.Option("--preset", help=f"One of: {', '.join(list_presets())}.")] = "small",
     guidance: Annotated[str, typer.Option("--guidance", help="none (the paper's generator) or warp.")] = "warp",
+    blend_region: Annotated[str, typer.Option("--blend-region", help="Warp guidance: where the generator may "
+                                              "paint over the warp: all, or mouth_border (the mouth and "
+                                              "outside the face).")] = "all",
     seed: SeedOpt = 0,
     half: Annotated[bool, typer.Option("--half", help="Store weights in float16.")] = False,
     overwrite: OverwriteOpt = False,
@@ -409,7 +414,7 @@ def init_command(
 
         if (output / "model.safetensors").exists() and not overwrite:
             raise UsageError(f"{output}: already holds a checkpoint; pass --overwrite to replace it")
-        config = get_preset(preset, guidance=guidance)
+        config = get_preset(preset, guidance=guidance, blend_region=blend_region)
         torch.manual_seed(seed)
         model = TalkingHeadModel(config)
         record = {"kind": "untrained", "preset": preset, "seed": seed, "command": " ".join(sys.argv[1:])}

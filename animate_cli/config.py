@@ -11,6 +11,8 @@ from .errors import UsageError
 
 FORMAT_VERSION = 1
 GUIDANCE_MODES = ("none", "warp")
+# Where warp guidance may blend the generated image over the warp (see landmarks/regions.py).
+BLEND_REGIONS = ("all", "mouth_border")
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class ModelConfig:
     ``guidance="none"`` is the paper's generator: landmark image in, frame out.
     ``guidance="warp"`` also feeds the source photo warped to the target landmarks and
     blends ``mask * generated + (1 - mask) * warped`` (the mask starts near zero).
+    ``blend_region`` limits that mask: ``all`` (anywhere in the crop) or ``mouth_border`` (the
+    mouth and outside the face; the face's skin stays the warp's).
     """
 
     image_size: int = 128
@@ -30,6 +34,7 @@ class ModelConfig:
     num_videos: int = 1
     guidance: str = "none"
     attention: bool = True
+    blend_region: str = "all"
 
     def __post_init__(self) -> None:
         if self.image_size < 16 or self.image_size & (self.image_size - 1):
@@ -42,6 +47,13 @@ class ModelConfig:
             raise UsageError("embedding_dim and num_videos must be positive")
         if self.guidance not in GUIDANCE_MODES:
             raise UsageError(f"guidance must be one of {', '.join(GUIDANCE_MODES)}, got {self.guidance!r}")
+        if self.blend_region not in BLEND_REGIONS:
+            raise UsageError(f"blend_region must be one of {', '.join(BLEND_REGIONS)}, got {self.blend_region!r}")
+
+    @property
+    def uses_region(self) -> bool:
+        """Whether the generator needs the blend region of the target landmarks as an input."""
+        return self.guidance == "warp" and self.blend_region != "all"
 
     @property
     def channels(self) -> tuple[int, ...]:

@@ -2,7 +2,7 @@
 
 A person's generator is the (fine-tuned) generator with the person's AdaIN parameters psi baked in
 as a constant and spectral norm folded into plain weights, so a call is only
-``landmark_images (+ warped) -> frames``: no power iteration, no projection, no person inputs.
+``landmark_images (+ warped (+ region)) -> frames``: no power iteration, no projection, no person inputs.
 """
 
 from __future__ import annotations
@@ -23,22 +23,25 @@ from .person import Person
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-INPUT_NAMES = ("landmark_images", "warped")
+INPUT_NAMES = ("landmark_images", "warped", "region")
 OUTPUT_NAME = "frames"
 
 
 class PersonGenerator(nn.Module):
-    """G(y, psi') with psi' fixed: (N, 3, S, S) landmark images [+ warped shots] in [-1, 1] -> frames."""
+    """G(y, psi') with psi' fixed: (N, 3, S, S) landmark images [+ warped shots [+ blend regions]]
+    -> frames."""
 
     def __init__(self, generator: Generator, adain_params: torch.Tensor):
         super().__init__()
         self.generator = generator
         self.uses_warp = generator.warp
+        self.uses_region = generator.config.uses_region
         # (1, adain_size): AdaIN broadcasts it over the batch, so no per-batch expand is needed.
         self.register_buffer("adain_params", adain_params.detach().reshape(1, -1).clone())
 
-    def forward(self, landmark_images: torch.Tensor, warped: torch.Tensor | None = None) -> torch.Tensor:
-        return self.generator(landmark_images, self.adain_params, warped)
+    def forward(self, landmark_images: torch.Tensor, warped: torch.Tensor | None = None,
+                region: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(landmark_images, self.adain_params, warped, region)
 
 
 def person_generator(model: TalkingHeadModel, person: Person, device: torch.device | str = "cpu") -> PersonGenerator:
@@ -59,9 +62,12 @@ def person_generator(model: TalkingHeadModel, person: Person, device: torch.devi
 
 def _example_inputs(module: PersonGenerator, image_size: int, batch: int = 2) -> tuple[torch.Tensor, ...]:
     landmark_images = torch.zeros(batch, 3, image_size, image_size)
-    if module.uses_warp:
-        return landmark_images, torch.zeros(batch, 3, image_size, image_size)
-    return (landmark_images,)
+    if not module.uses_warp:
+        return (landmark_images,)
+    warped = torch.zeros(batch, 3, image_size, image_size)
+    if module.uses_region:
+        return landmark_images, warped, torch.ones(batch, 1, image_size, image_size)
+    return landmark_images, warped
 
 
 def write_onnx(module: PersonGenerator, image_size: int, target: str | Path | io.BytesIO,
@@ -90,8 +96,9 @@ def export_generator(model: TalkingHeadModel, person: Person, path: str | Path, 
                      overwrite: bool = False) -> Path:
     """Write the person's generator to ``path`` as ONNX, atomically.
 
-    Inputs: ``landmark_images`` (N, 3, S, S) float32 in [-1, 1], and ``warped`` (N, 3, S, S) when the
-    model uses warp guidance; output ``frames`` (N, 3, S, S) in [-1, 1]; N is dynamic.
+    Inputs: ``landmark_images`` (N, 3, S, S) float32 in [-1, 1], ``warped`` (N, 3, S, S) when the
+    model uses warp guidance, and ``region`` (N, 1, S, S) in [0, 1] (``landmarks.regions``) when it
+    blends only in a region; output ``frames`` (N, 3, S, S) in [-1, 1]; N is dynamic.
     """
     path = Path(path)
     # Inside the block: a refused target fails before the export's work, a failed export leaves nothing.
@@ -99,5 +106,5 @@ def export_generator(model: TalkingHeadModel, person: Person, path: str | Path, 
         data = generator_onnx_bytes(model, person, opset)
         temporary.write_bytes(data)
     log.info("exported the generator (%d inputs, opset %d, %.1f MB) to %s",
-             1 + model.generator.warp, opset, len(data) / 1e6, path)
+             1 + model.generator.warp + model.config.uses_region, opset, len(data) / 1e6, path)
     return path

@@ -19,6 +19,7 @@ import torch
 from .config import FinetuneConfig
 from .errors import DivergenceError
 from .landmarks.drawing import draw_landmark_images
+from .landmarks.regions import region_tensor
 from .losses import ContentLoss, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from .models import TalkingHeadModel
 from .person import Person, Shot
@@ -53,7 +54,8 @@ def round_trip_warps(image: np.ndarray, points: np.ndarray, count: int, rng: np.
 
 
 class ShotBatch:
-    """The shots as tensors: images, landmark images and (for warp guidance) warped sources.
+    """The shots as tensors: images, landmark images and (for warp guidance) warped sources and,
+    when the generator blends only in a region, the shots' blend regions.
 
     With warp guidance each shot is reconstructed from another shot warped to its landmarks
     (the nearest other one in pose), so the correction learns what the warp gets wrong. A single
@@ -65,7 +67,8 @@ class ShotBatch:
 
     ROUND_TRIPS = 8
 
-    def __init__(self, shots: Sequence[Shot], size: int, device: torch.device, guidance: str, seed: int = 0):
+    def __init__(self, shots: Sequence[Shot], size: int, device: torch.device, guidance: str, seed: int = 0,
+                 blend_region: str = "all"):
         points = np.stack([s.crop_points for s in shots])
         images = [s.crop_image for s in shots]
         self.warped = None
@@ -83,13 +86,18 @@ class ShotBatch:
             self.warped = images_to_tensor(warped, device)
         self.images = images_to_tensor(images, device)
         self.landmark_images = images_to_tensor(draw_landmark_images(points, size), device)
+        self.region = (region_tensor(points, size, blend_region, device)
+                       if guidance == "warp" and blend_region != "all" else None)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def select(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def select(self, index: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(images, landmark images, warped or None, region or None) of the shots at ``index``."""
         warped = None if self.warped is None else self.warped[index]
-        return self.images[index], self.landmark_images[index], warped
+        region = None if self.region is None else self.region[index]
+        return self.images[index], self.landmark_images[index], warped, region
 
 
 def embed_person(model: TalkingHeadModel, shots: Sequence[Shot], device: torch.device) -> Person:
@@ -124,16 +132,17 @@ def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: Fine
     optimizer_d = torch.optim.Adam([*discriminator.parameters(), discriminator_vector],
                                    lr=config.lr_discriminator, betas=(0.5, 0.999))
     content_loss = content_loss.to(device)
-    batch = ShotBatch(shots, model.config.image_size, device, model.config.guidance, seed=config.seed)
+    batch = ShotBatch(shots, model.config.image_size, device, model.config.guidance, seed=config.seed,
+                      blend_region=model.config.blend_region)
     rng = torch.Generator().manual_seed(config.seed)
     batch_size = min(config.batch_size, len(batch))
     history = []
     for step in range(config.steps):
         index = torch.randperm(len(batch), generator=rng)[:batch_size]
-        images, landmark_images, warped = batch.select(index)
+        images, landmark_images, warped, region = batch.select(index)
         psi = adain_params[None].expand(batch_size, -1)
 
-        fake, _, raw = generator.forward_parts(landmark_images, psi, warped)
+        fake, _, raw = generator.forward_parts(landmark_images, psi, warped, region)
         real_out = discriminator(images, landmark_images, w=discriminator_vector)
         fake_out = discriminator(fake, landmark_images, w=discriminator_vector)
         loss_g = (config.content_weight * content_loss(fake, images)

@@ -51,6 +51,7 @@ def child_render(preset: str, backend: str, compile: bool, frames: int, track_pa
     from animate_cli.jobs import build_engine
     from animate_cli.landmarks import LandmarkTrack
     from animate_cli.landmarks.drawing import draw_landmark_images
+    from animate_cli.landmarks.regions import blend_regions
     from animate_cli.render.pipeline import target_crop_points
 
     engine = build_engine(str(untrained_weights(preset, Path(folder))), landmarks="auto", device="auto",
@@ -70,17 +71,20 @@ def child_render(preset: str, backend: str, compile: bool, frames: int, track_pa
         with Timer() as rendering:
             renderer.render(batch)
         render_times.append(rendering.seconds)
-    # The network alone, on the same inputs (landmark images and warped shots prepared beforehand).
+    # The network alone, on the same inputs (landmark images, warped shots and blend regions prepared
+    # beforehand).
     inputs = []
     for batch in batches:
-        warped = None
+        warped = region = None
         if renderer.guidance == "warp":
             warped = np.stack([renderer.warpers[0].warp(points) for points in batch])
-        inputs.append((draw_landmark_images(batch, renderer.model_size), warped))
+        if renderer.blend_region is not None:
+            region = blend_regions(batch, renderer.model_size, renderer.blend_region)
+        inputs.append((draw_landmark_images(batch, renderer.model_size), warped, region))
     network_times = []
-    for landmark_images, warped in inputs:
+    for landmark_images, warped, region in inputs:
         with Timer() as network:
-            renderer.generate(landmark_images, warped)
+            renderer.generate(landmark_images, warped, region)
         network_times.append(network.seconds)
     # fps from the median batch: robust to other processes' bursts on a shared machine.
     return {"setup": setup.seconds, "warm_up": warm_up.seconds, "fps": BATCH / np.median(render_times),

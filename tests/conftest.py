@@ -40,12 +40,14 @@ def short_driver(tmp_path_factory: pytest.TempPathFactory, sample_driver: Path) 
     return path
 
 
-def make_checkpoint(folder: Path, preset: str = "tiny", guidance: str = "warp", seed: int = 0) -> Path:
+def make_checkpoint(folder: Path, preset: str = "tiny", guidance: str = "warp", seed: int = 0,
+                    blend_region: str = "all") -> Path:
     from animate_cli.config import get_preset
     from animate_cli.models import TalkingHeadModel
 
     torch.manual_seed(seed)
-    TalkingHeadModel(get_preset(preset, guidance=guidance)).save_pretrained(folder, training={"kind": "test"})
+    config = get_preset(preset, guidance=guidance, blend_region=blend_region)
+    TalkingHeadModel(config).save_pretrained(folder, training={"kind": "test"})
     return folder
 
 
@@ -59,6 +61,12 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_paper_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny checkpoint of the paper's generator (no warp guidance)."""
     return make_checkpoint(tmp_path_factory.mktemp("weights") / "tiny-paper", guidance="none")
+
+
+@pytest.fixture(scope="session")
+def tiny_region_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny warp-guided checkpoint that blends only in the mouth_border region."""
+    return make_checkpoint(tmp_path_factory.mktemp("weights") / "tiny-region", blend_region="mouth_border")
 
 
 @pytest.fixture(scope="session")

@@ -218,3 +218,19 @@ def test_person_comes_from_photos_or_a_saved_person_not_both(tmp_path, portrait_
     result = run(*command, portrait_path, "--person", tmp_path, "--weights", tiny_weights, *drive, "-o", out)
     assert result.exit_code == 2 and "not both" in result.output
     assert not out.exists()
+
+
+def test_init_writes_an_untrained_checkpoint_with_its_blend_region(tmp_path):
+    from animate_cli.models import TalkingHeadModel
+
+    result = run("init", tmp_path / "w", "--preset", "tiny", "--blend-region", "mouth_border")
+    assert result.exit_code == 0, result.output
+    config = TalkingHeadModel.from_pretrained(tmp_path / "w").config
+    assert (config.guidance, config.blend_region) == ("warp", "mouth_border")
+    card = (tmp_path / "w" / "README.md").read_text()
+    assert "--blend-region mouth_border" in card and "always the warp's" in card
+    result = run("init", tmp_path / "w", "--preset", "tiny")
+    assert result.exit_code == 2 and "already holds a checkpoint" in result.output
+    result = run("init", tmp_path / "bad", "--preset", "tiny", "--blend-region", "eyes")
+    assert result.exit_code == 2 and "blend_region must be one of" in " ".join(result.output.split())
+    assert not (tmp_path / "bad").exists()

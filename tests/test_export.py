@@ -20,9 +20,10 @@ from animate_cli.export import export_generator, person_generator
 from animate_cli.io.video import probe_output
 from animate_cli.jobs import build_engine
 from animate_cli.landmarks import LandmarkTrack
+from animate_cli.landmarks.regions import blend_regions
 from animate_cli.render.onnx_renderer import OnnxRenderer
 from animate_cli.render.pipeline import Driver, RenderConfig, compose_frames, render_video
-from animate_cli.render.renderers import NeuralRenderer, resolve_render_backend
+from animate_cli.render.renderers import NeuralRenderer, WarpRenderer, resolve_render_backend
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -40,9 +41,10 @@ def make_engine(weights):
     return build_engine(str(weights), landmarks="dlib", device="cpu", backend="torch")
 
 
-@pytest.fixture(scope="module", params=["warp", "none"])
-def engine_and_person(request, tiny_weights, tiny_paper_weights, portrait_path):
-    engine = make_engine(tiny_weights if request.param == "warp" else tiny_paper_weights)
+@pytest.fixture(scope="module", params=["warp", "none", "warp-region"])
+def engine_and_person(request, tiny_weights, tiny_paper_weights, tiny_region_weights, portrait_path):
+    engine = make_engine({"warp": tiny_weights, "none": tiny_paper_weights,
+                          "warp-region": tiny_region_weights}[request.param])
     torch.manual_seed(0)
     person = engine.make_person([portrait_path], FinetuneConfig(steps=0))
     return engine, person
@@ -62,19 +64,22 @@ def test_export_writes_the_persons_generator_with_a_dynamic_batch(tmp_path, engi
     path = export_generator(model, person, tmp_path / "g.onnx")
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph)
-    warp = model.config.guidance == "warp"
+    warp, region = model.config.guidance == "warp", model.config.uses_region
     names = [i.name for i in graph.graph.input]
-    assert names == (["landmark_images", "warped"] if warp else ["landmark_images"])  # psi is baked in
+    # psi is baked in
+    assert names == ["landmark_images"] + ["warped"] * warp + ["region"] * region
     assert [o.name for o in graph.graph.output] == ["frames"]
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [p.name for p in tmp_path.iterdir()] == ["g.onnx"]  # no temporary left
 
     size = model.config.image_size
     torch.manual_seed(1)
-    inputs = [torch.rand(3, 3, size, size) * 2 - 1 for _ in names]  # a batch other than the traced 2
+    # A batch other than the traced 2.
+    inputs = [torch.rand(3, 1 if name == "region" else 3, size, size) * (1 if name == "region" else 2)
+              - (0 if name == "region" else 1) for name in names]
     with torch.no_grad():
         expected = model.generator(inputs[0], person.adain_params[None].expand(3, -1),
-                                   inputs[1] if warp else None).numpy()
+                                   inputs[1] if warp else None, inputs[2] if region else None).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (frames,) = session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
     assert frames.shape == (3, 3, size, size)
@@ -122,6 +127,23 @@ def test_onnx_renderer_matches_torch(engine_and_person):
     difference = np.abs(torch_crops.astype(int) - onnx_crops.astype(int))
     assert difference.max() <= MAX_LEVELS and difference.mean() < MEAN_LEVELS
     assert torch_crops.std(axis=0).mean() > 0.5  # the frames move, so the comparison means something
+
+
+def test_region_model_keeps_the_warp_on_the_skin_after_finetuning(tiny_region_weights, portrait_path):
+    engine = make_engine(tiny_region_weights)
+    torch.manual_seed(0)
+    person = engine.make_person([portrait_path], FinetuneConfig(steps=2))
+    assert person.generator_state is not None                      # fine-tuned with its regions
+    targets = moving_targets(person)
+    crops = NeuralRenderer(engine.model, person, CPU).render(targets)
+    warps = WarpRenderer(person).render(targets)
+    size = engine.model.config.image_size
+    regions = blend_regions(targets, size, "mouth_border")[:, 0]
+    skin, free = regions < 0.01, regions > 0.5
+    assert skin.mean() > 0.1 and free.mean() > 0.2
+    difference = np.abs(crops.astype(int) - warps.astype(int)).max(axis=-1)
+    assert difference[skin].max() <= 1                             # uint8 rounding only
+    assert difference[free].mean() > difference[skin].mean()
 
 
 def test_auto_backend_is_torch_on_cuda_and_checked():

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from animate_cli.config import FORMAT_VERSION, get_preset
-from animate_cli.errors import WeightsError
+from animate_cli.errors import UsageError, WeightsError
 from animate_cli.models import Discriminator, Embedder, Generator, TalkingHeadModel, read_checkpoint_config
 from animate_cli.models.blocks import SelfAttention, SpectralNorm, fold_spectral_norm, has_spectral_norm
 from animate_cli.models.stats import count_parameters, generator_gflops
@@ -124,6 +124,32 @@ def test_warp_guidance_starts_at_warped_photo() -> None:
     assert (generated - warped).abs().mean() > 0.1                # untrained: its own image is not the warp
     with pytest.raises(ValueError, match="warped source image is required"):
         generator(y, psi)
+
+
+def test_blend_region_keeps_the_warp_outside_it() -> None:
+    torch.manual_seed(0)
+    config = TINY.replace(guidance="warp", blend_region="mouth_border")
+    assert config.uses_region and not TINY.replace(guidance="warp").uses_region
+    generator = Generator(config).eval()
+    y, warped = images(2, 32, 7), images(2, 32, 8)
+    psi = generator.project(torch.rand(2, TINY.embedding_dim) * 3)
+    region = torch.zeros(2, 1, 32, 32)
+    region[:, :, 20:28, 10:22] = 1.0  # "the mouth"
+    region[1, :, :4] = 0.5           # a soft edge
+    with torch.no_grad():
+        frame, mask, generated = generator.forward_parts(y, psi, warped, region)
+        unlimited = Generator(TINY.replace(guidance="warp")).eval()
+        unlimited.load_state_dict(generator.state_dict())
+        _, free_mask, _ = unlimited.forward_parts(y, psi, warped)
+    assert torch.allclose(mask, free_mask * region)
+    outside = (region == 0).expand_as(frame)
+    assert torch.equal(frame[outside], warped[outside])               # the skin is exactly the warp
+    assert torch.allclose(frame, mask * generated + (1 - mask) * warped, atol=1e-6)
+    assert (frame - warped)[:, :, 20:28, 10:22].abs().mean() > 1e-3   # the generator acts inside
+    with pytest.raises(ValueError, match="region of the target landmarks is required"):
+        generator(y, psi, warped)
+    with pytest.raises(UsageError, match="blend_region must be one of"):
+        TINY.replace(blend_region="eyes")
 
 
 def test_no_guidance_ignores_warped(tiny_model: TalkingHeadModel) -> None:

@@ -19,6 +19,7 @@ skimage_data = pytest.importorskip("skimage.data")
 from animate_cli.config import get_preset  # noqa: E402
 from animate_cli.errors import UsageError  # noqa: E402
 from animate_cli.losses import ContentLoss  # noqa: E402
+from animate_cli.landmarks.regions import blend_regions  # noqa: E402
 from animate_cli.models import TalkingHeadModel  # noqa: E402
 from animate_cli.models.generator import Generator  # noqa: E402
 from animate_cli.render.warp import mouth_opening  # noqa: E402
@@ -182,7 +183,12 @@ def test_episodes_shapes_same_video_and_determinism(dataset_dir):
     assert any(not torch.equal(episodes[p]["target_image"], other[p]["target_image"]) for p in range(6))
 
     warped = EpisodeDataset(store, shots=2, image_size=32, seed=3, guidance="warp")[0]
-    assert warped["warped"].shape == (3, 32, 32)
+    assert warped["warped"].shape == (3, 32, 32) and "region" not in warped
+    limited = EpisodeDataset(store, shots=2, image_size=32, seed=3, guidance="warp", blend_region="mouth_border")[0]
+    assert torch.equal(limited["warped"], warped["warped"])
+    expected = blend_regions(limited["target_points"].numpy()[None], 32, "mouth_border")[0]
+    assert torch.equal(limited["region"], torch.from_numpy(expected))   # the target's region, not a shot's
+    assert "region" not in EpisodeDataset(store, shots=2, image_size=32, blend_region="mouth_border")[0]
     with pytest.raises(UsageError, match="prepare it again with a larger --size"):
         EpisodeDataset(store, image_size=128)
 
@@ -324,9 +330,9 @@ def test_guard_stops_on_one_colour_frames(dataset_dir, tmp_path, monkeypatch):
     original = Generator.forward_parts
     calls = []
 
-    def collapsing(self, landmark_images, psi, warped=None):
+    def collapsing(self, landmark_images, psi, warped=None, region=None):
         calls.append(1)
-        out, mask, raw = original(self, landmark_images, psi, warped)
+        out, mask, raw = original(self, landmark_images, psi, warped, region)
         # From the 3rd step on: a flat dark red, still attached to the graph.
         if len(calls) >= 3:
             out = out * 0 + torch.tensor([0.5, -0.8, -0.8]).view(1, 3, 1, 1)
@@ -404,5 +410,9 @@ def test_cli_prepare_and_train(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "pass --resume" in " ".join(result.output.split())
     result = runner.invoke(app, [*args[:-1], "none", "--resume", "--steps", "3"])
     assert result.exit_code == 2 and "different settings (model guidance)" in " ".join(result.output.split())
+    result = runner.invoke(app, [*args[:2], "--out", str(tmp_path / "region"), *args[4:], "--blend-region",
+                                 "mouth_border"])
+    assert result.exit_code == 0, result.output
+    assert TalkingHeadModel.from_pretrained(tmp_path / "region" / "last").config.blend_region == "mouth_border"
     result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run2"), "--quiet"])
     assert result.exit_code == 3 and "not a prepared dataset" in " ".join(result.output.split())

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from animate_cli.landmarks.crop import FaceCrop, crop_from_landmarks, face_size
+from animate_cli.landmarks.regions import blend_regions, mouth_border_region
 from animate_cli.render.composite import Compositor, face_mask, paste_back
 from animate_cli.render.warp import (INNER_LIPS, LEFT_EYE, OUTER_LIPS, RIGHT_EYE, FaceWarper,
                                      fill_mouth_interior, mouth_opening, warp_face)
@@ -299,3 +300,37 @@ def test_single_shot_finetuning_learns_from_round_trip_warps(astronaut):
     assert torch.equal(again.warped, batch.warped)
     # Without warp guidance a single shot is just itself.
     assert len(ShotBatch([shot], 64, torch.device("cpu"), "none")) == 1
+    # A generator that blends only in a region also gets each sample's region.
+    assert batch.region is None
+    limited = ShotBatch([shot], 64, torch.device("cpu"), "warp", seed=3, blend_region="mouth_border")
+    assert torch.equal(limited.warped, batch.warped) and limited.region.shape == (ShotBatch.ROUND_TRIPS, 1, 64, 64)
+    assert torch.equal(limited.select(torch.tensor([2]))[3][0, 0], torch.from_numpy(
+        mouth_border_region(shot.crop_points, 64)))
+
+
+def test_mouth_border_region_covers_mouth_and_outside_not_the_skin(astronaut):
+    _, _, _, _, points = astronaut
+    region = mouth_border_region(points, CROP_SIZE)
+    assert region.shape == (CROP_SIZE, CROP_SIZE) and region.dtype == np.float32
+    assert region.min() >= 0.0 and region.max() <= 1.0
+
+    def at(point):
+        x, y = np.round(point).astype(int)
+        return region[y, x]
+
+    assert at(points[48:60].mean(axis=0)) > 0.99                      # mouth centre
+    assert at(points[48]) > 0.9 and at(points[54]) > 0.9              # lip corners
+    for skin in (points[30], (points[31] + points[2]) / 2, (points[35] + points[14]) / 2, points[37:39].mean(0)):
+        assert at(skin) < 0.01                                        # nose tip, cheeks, eye: the warp's
+    assert at(points[17:27].mean(axis=0) - [0, 0.3 * face_size(points)]) < 0.01   # forehead stays the warp's
+    # Below the chin and beside the face is outside (the forehead band may reach the crop's top).
+    assert region[-4:].min() > 0.99 and region[:, :4].min() > 0.99 and region[:, -4:].min() > 0.99
+    # Soft edges: values between 0 and 1 exist, but only near the region's outline.
+    assert 0.01 < ((region > 0.05) & (region < 0.95)).mean() < 0.25
+    batch = blend_regions(np.stack([points, points + 3]), CROP_SIZE, "mouth_border")
+    assert batch.shape == (2, 1, CROP_SIZE, CROP_SIZE) and np.array_equal(batch[0, 0], region)
+    assert np.array_equal(blend_regions(points[None], 32, "all"), np.ones((1, 1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        mouth_border_region(points[:60], CROP_SIZE)
+    with pytest.raises(ValueError, match="unknown blend region"):
+        blend_regions(points[None], 32, "eyes")

@@ -26,7 +26,9 @@ class Generator(nn.Module):
     All AdaIN coefficients come from psi = P e, split in network order into (scale, bias) pairs.
 
     ``config.guidance == "warp"`` (an extension, not in the paper) also feeds the source photo
-    warped to the target landmarks and blends ``mask * tanh(rgb) + (1 - mask) * warped``.
+    warped to the target landmarks and blends ``mask * tanh(rgb) + (1 - mask) * warped``; with
+    ``config.blend_region`` other than ``all`` the mask is multiplied by the target's blend region
+    (``landmarks.regions``), an input like the warped image.
     """
 
     def __init__(self, config: ModelConfig):
@@ -70,14 +72,15 @@ class Generator(nn.Module):
         return self.projection(embedding)
 
     def forward_with_mask(self, landmark_images: torch.Tensor, psi: torch.Tensor,
-                          warped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                          warped: torch.Tensor | None = None, region: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Like ``forward`` but also returns the blend mask (N, 1, H, W) in warp guidance
         (None otherwise)."""
-        frame, mask, _ = self.forward_parts(landmark_images, psi, warped)
+        frame, mask, _ = self.forward_parts(landmark_images, psi, warped, region)
         return frame, mask
 
-    def forward_parts(self, landmark_images: torch.Tensor, psi: torch.Tensor, warped: torch.Tensor | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def forward_parts(self, landmark_images: torch.Tensor, psi: torch.Tensor, warped: torch.Tensor | None = None,
+                      region: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(frame, mask, generated): in warp guidance ``generated`` is the network's own image before
         blending, which training also compares with the target (its gradient through the blend is
         scaled by the mask, ~0.02 at the start, so it would otherwise learn ~50x slower); without
@@ -87,6 +90,9 @@ class Generator(nn.Module):
         if self.warp:
             if warped is None:
                 raise ValueError("this generator uses warp guidance: the warped source image is required")
+            if self.config.uses_region and region is None:
+                raise ValueError(f"this generator blends only in its {self.config.blend_region} region: "
+                                 "the region of the target landmarks is required")
             h = torch.cat([landmark_images, warped], dim=1)
         else:
             h = landmark_images  # guidance "none" is the paper's generator: `warped` is ignored
@@ -102,10 +108,13 @@ class Generator(nn.Module):
             frame = torch.tanh(h)
             return frame, None, frame
         mask = torch.sigmoid(h[:, 3:4])
+        if self.config.uses_region:
+            mask = mask * region
         generated = torch.tanh(h[:, :3])
         return mask * generated + (1.0 - mask) * warped, mask, generated
 
     def forward(self, landmark_images: torch.Tensor, psi: torch.Tensor,
-                warped: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 3, H, W) landmark images in [-1, 1] and psi (N or 1, adain_size) -> frames in [-1, 1]."""
-        return self.forward_with_mask(landmark_images, psi, warped)[0]
+                warped: torch.Tensor | None = None, region: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 3, H, W) landmark images in [-1, 1] and psi (N or 1, adain_size) -> frames in [-1, 1]
+        (warp guidance: + warped sources (N, 3, H, W) [+ blend regions (N, 1, H, W) in [0, 1]])."""
+        return self.forward_with_mask(landmark_images, psi, warped, region)[0]

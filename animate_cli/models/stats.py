@@ -30,9 +30,10 @@ def generator_gflops(config: ModelConfig) -> float:
     landmark_image = torch.zeros(1, 3, size, size)
     psi = torch.zeros(1, generator.adain_size)
     warped = torch.zeros(1, 3, size, size) if config.guidance == "warp" else None
+    region = torch.ones(1, 1, size, size) if config.uses_region else None
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        generator(landmark_image, psi, warped)
+        generator(landmark_image, psi, warped, region)
     return counter.get_total_flops() / 1e9
 
 

@@ -59,8 +59,11 @@ class OnnxRenderer(GeneratorRenderer):
         self.session = create_session(onnx_model or generator_onnx_bytes(model, person), self.device)
         self.input_names = [entry.name for entry in self.session.get_inputs()]
 
-    def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
+    def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None,
+                 region: np.ndarray | None = None) -> np.ndarray:
         arrays = [images_to_tensor(images).numpy() for images in (landmark_images, warped) if images is not None]
+        if region is not None:
+            arrays.append(np.ascontiguousarray(region, np.float32))
         if len(arrays) != len(self.input_names):
             raise ValueError(f"the ONNX generator takes {self.input_names}, got {len(arrays)} inputs")
         (frames,) = self.session.run([OUTPUT_NAME], dict(zip(self.input_names, arrays)))

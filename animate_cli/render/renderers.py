@@ -16,6 +16,7 @@ import torch
 from ..config import ModelConfig
 from ..export import person_generator
 from ..landmarks.drawing import draw_landmark_images
+from ..landmarks.regions import blend_regions
 from ..models import TalkingHeadModel
 from ..person import Person
 from ..tensors import images_to_tensor, tensor_to_images
@@ -75,6 +76,7 @@ class GeneratorRenderer:
     def __init__(self, config: ModelConfig, person: Person, detail_size: int | None = None):
         self.model_size = config.image_size
         self.guidance = config.guidance
+        self.blend_region = config.blend_region if config.uses_region else None
         # With warp guidance the frame is warped + correction; the warp can be done at the photo's
         # resolution and only the correction upsampled, so faces keep the photo's detail.
         self.size = self.model_size
@@ -91,8 +93,10 @@ class GeneratorRenderer:
         self.warpers = ([FaceWarper(s.crop_image, s.crop_points) for s in person.shots]
                         if self.guidance == "warp" else [])
 
-    def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
-        """uint8 (B, S, S, 3) landmark images [and warped shots] -> uint8 (B, S, S, 3) frames."""
+    def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None,
+                 region: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (B, S, S, 3) landmark images [and warped shots [and float32 (B, 1, S, S) blend
+        regions]] -> uint8 (B, S, S, 3) frames."""
         raise NotImplementedError
 
     def render(self, target_points: np.ndarray) -> np.ndarray:
@@ -102,7 +106,9 @@ class GeneratorRenderer:
             from ..finetune import nearest_shot_indices
             nearest = nearest_shot_indices(self.shot_points, target_points)
             warped_images = np.stack([self.warpers[i].warp(p) for i, p in zip(nearest, target_points)])
-        frames = self.generate(landmark_images, warped_images)
+        regions = (blend_regions(target_points, self.model_size, self.blend_region)
+                   if self.blend_region is not None else None)
+        frames = self.generate(landmark_images, warped_images, regions)
         if not self.detail_warpers:
             return frames
         return np.stack([self._add_detail(frame, warped_image, self.detail_warpers[i], points)
@@ -132,9 +138,12 @@ class NeuralRenderer(GeneratorRenderer):
         self._forward = torch.compile(self.generator) if compile else self.generator
 
     @torch.inference_mode()
-    def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None) -> np.ndarray:
+    def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None,
+                 region: np.ndarray | None = None) -> np.ndarray:
         inputs = [images_to_tensor(images, self.device).contiguous(memory_format=torch.channels_last)
                   for images in (landmark_images, warped) if images is not None]
+        if region is not None:
+            inputs.append(torch.from_numpy(region).to(self.device).contiguous(memory_format=torch.channels_last))
         autocast = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
                     else contextlib.nullcontext())
         with autocast:

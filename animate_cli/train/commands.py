@@ -21,6 +21,11 @@ class Guidance(str, Enum):
     warp = "warp"
 
 
+class BlendRegion(str, Enum):
+    all = "all"
+    mouth_border = "mouth_border"
+
+
 def register_training_commands(app: typer.Typer) -> None:
     """Add ``prepare`` and ``train`` to the CLI app."""
 
@@ -75,6 +80,10 @@ def register_training_commands(app: typer.Typer) -> None:
         guidance: Annotated[Guidance, typer.Option("--guidance", help="none: the paper's generator; warp: also "
                                                    "feed the nearest shot warped to the target.",
                                                    rich_help_panel="Model")] = Guidance.none,
+        blend_region: Annotated[BlendRegion, typer.Option("--blend-region", help="Warp guidance: where the "
+                                                          "generator may paint over the warp (all, or "
+                                                          "mouth_border: the mouth and outside the face).",
+                                                          rich_help_panel="Model")] = BlendRegion.all,
         steps: Annotated[int, typer.Option("--steps", min=1, help="Total training steps (a resumed run goes on "
                                            "to this step).", rich_help_panel="Training")] = 10000,
         batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Episodes per process and step.",
@@ -124,7 +133,7 @@ def register_training_commands(app: typer.Typer) -> None:
             from .dataset import parse_mix
             from .loop import TrainConfig, train
 
-            overrides = {"guidance": guidance.value}
+            overrides = {"guidance": guidance.value, "blend_region": blend_region.value}
             if image_size is not None:
                 overrides["image_size"] = image_size
             model_config = get_preset(preset, **overrides)

@@ -230,14 +230,16 @@ class EmbedAndGenerate(nn.Module):
         self.generator = generator
 
     def forward(self, shot_images: torch.Tensor, shot_landmarks: torch.Tensor, target_landmarks: torch.Tensor,
-                warped: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                warped: torch.Tensor | None, region: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, K, 3, H, W) shots and landmark images -> generated targets (B, 3, H, W), the
         generator's unblended images (the same tensor without warp guidance) and the
         per-episode embeddings e_i (B, emb), the mean of E over the K shots."""
         batch, shots = shot_images.shape[:2]
         embeddings = self.embedder(shot_images.flatten(0, 1), shot_landmarks.flatten(0, 1))
         embeddings = embeddings.view(batch, shots, -1).mean(dim=1)
-        fake, _, raw = self.generator.forward_parts(target_landmarks, self.generator.project(embeddings), warped)
+        fake, _, raw = self.generator.forward_parts(target_landmarks, self.generator.project(embeddings), warped,
+                                                  region)
         return fake, raw, embeddings
 
 
@@ -589,7 +591,8 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
     store = load_frames(dataset_dir)
     train_people, heldout = split_people(store, cfg.holdout, cfg.seed)
     episodes = EpisodeDataset(store, shots=cfg.shots, image_size=model_config.image_size, seed=cfg.seed,
-                              guidance=model_config.guidance, people=train_people, mix=cfg.mix)
+                              guidance=model_config.guidance, people=train_people, mix=cfg.mix,
+                              blend_region=model_config.blend_region)
     del store
     log.info("training videos by kind: %s", ", ".join(f"{k} {n}" for k, n in episodes.kind_counts().items()))
     config = model_config.replace(num_videos=episodes.num_videos)
@@ -737,7 +740,7 @@ def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generat
 
     with autocast:
         fake, raw, embeddings = generate(batch["shot_images"], batch["shot_landmarks"], target_landmarks,
-                                         batch.get("warped"))
+                                         batch.get("warped"), batch.get("region"))
         columns.update(video, embeddings)
         # D is used unwrapped and frozen here: its update below is the only one it gets.
         with _frozen(discriminator):
