@@ -36,7 +36,8 @@ def _format(value: Any, digits: int, percent: bool = False) -> str:
 
 
 def results_tables(report: dict[str, Any], title: str) -> list[Any]:
-    """The rows as two Rich tables: self-reenactment, then cross-identity (when it ran)."""
+    """The rows as Rich tables: self-reenactment, cross-identity (when it ran), and the neural
+    variants' paired differences from the warp (when both ran)."""
     from rich.table import Table
 
     columns = {"self": (("SSIM ↑", "ssim", 3), ("PSNR ↑", "psnr", 2), ("CSIM ↑", "csim", 3),
@@ -69,6 +70,17 @@ def results_tables(report: dict[str, Any], title: str) -> list[Any]:
             table.add_row(row["method"], str(row["shots"]), "–" if row["steps"] is None else str(row["steps"]),
                           *(_format(values[key], digits) for _, key, digits in metrics),
                           _format(values["face_found"], 0, percent=True), str(values["count"]))
+        tables.append(table)
+    if report.get("paired"):
+        table = Table(title=f"{title}: neural minus warp, same targets",
+                      caption="paired difference: mean ± its standard error; better = share of targets where "
+                              "the neural output beats the warp (SSIM higher, identity distance lower)")
+        for name in ("T", "steps", "metric", "neural - warp", "better", "n"):
+            table.add_column(name, justify="left" if name == "metric" else "right")
+        for entry in report["paired"]:
+            error = "" if entry["se"] is None else f" ± {entry['se']:.4f}"
+            table.add_row(str(entry["shots"]), str(entry["steps"]), entry["metric"], f"{entry['mean']:+.4f}{error}",
+                          _format(entry["better"], 0, percent=True), str(entry["count"]))
         tables.append(table)
     return tables
 

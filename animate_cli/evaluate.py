@@ -608,6 +608,34 @@ def summarise(records: Sequence[dict[str, Any]], config: EvalConfig) -> list[dic
     return rows
 
 
+# Paired against the warp: the metrics whose small differences decide whether a model beats it.
+PAIRED_METRICS = (("ssim", 1.0), ("identity_distance", -1.0))  # (metric, +1 = higher is better)
+
+
+def paired_against_warp(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Self-reenactment: each neural variant minus the warp on the same targets (a paired difference,
+    so the spread between targets cancels): mean, its standard error, and the share of targets where
+    the neural output is better. Empty without warp records."""
+    warp = {(r["shots"], r["subject"], r["target"]): r for r in records
+            if r["protocol"] == "self" and r["method"] == "warp"}
+    variants = sorted({(r["shots"], r["steps"]) for r in records if r["protocol"] == "self" and r["method"] == "neural"})
+    out = []
+    for shots, steps in variants:
+        pairs = [(r, warp[key]) for r in records
+                 if r["protocol"] == "self" and r["method"] == "neural" and (r["shots"], r["steps"]) == (shots, steps)
+                 and (key := (shots, r["subject"], r["target"])) in warp]
+        for metric, sign in PAIRED_METRICS:
+            diffs = np.array([a[metric] - b[metric] for a, b in pairs if a[metric] is not None and b[metric] is not None],
+                             np.float64)
+            diffs = diffs[np.isfinite(diffs)]
+            if not len(diffs):
+                continue
+            error = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else None
+            out.append({"shots": shots, "steps": steps, "metric": metric, "mean": float(diffs.mean()),
+                        "se": error, "better": float((sign * diffs > 0).mean()), "count": len(diffs)})
+    return out
+
+
 def json_safe(value: Any) -> Any:
     """Non-finite floats as null, so the file is strict JSON."""
     if isinstance(value, float):
@@ -663,5 +691,5 @@ def evaluate_sources(sources: Sequence[str | Path], backend: LandmarkBackend, co
         raise InputError("no subject has usable faces", ", ".join(map(str, sources)))
     evaluator = Evaluator(backend, FaceIdentity(), config, model, device or torch.device("cpu"), content_loss)
     records = evaluator.run(subjects, progress)
-    return {"rows": summarise(records, config), "records": records,
+    return {"rows": summarise(records, config), "paired": paired_against_warp(records), "records": records,
             "subjects": [subject_record(s) for s in subjects], "fid": FID_NOTICE}

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from animate_cli.errors import InputError
 from animate_cli.evaluate import (Candidate, Frame, Subject, csim, identity_distance, landmark_error,
-                                  mouth_correlation, pearson, psnr, read_people_file, select_candidates, ssim)
+                                  mouth_correlation, paired_against_warp, pearson, psnr, read_people_file,
+                                  select_candidates, ssim)
 from animate_cli.eval_command import parse_int_list, register_eval_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,6 +252,29 @@ def test_eval_command_end_to_end(eval_data, tiny_weights, tmp_path):
     assert rows[("copy", None)]["cross"]["mouth_corr"] is None
     assert all(-1 <= r["mouth_corr"] <= 1 for r in report["records"]
                if r["protocol"] == "cross" and r["mouth_corr"] is not None)
+    # Paired with the warp, per neural variant and metric, over the same 4 targets.
+    assert {(p["steps"], p["metric"]) for p in report["paired"]} == {
+        (0, "ssim"), (0, "identity_distance"), (1, "ssim"), (1, "identity_distance")}
+    assert all(p["count"] == 4 and 0 <= p["better"] <= 1 for p in report["paired"])
+    assert "neural minus warp, same targets" in " ".join(result.output.split())
+
+
+def test_paired_differences_against_the_warp():
+    def record(method, steps, target, ssim, distance):
+        return {"protocol": "self", "method": method, "shots": 1, "steps": steps, "subject": "s",
+                "target": target, "ssim": ssim, "identity_distance": distance}
+
+    records = [record("warp", None, t, 0.5, 0.40) for t in "abc"]
+    records += [record("neural", 0, "a", 0.6, 0.38), record("neural", 0, "b", 0.55, 0.42),
+                record("neural", 0, "c", 0.65, 0.36), record("neural", 0, "z", 0.9, 0.0)]  # z: no warp pair
+    records.append({"protocol": "cross", "method": "neural", "shots": 1, "steps": 0})
+    paired = {p["metric"]: p for p in paired_against_warp(records)}
+    assert paired["ssim"]["mean"] == pytest.approx(0.1) and paired["ssim"]["better"] == 1.0
+    assert paired["ssim"]["se"] == pytest.approx(np.std([0.1, 0.05, 0.15], ddof=1) / np.sqrt(3))
+    distance = paired["identity_distance"]
+    assert distance["mean"] == pytest.approx(-0.04 / 3) and distance["better"] == pytest.approx(2 / 3)
+    assert distance["count"] == 3
+    assert paired_against_warp([r for r in records if r["method"] != "warp"]) == []
 
 
 def test_eval_command_errors(eval_data, tmp_path):
