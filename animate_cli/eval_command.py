@@ -112,8 +112,8 @@ def register_eval_command(app: typer.Typer) -> None:
         min_photos: Annotated[Optional[int], typer.Option("--min-photos", min=2, help="Photo people need this "
                                                           "many photos (default: the largest T + 1).")] = None,
         people: Annotated[Optional[Path], typer.Option("--people", help="Only these people: a text file of names "
-                                                       "(one a line) or a training run.json (its held-out "
-                                                       "people).")] = None,
+                                                       "(one a line), a training run.json or a checkpoint's "
+                                                       "config.json (their held-out people).")] = None,
         no_cross: Annotated[bool, typer.Option("--no-cross", help="Skip the cross-identity protocol.")] = False,
         seed: Annotated[int, typer.Option("--seed", help="Seed for choosing subjects and fine-tuning.")] = 0,
         landmarks: Annotated[Landmarks, typer.Option("--landmarks", help="Landmark backend for the data and "

@@ -265,8 +265,8 @@ class Candidate:
 
 
 def read_people_file(path: str | Path) -> list[str]:
-    """Names of people to evaluate: a training run's ``run.json`` (its ``heldout_people``), or a
-    text file with one name per line (``#`` starts a comment)."""
+    """Names of people to evaluate: a training run's ``run.json`` or a checkpoint's ``config.json``
+    (their held-out people), or a text file with one name per line (``#`` starts a comment)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -277,7 +277,11 @@ def read_people_file(path: str | Path) -> list[str]:
             record = json.loads(text)
         except json.JSONDecodeError as error:
             raise InputError(f"not valid JSON ({error})", path) from error
-        names = record.get("heldout_people") if isinstance(record, dict) else record
+        names = record
+        if isinstance(record, dict):
+            # A run's run.json, or a checkpoint's config.json (its training record).
+            training = record.get("training")
+            names = record.get("heldout_people", training.get("heldout_people") if isinstance(training, dict) else None)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise InputError("expected a list of names or an object with 'heldout_people'", path)
         return names

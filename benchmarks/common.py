@@ -49,16 +49,17 @@ def machine() -> str:
     return "; ".join(parts)
 
 
-def untrained_weights(preset: str, folder: Path, guidance: str = "warp", seed: int = 0) -> Path:
+def untrained_weights(preset: str, folder: Path, guidance: str = "warp", seed: int = 0,
+                      blend_region: str = "all") -> Path:
     """An untrained checkpoint of ``preset``, as `animate-face init` writes it (speed does not
     depend on the weights' values)."""
     from animate_cli.config import get_preset
     from animate_cli.models import TalkingHeadModel
 
-    target = folder / f"{preset}-{guidance}"
+    target = folder / f"{preset}-{guidance}-{blend_region}"
     if not (target / "model.safetensors").exists():
         torch.manual_seed(seed)
-        TalkingHeadModel(get_preset(preset, guidance=guidance)).save_pretrained(
+        TalkingHeadModel(get_preset(preset, guidance=guidance, blend_region=blend_region)).save_pretrained(
             target, training={"kind": "untrained", "preset": preset, "seed": seed})
     return target
 

@@ -1,6 +1,7 @@
 """Seconds per stage of the main job on the samples (samples/portrait.jpg driven by samples/drive.mp4).
 
     python benchmarks/stages.py [--presets small paper] [--steps N] [--backend auto|torch|onnx]
+                                [--blend-region all|mouth_border]
 
 For each preset, with untrained weights of that preset (warp guidance; speed does not depend on
 the weights' values) and the default fine-tuning steps:
@@ -32,8 +33,8 @@ from animate_cli.progress import SilentProgress
 from animate_cli.render.pipeline import RenderConfig, load_driver, render_video
 
 
-def run_preset(preset: str, steps: int, backend: str, folder: Path) -> list[str]:
-    weights = untrained_weights(preset, folder)
+def run_preset(preset: str, steps: int, backend: str, folder: Path, blend_region: str) -> list[str]:
+    weights = untrained_weights(preset, folder, blend_region=blend_region)
     engine = build_engine(str(weights), landmarks="auto", device="auto", backend=backend)
     with Timer() as lookup:
         engine.content_loss()  # once per process: VGG19 from the cache or the Hub, else the substitute
@@ -64,15 +65,17 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["small", "paper"])
     parser.add_argument("--steps", type=int, default=FinetuneConfig().steps, help="fine-tuning steps")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--blend-region", default="mouth_border", choices=["all", "mouth_border"],
+                        help="the warp-guided generator's blend region (the bundled weights: mouth_border)")
     args = parser.parse_args()
     setup_process()
     with tempfile.TemporaryDirectory(prefix="animate-face-bench-") as tmp:
-        rows = [run_preset(preset, args.steps, args.backend, Path(tmp)) for preset in args.presets]
+        rows = [run_preset(preset, args.steps, args.backend, Path(tmp), args.blend_region) for preset in args.presets]
     columns = ["preset", "backend", "photo landmarks s", "driver landmarks s", "fine-tune s (steps)",
                "renderer setup s", "generation s", "composite+encode s (alone)", "render wall s (overlapped)",
                "render fps", "total s"]
     print_tables([(f"animate-face stages: {PORTRAIT.name} driven by {DRIVER.name}", columns, rows)], [
-        "Untrained weights of each preset (guidance warp), default settings otherwise (output at the photo's "
+        f"Untrained weights of each preset (guidance warp, blend region {args.blend_region}), default settings otherwise (output at the photo's "
         "size, H.264 crf 18, audio).",
         "Generation is timed inside the overlapped pipeline, where it shares the CPU with compositing and "
         "encoding; render wall < generation + composite+encode is the overlap's gain.",

@@ -178,6 +178,12 @@ def test_subject_selection_is_seeded_and_filtered(tmp_path):
     run.write_text(json.dumps({"heldout_people": ["Person_11", "talk"]}))
     chosen = select_candidates(candidates, 9, None, people=read_people_file(run))
     assert sorted(c.name for c in chosen) == ["Person_11", "talk"]
+    checkpoint = tmp_path / "config.json"                     # a checkpoint's training record
+    checkpoint.write_text(json.dumps({"model": {}, "training": {"heldout_people": ["Person_9"]}}))
+    assert read_people_file(checkpoint) == ["Person_9"]
+    checkpoint.write_text(json.dumps({"model": {}, "training": {"kind": "untrained"}}))
+    with pytest.raises(InputError, match="heldout_people"):
+        read_people_file(checkpoint)
     run.write_text("{broken")
     with pytest.raises(InputError, match="not valid JSON"):
         read_people_file(run)
