@@ -620,17 +620,18 @@ def paired_against_warp(records: Sequence[dict[str, Any]]) -> list[dict[str, Any
     """Self-reenactment: each neural variant minus the warp on the same targets (a paired difference,
     so the spread between targets cancels): mean, its standard error, and the share of targets where
     the neural output is better. Empty without warp records."""
-    warp = {(r["shots"], r["subject"], r["target"]): r for r in records
-            if r["protocol"] == "self" and r["method"] == "warp"}
-    variants = sorted({(r["shots"], r["steps"]) for r in records if r["protocol"] == "self" and r["method"] == "neural"})
+    own = [r for r in records if r["protocol"] == "self"]
+    warp = {(r["shots"], r["subject"], r["target"]): r for r in own if r["method"] == "warp"}
+    pairs: dict[tuple[int, int], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for r in own:
+        partner = warp.get((r["shots"], r["subject"], r["target"]))
+        if r["method"] == "neural" and partner is not None:
+            pairs.setdefault((r["shots"], r["steps"]), []).append((r, partner))
     out = []
-    for shots, steps in variants:
-        pairs = [(r, warp[key]) for r in records
-                 if r["protocol"] == "self" and r["method"] == "neural" and (r["shots"], r["steps"]) == (shots, steps)
-                 and (key := (shots, r["subject"], r["target"])) in warp]
+    for (shots, steps), variant_pairs in sorted(pairs.items()):
         for metric, sign in PAIRED_METRICS:
-            diffs = np.array([a[metric] - b[metric] for a, b in pairs if a[metric] is not None and b[metric] is not None],
-                             np.float64)
+            diffs = np.array([a[metric] - b[metric] for a, b in variant_pairs
+                              if a[metric] is not None and b[metric] is not None], np.float64)
             diffs = diffs[np.isfinite(diffs)]
             if not len(diffs):
                 continue

@@ -16,9 +16,10 @@ def placeholder_model_card(preset: str, config: ModelConfig, seed: int, half: bo
                 "textures: use it only to start meta-training.",
     }[config.guidance]
     if config.uses_region:
-        guidance += (f" The mask is limited to the `{config.blend_region}` region of the target landmarks (the "
-                     "mouth and outside the face): the face's skin, nose and eyes are always the warp's.")
+        guidance += (f" The mask is limited to the `{config.blend_region}` region of the target landmarks "
+                     "(the mouth and outside the face): the face's skin, nose and eyes are always the warp's.")
     region = f" --blend-region {config.blend_region}" if config.blend_region != "all" else ""
+    options = f"{region} --seed {seed}{' --half' if half else ''}"
     return f"""---
 library_name: animate-face
 tags: [talking-head, placeholder]
@@ -30,7 +31,7 @@ machine until meta-training produces real weights (see the project's meta-traini
 
 How it was made, exactly:
 
-    animate-face init weights/ --preset {preset} --guidance {config.guidance}{region} --seed {seed}{' --half' if half else ''}
+    animate-face init weights/ --preset {preset} --guidance {config.guidance}{options}
 
 - Preset `{preset}`: {config.image_size} px, channels {'-'.join(map(str, config.channels))}, embedding
   {config.embedding_dim}, {config.bottleneck_blocks} AdaIN residual blocks, self-attention {'on' if config.attention else 'off'}.

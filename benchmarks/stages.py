@@ -70,13 +70,14 @@ def main() -> None:
     args = parser.parse_args()
     setup_process()
     with tempfile.TemporaryDirectory(prefix="animate-face-bench-") as tmp:
-        rows = [run_preset(preset, args.steps, args.backend, Path(tmp), args.blend_region) for preset in args.presets]
+        rows = [run_preset(preset, args.steps, args.backend, Path(tmp), args.blend_region)
+                for preset in args.presets]
     columns = ["preset", "backend", "photo landmarks s", "driver landmarks s", "fine-tune s (steps)",
                "renderer setup s", "generation s", "composite+encode s (alone)", "render wall s (overlapped)",
                "render fps", "total s"]
     print_tables([(f"animate-face stages: {PORTRAIT.name} driven by {DRIVER.name}", columns, rows)], [
-        f"Untrained weights of each preset (guidance warp, blend region {args.blend_region}), default settings otherwise (output at the photo's "
-        "size, H.264 crf 18, audio).",
+        f"Untrained weights of each preset (guidance warp, blend region {args.blend_region}), default settings "
+        "otherwise (output at the photo's size, H.264 crf 18, audio).",
         "Generation is timed inside the overlapped pipeline, where it shares the CPU with compositing and "
         "encoding; render wall < generation + composite+encode is the overlap's gain.",
     ])
