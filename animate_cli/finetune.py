@@ -19,6 +19,7 @@ import torch
 from .config import FinetuneConfig
 from .errors import DivergenceError
 from .landmarks.drawing import draw_landmark_images
+from .landmarks.perturb import perturb_landmarks
 from .landmarks.regions import region_tensor
 from .losses import ContentLoss, feature_matching_loss, hinge_discriminator_loss, hinge_generator_loss
 from .models import TalkingHeadModel
@@ -43,8 +44,6 @@ def nearest_shot_indices(shot_points: np.ndarray, target_points: np.ndarray) -> 
 
 def round_trip_warps(image: np.ndarray, points: np.ndarray, count: int, rng: np.random.Generator) -> list[np.ndarray]:
     """``count`` versions of ``image`` warped to perturbed landmarks and back to ``points``."""
-    from .train.dataset import perturb_landmarks
-
     warper = FaceWarper(image, points)
     result = []
     for _ in range(count):

@@ -73,7 +73,8 @@ from ..config import FORMAT_VERSION, GUIDANCE_MODES
 from ..errors import AnimateFaceError, InputError, OutputError, UsageError
 from ..io.atomic import ensure_folder
 from ..io.images import IMAGE_EXTENSIONS, decode_image_bytes, load_image
-from ..landmarks.crop import crop_from_landmarks, face_size
+from ..landmarks.crop import crop_from_landmarks
+from ..landmarks.perturb import apply_affine, perturb_landmarks, rotation_about
 from ..tensors import images_to_tensor
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,7 @@ DEFAULT_SHARD_SIZE = 1000
 # Faces smaller than this (pixels) are skipped: the crop would be mostly upsampling blur.
 MIN_FACE_PX = 32
 
-# Augmentation ranges (see the module docstring).
-MOUTH_OPEN_MAX = 0.15
-BLINK_PROBABILITY = 0.3
-HEAD_ROTATION_DEG = 8.0
-HEAD_SCALE = 0.05
-HEAD_SHIFT = 0.03
+# Augmentation ranges (see the module docstring; the landmark perturbation's are in landmarks/perturb.py).
 JITTER_ROTATION_DEG = 3.0
 JITTER_SCALE = 0.03
 JITTER_SHIFT = 0.02
@@ -596,59 +592,14 @@ def split_people(index: Mapping[str, Any] | FrameStore, holdout: int, seed: int 
 # Augmentation
 
 
-def _rotation_about(center: np.ndarray, degrees: float, scale: float, shift: np.ndarray) -> np.ndarray:
-    matrix = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), degrees, scale)
-    matrix[:, 2] += shift
-    return matrix
-
-
-def _apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
-
-
-def perturb_landmarks(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random plausible new landmarks for a face: mouth opened or closed, eyelids lowered, and a
-    small rotation, scale and shift of the whole face (ranges in the module docstring)."""
-    points = points.astype(np.float64).copy()
-    size = face_size(points)
-    eyes = points[36:48].mean(axis=0)
-    mouth = points[48:68].mean(axis=0)
-    down = (mouth - eyes) / max(np.linalg.norm(mouth - eyes), 1e-6)
-
-    # Mouth: positive opens (lower lip and chin move down), negative closes the lip gap.
-    amount = rng.uniform(-0.6, 1.0)
-    if amount >= 0:
-        shift = amount * MOUTH_OPEN_MAX * size
-    else:
-        gap = np.mean([(points[lower] - points[upper]) @ down for upper, lower in ((61, 67), (62, 66), (63, 65))])
-        shift = amount * max(gap, 0.0)
-    weights = {65: 1.0, 66: 1.0, 67: 1.0, 55: 1.0, 56: 1.0, 57: 1.0, 58: 1.0, 59: 1.0, 54: 0.3, 48: 0.3,
-               64: 0.3, 60: 0.3, 7: 0.7, 8: 0.7, 9: 0.7, 6: 0.5, 10: 0.5, 5: 0.3, 11: 0.3, 4: 0.1, 12: 0.1}
-    for index, weight in weights.items():
-        # Closing moves only the lips; the chin follows an opening mouth, not a closing one.
-        if shift < 0 and index < 17:
-            continue
-        points[index] += weight * shift * down
-
-    # Eyelids: upper lid points towards the lower lid.
-    closing = rng.uniform(0.5, 1.0) if rng.random() < BLINK_PROBABILITY else rng.uniform(0.0, 0.3)
-    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
-        points[upper] += closing * (points[lower] - points[upper]) * 0.9
-
-    matrix = _rotation_about(points.mean(axis=0), rng.uniform(-HEAD_ROTATION_DEG, HEAD_ROTATION_DEG),
-                             1.0 + rng.uniform(-HEAD_SCALE, HEAD_SCALE),
-                             rng.uniform(-HEAD_SHIFT, HEAD_SHIFT, size=2) * size)
-    return _apply_affine(matrix, points)
-
-
 def geometric_jitter(image: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A small rotation, scale and shift of the whole crop, landmarks moved alike."""
     side = image.shape[0]
-    matrix = _rotation_about(np.array([side / 2, side / 2]), rng.uniform(-JITTER_ROTATION_DEG, JITTER_ROTATION_DEG),
+    matrix = rotation_about(np.array([side / 2, side / 2]), rng.uniform(-JITTER_ROTATION_DEG, JITTER_ROTATION_DEG),
                              1.0 + rng.uniform(-JITTER_SCALE, JITTER_SCALE),
                              rng.uniform(-JITTER_SHIFT, JITTER_SHIFT, size=2) * side)
     warped = cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return warped, _apply_affine(matrix, points)
+    return warped, apply_affine(matrix, points)
 
 
 @dataclass(frozen=True)
