@@ -56,6 +56,11 @@ class ModelConfig:
         return self.guidance == "warp" and self.blend_region != "all"
 
     @property
+    def region_input(self) -> str | None:
+        """The blend region the generator takes as an input (``landmarks.regions``), or None."""
+        return self.blend_region if self.uses_region else None
+
+    @property
     def channels(self) -> tuple[int, ...]:
         """Channels of the successive down blocks: base, 2*base, ... up to max_channels."""
         count = int(math.log2(self.max_channels // self.base_channels)) + 1

@@ -67,7 +67,7 @@ class ShotBatch:
     ROUND_TRIPS = 8
 
     def __init__(self, shots: Sequence[Shot], size: int, device: torch.device, guidance: str, seed: int = 0,
-                 blend_region: str = "all"):
+                 blend_region: str | None = None):
         points = np.stack([s.crop_points for s in shots])
         images = [s.crop_image for s in shots]
         self.warped = None
@@ -86,7 +86,7 @@ class ShotBatch:
         self.images = images_to_tensor(images, device)
         self.landmark_images = images_to_tensor(draw_landmark_images(points, size), device)
         self.region = (region_tensor(points, size, blend_region, device)
-                       if guidance == "warp" and blend_region != "all" else None)
+                       if guidance == "warp" and blend_region is not None else None)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -132,7 +132,7 @@ def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: Fine
                                    lr=config.lr_discriminator, betas=(0.5, 0.999))
     content_loss = content_loss.to(device)
     batch = ShotBatch(shots, model.config.image_size, device, model.config.guidance, seed=config.seed,
-                      blend_region=model.config.blend_region)
+                      blend_region=model.config.region_input)
     rng = torch.Generator().manual_seed(config.seed)
     batch_size = min(config.batch_size, len(batch))
     history = []

@@ -76,7 +76,7 @@ class GeneratorRenderer:
     def __init__(self, config: ModelConfig, person: Person, detail_size: int | None = None):
         self.model_size = config.image_size
         self.guidance = config.guidance
-        self.blend_region = config.blend_region if config.uses_region else None
+        self.blend_region = config.region_input
         # With warp guidance the frame is warped + correction; the warp can be done at the photo's
         # resolution and only the correction upsampled, so faces keep the photo's detail.
         self.size = self.model_size

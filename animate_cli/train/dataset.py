@@ -668,12 +668,12 @@ class EpisodeDataset(torch.utils.data.Dataset):
     (3, S, S) in [-1, 1]; ``target_points`` (68, 2); ``video_index`` (the training video: a
     column of the discriminator's W), ``person_index`` and ``target_frame`` (the frame's index
     in the store); with ``guidance="warp"`` also ``warped`` (3, S, S), and with a
-    ``blend_region`` other than ``all`` the target's ``region`` (1, S, S) in [0, 1].
+    ``blend_region`` (``ModelConfig.region_input``) the target's ``region`` (1, S, S) in [0, 1].
     """
 
     def __init__(self, store: FrameStore, shots: int = 8, image_size: int | None = None, seed: int = 0,
                  guidance: str = "none", people: Sequence[str] | None = None,
-                 mix: Mapping[str, float] | None = None, blend_region: str = "all"):
+                 mix: Mapping[str, float] | None = None, blend_region: str | None = None):
         if shots < 1:
             raise UsageError(f"shots must be >= 1, got {shots}")
         if guidance not in GUIDANCE_MODES:
@@ -681,7 +681,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.store = resize_store(store, image_size or store.size)
         self.size = self.store.size
         self.shots, self.seed, self.guidance = shots, seed, guidance
-        self.blend_region = blend_region if guidance == "warp" else "all"
+        self.blend_region = blend_region if guidance == "warp" else None
         wanted = set(store.people if people is None else people)
         unknown = wanted - set(store.people)
         if unknown:
@@ -787,7 +787,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
             nearest = 1 + int(nearest_shot_indices(points[1:], points[:1])[0])
             warped = FaceWarper(images[nearest], points[nearest]).warp(points[0])
             item["warped"] = images_to_tensor(warped)[0]
-        if self.blend_region != "all":
+        if self.blend_region is not None:
             from ..landmarks.regions import blend_regions
 
             item["region"] = torch.from_numpy(blend_regions(points[:1], self.size, self.blend_region)[0])

@@ -592,7 +592,7 @@ def _train(dataset_dir: Path, run_dir: Path, model_config: ModelConfig, cfg: Tra
     train_people, heldout = split_people(store, cfg.holdout, cfg.seed)
     episodes = EpisodeDataset(store, shots=cfg.shots, image_size=model_config.image_size, seed=cfg.seed,
                               guidance=model_config.guidance, people=train_people, mix=cfg.mix,
-                              blend_region=model_config.blend_region)
+                              blend_region=model_config.region_input)
     del store
     log.info("training videos by kind: %s", ", ".join(f"{k} {n}" for k, n in episodes.kind_counts().items()))
     config = model_config.replace(num_videos=episodes.num_videos)
