@@ -162,6 +162,13 @@ AbsoluteOpt = Annotated[bool, typer.Option("--absolute", help="Use the driver's 
                                            rich_help_panel="Motion")]
 FaceIndexOpt = Annotated[int, typer.Option("--face-index", min=0, help="Which face in the photo, largest first.",
                                            rich_help_panel="Motion")]
+ReferenceOpt = Annotated[str, typer.Option(
+    "--reference", help="Driver frame that motion is measured from: auto (the frame posed most like the photo for "
+    "head pose, the one whose expression is closest to the photo's for expression), first, or a frame number.",
+    rich_help_panel="Motion")]
+HeadMotionOpt = Annotated[bool, typer.Option(
+    "--head-motion/--no-head-motion", help="Move the whole head (hair, ears, neck) with the driver over a still "
+    "background; --no-head-motion moves only the face inside a fixed crop.", rich_help_panel="Motion")]
 
 DEFAULT_STEPS = FinetuneConfig().steps
 
@@ -174,11 +181,12 @@ def _check_person_source(photos: list[Path] | None, person: Path | None) -> None
         raise UsageError("give either photos or --person, not both")
 
 
-def _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite):
+def _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
+                   reference="auto", head_motion=True):
     from .render.pipeline import RenderConfig
     return RenderConfig(size=size, fps=fps, crf=crf, audio=not no_audio, crop_only=crop_only,
                         side_by_side=side_by_side, smoothing=smoothing, relative=not absolute,
-                        overwrite=overwrite)
+                        overwrite=overwrite, reference=reference, head_motion=head_motion)
 
 
 @app.command(MAIN_COMMAND, help="Animate photos of one person (1-32 files or a folder) with a driving video.")
@@ -204,6 +212,7 @@ def animate_command(
     size: SizeOpt = None, fps: FpsOpt = None, crf: CrfOpt = 18, no_audio: NoAudioOpt = False,
     crop_only: CropOnlyOpt = False, side_by_side: SideOpt = False, overwrite: OverwriteOpt = False,
     smoothing: SmoothOpt = 1.0, absolute: AbsoluteOpt = False, face_index: FaceIndexOpt = 0,
+    reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True,
     verbose: VerboseOpt = False, quiet: QuietOpt = False,
 ) -> None:
     setup_logging(verbose, quiet)
@@ -214,7 +223,8 @@ def animate_command(
         _check_person_source(photos, person)
         if person is not None and save_person is not None:
             raise UsageError("--save-person cannot be combined with --person")
-        config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite)
+        config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
+                                reference, head_motion)
         finetune = FinetuneConfig(steps=finetune_steps, seed=seed)
         first = photos[0] if photos else person
         output = output or Path(f"{first.stem}-{drive.stem}.mp4")
@@ -262,6 +272,7 @@ def batch_command(
     size: SizeOpt = None, fps: FpsOpt = None, crf: CrfOpt = 18, no_audio: NoAudioOpt = False,
     crop_only: CropOnlyOpt = False, side_by_side: SideOpt = False, overwrite: OverwriteOpt = False,
     smoothing: SmoothOpt = 1.0, absolute: AbsoluteOpt = False, face_index: FaceIndexOpt = 0,
+    reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True,
     verbose: VerboseOpt = False, quiet: QuietOpt = False,
 ) -> None:
     setup_logging(verbose, quiet)
@@ -272,7 +283,8 @@ def batch_command(
         from .jobs import build_engine
         from .render.pipeline import load_driver
 
-        config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite)
+        config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
+                                reference, head_motion)
         finetune = FinetuneConfig(steps=finetune_steps, seed=seed)
         people = discover_people(folder)
         ensure_folder(out_dir, "the output folder")

@@ -102,13 +102,26 @@ def register_eval_command(app: typer.Typer) -> None:
                                            "fewer frames skips the larger ones).")] = "1,8,32",
         finetune_steps: Annotated[int, typer.Option("--finetune-steps", min=0, help="Fine-tuning steps N: the "
                                                     "neural renderer is measured at 0 and at N steps.")] = 40,
-        methods: Annotated[str, typer.Option("--methods", help="Comma-separated: neural, warp, copy.")]
-        = "neural,warp,copy",
+        methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated. Crops: neural, warp, "
+                                                       "copy (default all). --full-frame: frozen, warp, warp-crop, "
+                                                       "neural, neural-crop (default all).")] = None,
         json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report (rows, per-target "
                                                            "records, settings, machine) to this file.")] = None,
         max_subjects: Annotated[Optional[int], typer.Option("--max-subjects", min=1, help="Evaluate at most this "
                                                             "many subjects (a seeded choice).")] = None,
-        max_frames: Annotated[int, typer.Option("--max-frames", min=1, help="Target frames per subject.")] = 8,
+        max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Target frames per subject "
+                                                          "(default 8); --full-frame: frames from each video's "
+                                                          "start (default 120).")] = None,
+        full_frame: Annotated[bool, typer.Option("--full-frame", help="Full-frame protocols through the whole "
+                                                 "pipeline: each video's first frame driven by the video itself "
+                                                 "(whole frame and face box vs the real frames), and, with "
+                                                 "--photo, the photos driven by the videos cut to start mouth-open.",
+                                                 rich_help_panel="Full frame")] = False,
+        photo: Annotated[Optional[list[Path]], typer.Option("--photo", help="--full-frame: a photo for the "
+                                                             "mouth-open cross-identity protocol (repeatable).",
+                                                             rich_help_panel="Full frame")] = None,
+        stride: Annotated[int, typer.Option("--stride", min=1, help="--full-frame: measure every N-th frame.",
+                                            rich_help_panel="Full frame")] = 2,
         min_photos: Annotated[Optional[int], typer.Option("--min-photos", min=2, help="Photo people need this "
                                                           "many photos (default: the largest T + 1).")] = None,
         people: Annotated[Optional[Path], typer.Option("--people", help="Only these people: a text file of names "
@@ -128,7 +141,12 @@ def register_eval_command(app: typer.Typer) -> None:
 
         setup_logging(verbose, quiet)
         with errors_to_exit_codes(verbose):
-            _run_eval(data, weights, shots, finetune_steps, methods, json_path, max_subjects, max_frames,
+            if full_frame:
+                _run_full_frame(data, photo or [], weights, methods, finetune_steps, max_frames or 120, stride,
+                                json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet))
+                return
+            _run_eval(data, weights, shots, finetune_steps, methods or "neural,warp,copy", json_path, max_subjects,
+                      max_frames or 8,
                       min_photos, people, no_cross, seed, landmarks.value, device.value, overwrite,
                       RichProgress(enabled=not quiet))
 
@@ -203,3 +221,103 @@ def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps:
         with atomic_output(json_path.expanduser(), overwrite=overwrite) as tmp:
             tmp.write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))
         log.info("wrote %s", json_path)
+
+
+FULL_FRAME_COLUMNS = (("SSIM ↑", "ssim", 3), ("PSNR ↑", "psnr", 2), ("box SSIM ↑", "box_ssim", 3),
+                      ("box PSNR ↑", "box_psnr", 2), ("box L1 ↓", "box_l1", 4), ("AKD ↓", "akd", 3),
+                      ("mouth slope", "mouth_slope", 2), ("mouth r ↑", "mouth_corr", 2),
+                      ("ID dist ↓", "identity_distance", 3), ("face", "face_found", 0))
+CROSS_COLUMNS = (("driver max", "driver_max", 2), ("output max", "output_max", 2), ("mouth slope", "mouth_slope", 2),
+                 ("mouth r ↑", "mouth_corr", 2))
+
+
+def full_frame_tables(report: dict[str, Any]) -> list[Any]:
+    """Rich tables: self-reenactment per video and method, the mean per method, and the mouth-open
+    cross-identity rows."""
+    from rich.table import Table
+
+    tables = []
+    rows = report["self_reenactment"]
+    if rows:
+        table = Table(title="full-frame self-reenactment (first frame driven by its own video)",
+                      caption="whole frame and face box (from the real frame's landmarks) against the real frames; "
+                              "AKD over the eye-corner distance; mouth slope/r: output opening vs real")
+        for name in ("video", "method"):
+            table.add_column(name)
+        for header, _, _ in FULL_FRAME_COLUMNS:
+            table.add_column(header, justify="right")
+        previous = None
+        for row in rows + [dict(entry, video="mean") for entry in report["self_reenactment_mean"]]:
+            if previous is not None and row["video"] != previous:
+                table.add_section()
+            previous = row["video"]
+            table.add_row(row["video"], row["method"], *(_format(row.get(key), digits, percent=key == "face_found")
+                                                         for _, key, digits in FULL_FRAME_COLUMNS))
+        tables.append(table)
+    cross = report["mouth_open_cross"]
+    if cross:
+        table = Table(title="cross-identity, drivers cut to start mouth-open",
+                      caption="mouth opening (inner-lip gap over eye-corner distance) of the output vs the driver")
+        for name in ("photo", "driver", "start", "method"):
+            table.add_column(name)
+        for header, _, _ in CROSS_COLUMNS:
+            table.add_column(header, justify="right")
+        for row in cross:
+            table.add_row(row["photo"], row["driver"], str(row["start"]), row["method"],
+                          *(_format(row.get(key), digits) for _, key, digits in CROSS_COLUMNS))
+        for entry in report["mouth_open_cross_mean"]:
+            table.add_row("mean", "", "", entry["method"], "", "",
+                          *(_format(entry.get(key), 2) for key in ("mouth_slope", "mouth_corr")))
+        tables.append(table)
+    return tables
+
+
+def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None, methods: str | None,
+                    finetune_steps: int, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
+                    device: str, overwrite: bool, progress: Any) -> None:
+    import datetime
+    import json
+    import time
+
+    from rich.console import Console
+
+    from .errors import UsageError
+    from .evaluate import json_safe, machine_record
+    from .io.atomic import atomic_output, check_output_path
+    from .jobs import build_engine
+    from .reenact import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows, mouth_open_cross_identity,
+                          self_reenactment)
+
+    chosen = tuple(m.strip() for m in (methods or ",".join(FULL_FRAME_METHODS)).split(",") if m.strip())
+    config = FullFrameConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps)
+    if json_path is not None:
+        if json_path.suffix.lower() != ".json":
+            raise UsageError(f"{json_path}: the report must be a .json file")
+        check_output_path(json_path.expanduser(), overwrite)
+    warp = build_engine(landmarks=landmarks, device=device, renderer="warp")
+    neural = None
+    if any(m.startswith("neural") for m in chosen):
+        neural = build_engine(weights, landmarks, device)
+        neural.backend = warp.backend  # one landmark backend for both
+    renderers = Renderers(warp.backend, warp, neural)
+    started = time.perf_counter()
+    rows = self_reenactment(videos, renderers, config, progress=progress)
+    keys = [key for _, key, _ in FULL_FRAME_COLUMNS]
+    cross = mouth_open_cross_identity(photos, videos, renderers, config, progress=progress) if photos else []
+    report = {"self_reenactment": rows, "self_reenactment_mean": average_rows(rows, keys),
+              "mouth_open_cross": cross, "mouth_open_cross_mean": average_rows(cross, ["mouth_slope", "mouth_corr"])}
+    seconds = time.perf_counter() - started
+    console = Console()
+    for table in full_frame_tables(report):
+        console.print(table)
+    console.print(f"{len(videos)} videos, {len(photos)} photos, {seconds:.0f} s", highlight=False)
+    if json_path is not None:
+        document = {"command": "animate-face " + " ".join(sys.argv[1:]),
+                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "seconds": seconds, "machine": machine_record(),
+                    "settings": {"videos": [str(v) for v in videos], "photos": [str(p) for p in photos],
+                                 "methods": list(chosen), "max_frames": max_frames, "stride": stride,
+                                 "finetune_steps": finetune_steps, "weights": weights},
+                    **report}
+        with atomic_output(json_path.expanduser(), overwrite=overwrite) as tmp:
+            tmp.write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))

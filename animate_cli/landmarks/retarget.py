@@ -50,7 +50,8 @@ def _check_points(points: np.ndarray, name: str, batched: bool) -> np.ndarray:
 
 
 def retarget_relative(source_points: np.ndarray, driver_points: np.ndarray,
-                      reference_index: int | None = None) -> np.ndarray:
+                      reference_index: int | None = None, full_closure: bool = False,
+                      expression_reference: int | None = None) -> np.ndarray:
     """(T, 68, 2) landmarks for the source face that move the way the driver's face moves.
 
     Each driving frame is compared with the reference frame (the first by default): its head
@@ -59,6 +60,14 @@ def retarget_relative(source_points: np.ndarray, driver_points: np.ndarray,
     rotated and scaled by the similarity from the driver's reference face to the source face,
     added to the source points, and the head motion is applied around the source face, its
     translation scaled to the source's size. The reference frame gives the source points.
+
+    ``expression_reference``: the driver frame whose expression the photo's is taken to be (by
+    default the reference frame, which then serves head pose only): a neutral frame, so that a
+    driver starting mid-word still opens and closes the mouth from the photo's state.
+
+    ``full_closure``: every lid and lip gap follows ``gap_mapping``: at the expression reference
+    it is the photo's own, and it closes fully when the driver's closes (an open-mouth photo's lips
+    meet, wide-open eyes blink shut) instead of moving by the driver's pixel change alone.
     """
     source = _check_points(source_points, "source points", batched=False)
     driver = _check_points(driver_points, "driver points", batched=True)
@@ -66,8 +75,10 @@ def retarget_relative(source_points: np.ndarray, driver_points: np.ndarray,
     if count == 0:
         return np.zeros((0, NUM_LANDMARKS, 2), np.float32)
     reference_index = 0 if reference_index is None else int(reference_index)
-    if not -count <= reference_index < count:
-        raise ValueError(f"reference index {reference_index} is out of range for {count} frames")
+    expression_reference = reference_index if expression_reference is None else int(expression_reference)
+    for index in (reference_index, expression_reference):
+        if not -count <= index < count:
+            raise ValueError(f"reference index {index} is out of range for {count} frames")
     z_source, z_driver = _complex(source), _complex(driver)
     z_reference = z_driver[reference_index]
     stable = STABLE_POINTS
@@ -75,16 +86,58 @@ def retarget_relative(source_points: np.ndarray, driver_points: np.ndarray,
     a, b = fit_similarity(np.broadcast_to(z_reference[stable], (count, len(stable))), z_driver[:, stable])
     # Driver reference -> source face: source = m * reference + n.
     m, n = fit_similarity(z_reference[stable], z_source[stable])
-    expression = (z_driver - b[:, None]) / a[:, None] - z_reference
+    normalised = (z_driver - b[:, None]) / a[:, None]
+    expression = normalised - normalised[expression_reference]
     moved = z_source + m * expression
+    if full_closure:
+        moved = _map_openings(moved, z_source, m * normalised, expression_reference)
     # m A m^-1 (moved): the head motion conjugated into the source face's frame.
     result = a[:, None] * (moved - n) + m * b[:, None] + n
     out = _real(result).astype(np.float32)
     _uncross_lids_and_lips(out)
     # Frames identical to the reference map exactly to the source (no rounding residue).
-    same = np.all(driver == driver[reference_index], axis=(1, 2))
-    out[same] = source.astype(np.float32)
+    if not full_closure and expression_reference == reference_index:
+        same = np.all(driver == driver[reference_index], axis=(1, 2))
+        out[same] = source.astype(np.float32)
     return out
+
+
+# (upper, lower) pairs across each opening, with the opening's two corners.
+OPENINGS = (((61, 67), (62, 66), (63, 65)), ((37, 41), (38, 40)), ((43, 47), (44, 46)))
+OPENING_CORNERS = ((60, 64), (36, 39), (42, 45))
+# A driver gap below this (in the photo's pixels) at the reference counts as closed.
+CLOSED_GAP = 0.5
+
+
+def gap_mapping(driver_gap: np.ndarray, reference_gap: float, photo_gap: float) -> np.ndarray:
+    """The photo's gap for each driver gap, all in the photo's pixels: the reference gives the
+    photo's own gap; below it the gap shrinks in proportion, to 0 when the driver's is 0 (lips meet,
+    lids close fully, whatever the photo's own opening); above it the gap grows as the driver's does."""
+    driver_gap = np.asarray(driver_gap, np.float64)
+    if reference_gap <= CLOSED_GAP:
+        return np.maximum(photo_gap + driver_gap - reference_gap, 0.0)
+    below = photo_gap * np.clip(driver_gap, 0.0, None) / reference_gap
+    return np.where(driver_gap < reference_gap, below, photo_gap + driver_gap - reference_gap)
+
+
+def _map_openings(moved: np.ndarray, z_source: np.ndarray, z_driver: np.ndarray, reference: int) -> np.ndarray:
+    """Set every lid and lip gap of ``moved`` (T, 68) from ``gap_mapping`` of the driver's gaps
+    (``z_driver``: head motion undone, turned and scaled onto the photo), about each pair's midpoint."""
+    moved = moved.copy()
+    for pairs, (first, second) in zip(OPENINGS, OPENING_CORNERS):
+        axis = z_source[second] - z_source[first]
+        axis = axis / max(abs(axis), 1e-6)
+        down = 1j * axis                          # +90 degrees: towards the chin in image coordinates
+        for upper, lower in pairs:
+            driver_gap = ((z_driver[:, lower] - z_driver[:, upper]) * np.conj(down)).real
+            photo_gap = max(float(((z_source[lower] - z_source[upper]) * np.conj(down)).real), 0.0)
+            gap = gap_mapping(driver_gap, float(driver_gap[reference]), photo_gap)
+            middle = (moved[:, upper] + moved[:, lower]) / 2
+            along_upper = ((moved[:, upper] - middle) * np.conj(axis)).real * axis
+            along_lower = ((moved[:, lower] - middle) * np.conj(axis)).real * axis
+            moved[:, upper] = middle + along_upper - 0.5 * gap * down
+            moved[:, lower] = middle + along_lower + 0.5 * gap * down
+    return moved
 
 
 # (upper, lower) pairs facing each other across the eyes and the inner lips.

@@ -211,3 +211,45 @@ def paste_back(full_image: np.ndarray, crop_image: np.ndarray, crop: FaceCrop, m
     under the mask to the photo's under the same mask. Returns a new image.
     """
     return Compositor(full_image, crop, mask, match_color=match_color).compose(crop_image)
+
+
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine ``outer(inner(x))``."""
+    return (np.vstack([outer, [0.0, 0.0, 1.0]]) @ np.vstack([inner, [0.0, 0.0, 1.0]]))[:2]
+
+
+def paste_affine(frame: np.ndarray, crop_image: np.ndarray, crop_to_frame: np.ndarray, mask: np.ndarray) -> None:
+    """Blend ``crop_image`` (S, S, 3) into ``frame`` in place through any 2x3 affine (crop -> frame),
+    weighted by the (S, S) ``mask``; only the mask's footprint in the frame is touched."""
+    size = crop_image.shape[0]
+    if crop_image.dtype != np.uint8 or crop_image.shape != (size, size, 3) or mask.shape != (size, size):
+        raise ValueError(f"crop_image must be (S, S, 3) uint8 with an (S, S) mask, got {crop_image.shape} "
+                         f"{crop_image.dtype} and {mask.shape}")
+    sx0, sy0, sx1, sy1 = _mask_support(mask)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return
+    corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64)
+    mapped = corners @ crop_to_frame[:, :2].T + crop_to_frame[:, 2]
+    height, width = frame.shape[:2]
+    x0, y0 = max(int(np.floor(mapped[:, 0].min())) - 1, 0), max(int(np.floor(mapped[:, 1].min())) - 1, 0)
+    x1 = min(int(np.ceil(mapped[:, 0].max())) + 2, width)
+    y1 = min(int(np.ceil(mapped[:, 1].max())) + 2, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    matrix = np.asarray(crop_to_frame, np.float64).copy()
+    matrix[:, 2] -= (x0, y0)
+    source = crop_image
+    shrink = 1.0 / max(float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), 1e-6)
+    if shrink > 1.5:
+        # Large downscales alias with bilinear sampling: pre-shrink the crop with area averaging.
+        side = max(int(round(size / shrink)), 1)
+        source = cv2.resize(crop_image, (side, side), interpolation=cv2.INTER_AREA)
+        factor = side / size
+        matrix[:, 2] += matrix[:, :2] @ np.full(2, 0.5 / factor - 0.5)
+        matrix[:, :2] /= factor
+    roi = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(source, matrix, roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(np.asarray(mask, np.float32), np.asarray(crop_to_frame, np.float64) - [[0, 0, x0], [0, 0, y0]],
+                           roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    region = frame[y0:y1, x0:x1].astype(np.float32)
+    frame[y0:y1, x0:x1] = np.clip(region + alpha * (warped.astype(np.float32) - region) + 0.5, 0, 255).astype(np.uint8)

@@ -27,7 +27,9 @@ from ..landmarks import (LandmarkBackend, LandmarkTrack, detect_photo_landmarks,
 from ..landmarks.crop import FaceCrop, crop_from_landmarks
 from ..person import Person, Shot
 from ..progress import ProgressReporter, SilentProgress
-from .composite import Compositor, crop_mask, face_mask
+from ..landmarks.reference import References, parse_reference, resolve_reference
+from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
+from .head_motion import HeadLayers, HeadMotion, apply_affine, head_similarities, invert_affine, outline_similarity
 from .renderers import FrameRenderer
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,13 @@ class RenderConfig:
     relative: bool = True
     batch_size: int = 8
     overwrite: bool = False
+    head_motion: bool = True        # the whole head follows the driver's pose over a still background
+    reference: str | int = "auto"   # the driver's neutral frame: "auto", "first" or a frame index
+    full_closure: bool = True       # lips meet and lids close fully when the driver's do
+
+    @property
+    def moves_whole_head(self) -> bool:
+        return self.head_motion and not self.crop_only
 
     def __post_init__(self) -> None:
         if self.size is not None and not 16 <= self.size <= 8192:
@@ -70,6 +79,7 @@ class RenderConfig:
             raise UsageError(f"--smoothing must be >= 0, got {self.smoothing}")
         if self.batch_size < 1:
             raise UsageError("batch size must be >= 1")
+        object.__setattr__(self, "reference", parse_reference(self.reference))
 
 
 @dataclass
@@ -135,10 +145,66 @@ def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
 
 
 def target_crop_points(photo: Shot, track: LandmarkTrack, relative: bool = True) -> np.ndarray:
-    """The driver's motion applied to the photo's face, in the photo's crop coordinates (T, 68, 2)."""
+    """The driver's motion applied to the photo's face, in the photo's crop coordinates (T, 68, 2)
+    (frame 0 as the reference, head motion inside the crop: the crop-only and legacy motion)."""
     retarget = retarget_relative if relative else retarget_absolute
     image_points = retarget(photo.points, track.points)
     return np.stack([photo.crop.points_to_crop(points) for points in image_points])
+
+
+@dataclass(frozen=True)
+class MotionPlan:
+    """What every driving frame asks of the photo.
+
+    ``crop_points`` (T, 68, 2): the face's landmarks in the renderer's crop coordinates. With
+    whole-head motion the crop follows the head, so these hold the expression (and what a
+    similarity cannot say, such as yaw) and ``head_matrices`` (T, 2, 3) map photo pixels to output
+    pixels (the head's similarity; ``outline_matrices``: the same for the head's outline, which a
+    turn of the head moves less than the face); without it the crop is fixed and both are None.
+    ``reference``: the driver frames that relative motion is measured from (pose, expression).
+    """
+
+    crop_points: np.ndarray
+    head_matrices: np.ndarray | None
+    reference: References
+    outline_matrices: np.ndarray | None = None
+
+    def select(self, indices: np.ndarray) -> "MotionPlan":
+        matrices = None if self.head_matrices is None else self.head_matrices[indices]
+        outlines = None if self.outline_matrices is None else self.outline_matrices[indices]
+        return MotionPlan(self.crop_points[indices], matrices, self.reference, outlines)
+
+
+def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> MotionPlan:
+    """Retarget the driver onto the photo (from the chosen reference frame) and split the result
+    into the head's similarity and the face's motion inside a crop that follows it."""
+    reference = References(0, 0)
+    if config.relative:
+        height, width = photo.image.shape[:2]
+        reference = resolve_reference(config.reference, track.points, track.valid, track.frame_size, photo.points,
+                                      (width, height))
+        image_points = retarget_relative(photo.points, track.points, reference.pose,
+                                         full_closure=config.full_closure, expression_reference=reference.expression)
+    else:
+        image_points = retarget_absolute(photo.points, track.points)
+    if not config.moves_whole_head:
+        crop_points = np.stack([photo.crop.points_to_crop(p) for p in image_points]) if len(image_points) \
+            else np.zeros((0, 68, 2), np.float32)
+        return MotionPlan(crop_points, None, reference)
+    matrices = head_similarities(photo.points, image_points)
+    stabilised = [apply_affine(invert_affine(m), p) for m, p in zip(matrices, image_points)]
+    crop_points = (np.stack([photo.crop.points_to_crop(p) for p in stabilised]) if stabilised
+                   else np.zeros((0, 68, 2), np.float32))
+    outlines = (np.stack([outline_similarity(m, photo.points, p) for m, p in zip(matrices, image_points)])
+                if len(matrices) else matrices)
+    return MotionPlan(crop_points.astype(np.float32), matrices, reference, outlines)
+
+
+def scale_affine(matrix: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
+    """A photo-pixel affine expressed for the photo resized by (scale_x, scale_y) (pixel centres kept)."""
+    to_small = np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0, 0, 1]])
+    full = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    return (to_small @ full @ np.linalg.inv(to_small))[:2]
 
 
 def frame_indices(frame_count: int, source_fps: float, output_fps: float) -> np.ndarray:
@@ -222,8 +288,14 @@ def run_ahead(items: Iterator[T], limit: int, name: str) -> Iterator[T]:
 
 
 def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, config: RenderConfig,
-                   size: tuple[int, int]) -> Iterator[np.ndarray]:
+                   size: tuple[int, int], head_matrices: np.ndarray | None = None,
+                   head_layers: HeadLayers | None = None,
+                   outline_matrices: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Render the targets in batches and paste each face back into the photo (or keep the crop).
+
+    With ``head_matrices`` (photo -> output similarity per target, in ``photo``'s pixels) the whole
+    head moves first (``HeadMotion``, on ``head_layers`` or layers made here) and the face crop,
+    which follows the head, is pasted into the moved head.
 
     Generation and compositing run in two worker threads, each a little ahead of the next stage
     (the caller, usually the encoder), so the slowest stage sets the pace; frames come out in order.
@@ -234,8 +306,13 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
             yield batch, renderer.render(batch)
 
     generated = run_ahead(rendered_batches(), RENDERED_BATCHES_AHEAD, "generate")
-    composited = composite_batches(generated, renderer.size, photo, config, size,
-                                   whole_crop=getattr(renderer, "keeps_crop_border", False))
+    if head_matrices is not None and not config.crop_only:
+        layers = head_layers or HeadLayers.from_photo(photo.image, photo.points)
+        composited = composite_head_batches(generated, renderer.size, photo, HeadMotion(layers), head_matrices, size,
+                                            head_matrices if outline_matrices is None else outline_matrices)
+    else:
+        composited = composite_batches(generated, renderer.size, photo, config, size,
+                                       whole_crop=getattr(renderer, "keeps_crop_border", False))
     try:
         yield from run_ahead(composited, COMPOSITED_FRAMES_AHEAD, "composite")
     finally:
@@ -271,6 +348,28 @@ def composite_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], crop_siz
             yield frame
 
 
+def composite_head_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], crop_size: int, photo: Shot,
+                           motion: HeadMotion, head_matrices: np.ndarray, size: tuple[int, int],
+                           outline_matrices: np.ndarray) -> Iterator[np.ndarray]:
+    """(crop points, rendered crops) batches -> output frames: the head moved by its outline's
+    similarity, then the face crop (which follows the face's) pasted over it with a soft face mask."""
+    scale = crop_size / photo.crop.size
+    crop_to_photo = photo.crop.with_size(crop_size).inverse_matrix
+    photo_mask = face_mask(photo.crop_points * scale, crop_size)
+    index = 0
+    for batch, crops in batches:
+        for crop_image, points in zip(crops, batch):
+            matrix = head_matrices[index]
+            frame = motion.render(outline_matrices[index])
+            index += 1
+            mask = np.maximum(face_mask(points * scale, crop_size), photo_mask)
+            paste_affine(frame, crop_image, compose_affine(matrix, crop_to_photo), mask)
+            if (frame.shape[1], frame.shape[0]) != size:
+                interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_LINEAR
+                frame = cv2.resize(frame, size, interpolation=interp)
+            yield frame
+
+
 def side_by_side_frames(frames: Iterator[np.ndarray], driver: Driver, indices: np.ndarray) -> Iterator[np.ndarray]:
     """Driver | result, the driver scaled to the result's height."""
     driver_frames = iter_frames(driver.path) if driver.video is not None else iter(())
@@ -288,18 +387,46 @@ def side_by_side_frames(frames: Iterator[np.ndarray], driver: Driver, indices: n
         yield np.concatenate([left, frame], axis=1)
 
 
-def render_video(renderer: FrameRenderer, person: Person, driver: Driver, output: str | Path,
-                 config: RenderConfig, progress: ProgressReporter | None = None) -> Path:
-    """Render every driving frame and write the video atomically (with the driver's audio)."""
-    progress = progress or SilentProgress()
+@dataclass
+class FrameStream:
+    """The output frames of one driving, in order, with what made them."""
+
+    frames: Iterator[np.ndarray]
+    size: tuple[int, int]           # (width, height) of each frame
+    fps: float
+    indices: np.ndarray             # the driver frame each output frame shows
+    reference: References           # the driver frames relative motion is measured from
+
+
+def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, config: RenderConfig,
+                  head_layers: HeadLayers | None = None) -> FrameStream:
+    """Every output frame (composited, not yet side by side), produced lazily in worker threads;
+    close ``frames`` when stopping early."""
     photo = person.photo
     source_fps = driver.video.fps if driver.video else driver.track.fps
     fps = config.fps or source_fps
     indices = frame_indices(len(driver.track), source_fps, fps)
-    targets = target_crop_points(photo, driver.track, config.relative)[indices]
+    plan = plan_motion(photo, driver.track, config).select(indices)
+    log.debug("reference frames: pose %d, expression %d", plan.reference.pose, plan.reference.expression)
     size = output_size(photo, config, renderer.size)
     backdrop = photo if config.crop_only else photo_at_output_size(photo, size)
-    composed = compose_frames(renderer, backdrop, targets, config, size)
+    matrices, outlines = plan.head_matrices, plan.outline_matrices
+    if matrices is not None and backdrop is not photo:
+        sx, sy = backdrop.image.shape[1] / photo.image.shape[1], backdrop.image.shape[0] / photo.image.shape[0]
+        matrices = np.stack([scale_affine(m, sx, sy) for m in matrices])
+        outlines = np.stack([scale_affine(m, sx, sy) for m in outlines])
+        head_layers = None  # made for the photo's own size; the backdrop is smaller
+    frames = compose_frames(renderer, backdrop, plan.crop_points, config, size, head_matrices=matrices,
+                            head_layers=head_layers, outline_matrices=outlines)
+    return FrameStream(frames, size, fps, indices, plan.reference)
+
+
+def render_video(renderer: FrameRenderer, person: Person, driver: Driver, output: str | Path,
+                 config: RenderConfig, progress: ProgressReporter | None = None) -> Path:
+    """Render every driving frame and write the video atomically (with the driver's audio)."""
+    progress = progress or SilentProgress()
+    stream = render_frames(renderer, person, driver, config)
+    composed, size, fps, indices = stream.frames, stream.size, stream.fps, stream.indices
     frames = composed
     if config.side_by_side:
         frames = side_by_side_frames(composed, driver, indices)

@@ -1,0 +1,314 @@
+"""Judge the result the way a user sees it: full-frame protocols through the real pipeline.
+
+Self-reenactment (the protocol of FOMM, TPSMM and LivePortrait's Table 2): the first frame of a
+real talking video is the photo and the video itself the driver; the output (the whole main
+job: landmarks, reference frame, retargeting, head motion, rendering, compositing, at the
+video's own resolution) is compared with the real frames, which are the right answer:
+
+- SSIM, PSNR and L1 over the whole frame, and over a face box taken from the real frame's
+  landmarks (a face that is in the right place inside a wrong head scores badly here, unlike
+  the crop protocol of ``evaluate``);
+- AKD: dlib's landmarks on the output against the real frame's, over the real eye-corner distance
+  (``face`` = the share of outputs where a face is found);
+- mouth: the output's inner-lip opening regressed on the real one (slope; 1 = as wide) and their
+  correlation;
+- identity distance: dlib descriptors of output and real face.
+
+Cross-identity with drivers that start mid-word: each driver is cut at an open-mouth frame, drives
+photos of other people, and the output's mouth opening is compared with the driver's (slope and
+correlation): a renderer that measures motion from a blindly chosen first frame fails this.
+
+Methods: ``frozen`` (the first frame, unchanged), ``warp`` and ``neural`` (today's motion), and
+``warp-crop`` / ``neural-crop``: the motion before whole-head motion (the face moves inside a fixed
+crop, frame 0 is the reference, the photo's own expression is kept), for comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .config import FinetuneConfig
+from .errors import UsageError
+from .evaluate import FaceIdentity, detect_near, identity_distance, landmark_error, pearson, psnr, ssim
+from .io.images import save_image
+from .io.video import iter_frames, probe_video
+from .landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
+from .landmarks.crop import crop_from_landmarks
+from .progress import ProgressReporter, SilentProgress
+from .render.pipeline import Driver, RenderConfig, render_frames
+
+log = logging.getLogger(__name__)
+
+FULL_FRAME_METHODS = ("frozen", "warp", "warp-crop", "neural", "neural-crop")
+# The face box is the landmarks' box grown to this many times its size (forehead, hair, chin).
+FACE_BOX_SCALE = 1.5
+# A driver for the mouth-open protocol starts at a frame whose mouth is at least this open
+# (inner-lip gap over eye-corner distance), found within its first START_SEARCH share.
+OPEN_START = 0.15
+START_SEARCH = 0.6
+
+
+@dataclass(frozen=True)
+class FullFrameConfig:
+    """What the full-frame protocols run."""
+
+    methods: tuple[str, ...] = ("frozen", "warp", "warp-crop")
+    max_frames: int = 120            # frames of each video, from its start
+    stride: int = 2                  # metrics on every stride-th frame
+    finetune_steps: int = 0
+    smoothing: float = 1.0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in FULL_FRAME_METHODS]
+        if unknown:
+            raise UsageError(f"unknown method {unknown[0]!r}; choose from: {', '.join(FULL_FRAME_METHODS)}")
+        if self.max_frames < 2 or self.stride < 1:
+            raise UsageError("max_frames must be >= 2 and stride >= 1")
+
+
+def method_render_config(method: str, base: RenderConfig | None = None) -> RenderConfig:
+    """The render settings of a method: today's motion, or ``*-crop`` for the motion before it."""
+    base = base or RenderConfig()
+    if method.endswith("-crop"):
+        return replace(base, head_motion=False, reference="first", full_closure=False)
+    return base
+
+
+def read_frames(path: str | Path, count: int) -> tuple[list[np.ndarray], float]:
+    """The first ``count`` frames of a video and its frame rate."""
+    info = probe_video(path)
+    frames = []
+    for frame in iter_frames(path, info=info):
+        frames.append(frame)
+        if len(frames) >= count:
+            break
+    if len(frames) < 2:
+        raise UsageError(f"{path}: needs at least 2 frames to evaluate")
+    return frames, info.fps
+
+
+def face_box(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the face box of real landmarks, clipped to the image."""
+    crop = crop_from_landmarks(np.asarray(points, np.float64), 1, scale=FACE_BOX_SCALE)
+    half = crop.side / 2
+    height, width = shape[:2]
+    x0, y0 = max(int(round(crop.center[0] - half)), 0), max(int(round(crop.center[1] - half)), 0)
+    x1, y1 = min(int(round(crop.center[0] + half)), width), min(int(round(crop.center[1] + half)), height)
+    return x0, y0, max(x1, x0 + 8), max(y1, y0 + 8)
+
+
+def l1(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two uint8 images, in [0, 1]."""
+    return float(np.mean(np.abs(a.astype(np.float32) - b.astype(np.float32)))) / 255.0
+
+
+def regression_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of y on x; NaN when x does not vary."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 3 or float(np.var(x)) < 1e-8:
+        return math.nan
+    return float(np.cov(x, y, bias=True)[0, 1] / np.var(x))
+
+
+@dataclass
+class Renderers:
+    """The engines a protocol renders with (``neural`` None when not measured)."""
+
+    backend: LandmarkBackend
+    warp: Any
+    neural: Any | None = None
+
+    def engine(self, method: str) -> Any:
+        engine = self.neural if method.startswith("neural") else self.warp
+        if engine is None:
+            raise UsageError(f"method {method} needs weights (the neural renderer)")
+        return engine
+
+
+def _track(backend: LandmarkBackend, frames: list[np.ndarray], fps: float, smoothing: float,
+           path: str) -> tuple[LandmarkTrack, LandmarkTrack]:
+    """The raw track (validity as detected) and the gap-filled, smoothed one the driver uses."""
+    size = (frames[0].shape[1], frames[0].shape[0])
+    raw = track_video(backend, iter(frames), fps, size, path=path)
+    return raw, smooth_track(fill_gaps(raw, path=path), smoothing)
+
+
+def _make_person(engine: Any, photo: np.ndarray, finetune_steps: int, folder: Path, name: str) -> Any:
+    path = folder / f"{name}.png"
+    save_image(path, photo)
+    return engine.make_person([path], FinetuneConfig(steps=finetune_steps, seed=0))
+
+
+def _render(engine: Any, person: Any, driver: Driver, method: str, config: FullFrameConfig) -> list[np.ndarray]:
+    render = method_render_config(method, RenderConfig(smoothing=config.smoothing, audio=False))
+    stream = render_frames(engine.frame_renderer(person), person, driver, render)
+    try:
+        return list(stream.frames)
+    finally:
+        stream.frames.close()
+
+
+def _summary(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config: FullFrameConfig,
+                     identity: FaceIdentity | None = None, progress: ProgressReporter | None = None
+                     ) -> list[dict[str, Any]]:
+    """One row per (video, method): the full-frame self-reenactment metrics (see the module doc)."""
+    progress = progress or SilentProgress()
+    identity = identity or FaceIdentity()
+    backend = renderers.backend
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="animate-face-eval-") as tmp:
+        for video in map(Path, videos):
+            frames, fps = read_frames(video, config.max_frames)
+            raw, track = _track(backend, frames, fps, config.smoothing, str(video))
+            if not raw.valid[0]:
+                log.warning("%s: no face in the first frame; skipped", video)
+                continue
+            driver = Driver(path=video, track=track, video=None)
+            measured = [i for i in range(1, len(frames), config.stride) if raw.valid[i]]
+            real_ids = {i: identity.descriptor(frames[i], raw.points[i]) for i in measured}
+            people: dict[int, Any] = {}
+            with progress.stage(video.stem[:10], len(config.methods)) as advance:
+                for method in config.methods:
+                    if method == "frozen":
+                        outputs = [frames[0]] * len(frames)
+                    else:
+                        engine = renderers.engine(method)
+                        key = id(engine)
+                        if key not in people:
+                            people[key] = _make_person(engine, frames[0], config.finetune_steps
+                                                       if engine is renderers.neural else 0, Path(tmp), video.stem)
+                        outputs = _render(engine, people[key], driver, method, config)
+                    rows.append(_score_video(video, method, frames, outputs, raw, measured, real_ids, backend,
+                                             identity))
+                    advance(1)
+    return rows
+
+
+def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: list[np.ndarray], raw: LandmarkTrack,
+                 measured: list[int], real_ids: dict[int, np.ndarray], backend: LandmarkBackend,
+                 identity: FaceIdentity) -> dict[str, Any]:
+    values: dict[str, list[float]] = {k: [] for k in ("ssim", "psnr", "l1", "box_ssim", "box_psnr", "box_l1",
+                                                      "akd", "identity_distance")}
+    real_mouth, output_mouth, found = [], [], 0
+    for i in measured:
+        real, out, points = frames[i], outputs[i], raw.points[i]
+        if out.shape != real.shape:
+            out = cv2.resize(out, (real.shape[1], real.shape[0]), interpolation=cv2.INTER_AREA)
+        values["ssim"].append(ssim(out, real))
+        values["psnr"].append(min(psnr(out, real), 60.0))
+        values["l1"].append(l1(out, real))
+        x0, y0, x1, y1 = face_box(points, real.shape)
+        values["box_ssim"].append(ssim(out[y0:y1, x0:x1], real[y0:y1, x0:x1]))
+        values["box_psnr"].append(min(psnr(out[y0:y1, x0:x1], real[y0:y1, x0:x1]), 60.0))
+        values["box_l1"].append(l1(out[y0:y1, x0:x1], real[y0:y1, x0:x1]))
+        detected = detect_near(backend, out, points)
+        if detected is not None:
+            found += 1
+            values["akd"].append(float(landmark_error(points, detected)))
+            real_mouth.append(float(mouth_opening(points)))
+            output_mouth.append(float(mouth_opening(detected)))
+        values["identity_distance"].append(identity_distance(
+            identity.descriptor(out, detected if detected is not None else points), real_ids[i]))
+    row: dict[str, Any] = {"video": video.name, "method": method, "frames": len(measured),
+                           "size": [frames[0].shape[1], frames[0].shape[0]]}
+    row.update({key: _summary(v) for key, v in values.items()})
+    row["face_found"] = found / max(len(measured), 1)
+    row["mouth_slope"] = regression_slope(real_mouth, output_mouth)
+    row["mouth_corr"] = pearson(real_mouth, output_mouth) if len(real_mouth) >= 3 else math.nan
+    row["head_motion"] = float(np.mean([np.linalg.norm(raw.points[i].mean(0) - raw.points[0].mean(0))
+                                        for i in measured]) / max(float(np.ptp(raw.points[0][:, 0])), 1.0))
+    return row
+
+
+def open_mouth_start(points: np.ndarray, valid: np.ndarray) -> int | None:
+    """The first frame, within the first ``START_SEARCH`` of a track, whose mouth is at least
+    ``OPEN_START`` open (the most open one if none is); None when the mouth never opens."""
+    openings = np.where(valid, mouth_opening(points), -1.0)
+    search = openings[:max(1, int(len(openings) * START_SEARCH))]
+    above = np.flatnonzero(search >= OPEN_START)
+    if len(above):
+        return int(above[0])
+    best = int(np.argmax(search))
+    return best if search[best] > 0.05 else None
+
+
+def mouth_open_cross_identity(photos: Sequence[str | Path], drivers: Sequence[str | Path], renderers: Renderers,
+                              config: FullFrameConfig, progress: ProgressReporter | None = None
+                              ) -> list[dict[str, Any]]:
+    """One row per (photo, driver, method): the output's mouth opening against the driver's, with
+    each driver cut to start at an open-mouth frame."""
+    from .landmarks import detect_photo_landmarks
+    from .io.images import load_image
+
+    progress = progress or SilentProgress()
+    backend = renderers.backend
+    rows = []
+    cut_drivers = []
+    for video in map(Path, drivers):
+        frames, fps = read_frames(video, config.max_frames * 3)
+        raw, _ = _track(backend, frames, fps, 0.0, str(video))
+        start = open_mouth_start(raw.points, raw.valid)
+        if start is None:
+            log.warning("%s: the mouth never opens; skipped", video)
+            continue
+        end = min(start + config.max_frames, len(frames))
+        cut_raw = LandmarkTrack(raw.points[start:end], raw.valid[start:end], fps, raw.frame_size)
+        track = smooth_track(fill_gaps(cut_raw, path=str(video)), config.smoothing)
+        cut_drivers.append((video, start, cut_raw, Driver(path=video, track=track, video=None)))
+    methods = [m for m in config.methods if m != "frozen"]
+    with tempfile.TemporaryDirectory(prefix="animate-face-eval-") as tmp:
+        for photo_path in map(Path, photos):
+            image = load_image(photo_path)
+            photo_points = detect_photo_landmarks(backend, image, path=photo_path)
+            people: dict[int, Any] = {}
+            with progress.stage(photo_path.stem[:10], len(methods) * len(cut_drivers)) as advance:
+                for video, start, cut_raw, driver in cut_drivers:
+                    for method in methods:
+                        engine = renderers.engine(method)
+                        if id(engine) not in people:
+                            people[id(engine)] = engine.make_person(
+                                [photo_path], FinetuneConfig(steps=config.finetune_steps if engine is renderers.neural
+                                                             else 0, seed=0))
+                        outputs = _render(engine, people[id(engine)], driver, method, config)
+                        driven, produced = [], []
+                        for i in range(0, len(outputs), config.stride):
+                            if not cut_raw.valid[i]:
+                                continue
+                            detected = detect_near(backend, outputs[i], photo_points)
+                            if detected is not None:
+                                driven.append(float(mouth_opening(cut_raw.points[i])))
+                                produced.append(float(mouth_opening(detected)))
+                        rows.append({"photo": photo_path.name, "driver": video.name, "start": start, "method": method,
+                                     "frames": len(driven), "driver_max": max(driven) if driven else None,
+                                     "output_max": max(produced) if produced else None,
+                                     "mouth_slope": regression_slope(driven, produced),
+                                     "mouth_corr": pearson(driven, produced) if len(driven) >= 3 else math.nan})
+                        advance(1)
+    return rows
+
+
+def average_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Per method, the mean of each metric over the rows (videos or photo-driver pairs)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = []
+    for method in methods:
+        chosen = [r for r in rows if r["method"] == method]
+        entry: dict[str, Any] = {"method": method, "count": len(chosen)}
+        for key in keys:
+            entry[key] = _summary([r.get(key) for r in chosen])
+        out.append(entry)
+    return out

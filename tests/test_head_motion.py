@@ -1,0 +1,238 @@
+"""Whole-head motion, the reference frames and full closure, each stage alone; the full-frame protocol on a tiny clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from animate_cli.errors import UsageError
+from animate_cli.landmarks import create_backend, detect_photo_landmarks, eye_opening, mouth_opening
+from animate_cli.landmarks.reference import (References, expression_costs, parse_reference, pick_references,
+                                             resolve_reference)
+from animate_cli.landmarks.retarget import gap_mapping, retarget_relative
+from animate_cli.render.head_motion import (HeadLayers, HeadMotion, fill_from_surroundings, head_similarity,
+                                            head_weight_map, segment_person)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def points(astronaut):
+    return detect_photo_landmarks(create_backend("dlib"), astronaut)
+
+
+def _set_mouth(points: np.ndarray, gap: float) -> np.ndarray:
+    """The landmarks with the inner lips ``gap`` pixels apart (lower lip and chin moved)."""
+    out = points.copy()
+    current = np.mean([out[lo, 1] - out[up, 1] for up, lo in ((61, 67), (62, 66), (63, 65))])
+    shift = gap - current
+    out[[65, 66, 67, 56, 57, 58], 1] += shift
+    out[[7, 8, 9], 1] += 0.6 * shift
+    return out
+
+
+def _set_eyes(points: np.ndarray, gap: float) -> np.ndarray:
+    out = points.copy()
+    for up, lo in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        middle = (out[up, 1] + out[lo, 1]) / 2
+        out[up, 1], out[lo, 1] = middle - gap / 2, middle + gap / 2
+    return out
+
+
+# --- the reference frames ----------------------------------------------------------------------
+
+def test_an_open_mouth_first_frame_is_not_the_expression_reference(points):
+    """A clip that starts mid-word: a closed-mouth photo takes a closed frame as its reference."""
+    closed = _set_mouth(points, 0.0)
+    track = np.stack([_set_mouth(points, 18.0), _set_mouth(points, 12.0), closed + 0.3, _set_mouth(points, 9.0)])
+    refs = pick_references(track, None, (512, 512), closed, (512, 512))
+    assert refs.expression == 2
+    costs = expression_costs(track, None, closed)
+    assert costs[0] > costs[2] and np.isfinite(costs).all()
+
+
+def test_blinks_and_undetected_frames_are_never_the_reference(points):
+    closed = _set_mouth(points, 0.0)
+    blink = _set_eyes(closed, 0.5)
+    track = np.stack([blink, closed + 0.2, closed + 0.4, blink])
+    valid = np.array([True, False, True, True])
+    refs = pick_references(track, valid, (512, 512), closed, (512, 512))
+    assert refs.expression == 2
+    assert np.isinf(expression_costs(track, valid, closed)[1])
+
+
+def test_the_pose_reference_is_the_frame_posed_like_the_photo(points):
+    """Self-reenactment: the photo is frame 2, so frame 2 is the pose reference."""
+    shifted = [points + (dx, 0.0) for dx in (-60.0, -30.0, 0.0, 30.0)]
+    refs = pick_references(np.stack(shifted), None, (512, 512), points, (512, 512))
+    assert refs.pose == 2
+
+
+def test_reference_choices_parse_and_resolve(points):
+    track = np.stack([points, points + 1, points + 2])
+    assert parse_reference("AUTO") == "auto" and parse_reference("first") == "first" and parse_reference("7") == 7
+    assert resolve_reference("first", track) == References(0, 0)
+    assert resolve_reference("2", track) == References(2, 2)
+    for bad in ("middle", "-1", "1.5"):
+        with pytest.raises(UsageError):
+            parse_reference(bad)
+    with pytest.raises(UsageError, match="past the driver's last frame"):
+        resolve_reference(3, track)
+
+
+# --- full closure: the photo's own expression is respected -------------------------------------
+
+def test_gap_mapping_closes_fully_and_opens_as_the_driver_does():
+    # Closed reference: the photo's gap moves by the driver's change.
+    np.testing.assert_allclose(gap_mapping(np.array([0.0, 4.0]), 0.0, 0.0), [0.0, 4.0])
+    # Open reference (photo open by 6, driver by 3): closes to 0 at 0, grows by the driver's change above.
+    np.testing.assert_allclose(gap_mapping(np.array([0.0, 1.5, 3.0, 5.0]), 3.0, 6.0), [0.0, 3.0, 6.0, 8.0])
+
+
+def test_an_open_mouth_photo_closes_when_the_driver_closes(points):
+    photo = _set_mouth(points, 14.0)                      # smiling with teeth apart
+    driver = np.stack([_set_mouth(points, 6.0), _set_mouth(points, 0.0), _set_mouth(points, 12.0)])
+    out = retarget_relative(photo, driver, 0, full_closure=True)
+    assert mouth_opening(out[0]) == pytest.approx(mouth_opening(photo), abs=1e-3)
+    assert mouth_opening(out[1]) < 0.01                   # lips meet
+    assert mouth_opening(out[2]) > mouth_opening(photo)  # and open wider as the driver does
+    # Without full closure the photo's extra opening stays.
+    assert mouth_opening(retarget_relative(photo, driver, 0)[1]) > 0.05
+
+
+def test_a_closed_mouth_photo_opens_as_wide_as_the_driver(points):
+    photo = _set_mouth(points, 0.0)
+    driver = np.stack([_set_mouth(points, 0.0), _set_mouth(points, 20.0)])
+    out = retarget_relative(photo, driver, 0, full_closure=True)
+    assert mouth_opening(out[1]) == pytest.approx(mouth_opening(driver[1]), rel=0.05)
+
+
+def test_wide_open_eyes_blink_shut(points):
+    photo = _set_eyes(points, 12.0)                       # wider than the driver's
+    driver = np.stack([_set_eyes(points, 6.0), _set_eyes(points, 0.0)])
+    out = retarget_relative(photo, driver, 0, full_closure=True)
+    assert eye_opening(out[0]) == pytest.approx(eye_opening(photo), rel=1e-3)
+    assert eye_opening(out[1]) < 0.05                     # closed (an open eye is about 0.3)
+    assert eye_opening(retarget_relative(photo, driver, 0)[1]) > 0.1   # deltas alone leave them half open
+
+
+# --- the motion field, the matte and the plate --------------------------------------------------
+
+def _scene(points: np.ndarray, shape=(512, 512)) -> tuple[np.ndarray, np.ndarray]:
+    """A textured person on a flat blue background, and its exact matte."""
+    rng = np.random.default_rng(0)
+    image = np.empty((*shape, 3), np.uint8)
+    image[:] = (40, 90, 200)
+    matte = np.zeros(shape, np.float32)
+    centre = points.mean(axis=0)
+    size = float(np.ptp(points, axis=0).max())
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
+    head = ((xs - centre[0]) / (0.75 * size)) ** 2 + ((ys - centre[1] + 0.2 * size) / (0.95 * size)) ** 2 < 1
+    body = (ys > points[8, 1] + 0.4 * size) & (np.abs(xs - centre[0]) < 1.6 * size)
+    person = head | body
+    matte[person] = 1.0
+    texture = rng.integers(60, 255, (*shape, 3), dtype=np.uint8)
+    image[person] = texture[person]
+    return image, matte
+
+
+def test_a_driver_translation_moves_the_head_by_the_same_amount_and_leaves_the_background_still(points):
+    image, matte = _scene(points)
+    layers = HeadLayers.from_photo(image, points, matte=matte)
+    shift = np.array([14.0, -9.0])
+    target = points + shift
+    matrix = head_similarity(points, target)
+    np.testing.assert_allclose(matrix, [[1, 0, shift[0]], [0, 1, shift[1]]], atol=1e-6)
+    frame = HeadMotion(layers).render(matrix)
+    # Head pixels (forehead, cheeks) land exactly shift pixels away.
+    for x, y in (points[27] + (0, -30), points[2] + (15, 0), points[14] - (15, 0)):
+        x, y = int(round(x)), int(round(y))
+        assert np.abs(frame[y - 9, x + 14].astype(int) - image[y, x]).max() <= 2
+    # A far background pixel, and the shoulders, do not move.
+    assert (frame[5, 5] == image[5, 5]).all()
+    low = (int(points[8, 0]), image.shape[0] - 5)
+    assert (frame[low[1], low[0]] == image[low[1], low[0]]).all()
+    # Where the head was and no longer is, the uncovered background is the background, not the old head.
+    x_left = int(round(points[0, 0] - 0.3 * np.ptp(points[:, 0])))
+    uncovered = frame[int(points[30, 1]), x_left - 4:x_left + 4].astype(int)
+    if matte[int(points[30, 1]), x_left] > 0.5 and layers.weight[int(points[30, 1]), x_left] > 0.99:
+        assert np.abs(uncovered - (40, 90, 200)).max() < 40
+
+
+def test_the_head_weight_is_one_on_the_head_and_zero_below_the_neck(points):
+    weight = head_weight_map((512, 512), points)
+    assert weight[int(points[27, 1]), int(points[27, 0])] == pytest.approx(1.0)
+    assert weight[int(points[19, 1]) - 40, int(points[19, 0])] == pytest.approx(1.0)   # hair above the brows
+    assert weight[511, int(points[8, 0])] == pytest.approx(0.0)
+    assert weight.min() >= 0 and weight.max() <= 1
+
+
+def test_the_background_plate_has_no_hole_and_no_person(points):
+    image, matte = _scene(points)
+    layers = HeadLayers.from_photo(image, points, matte=matte)
+    hole = (matte > 0) & (layers.weight > 0.5)
+    assert hole.sum() > 1000
+    # Inside the filled head region (above the nose, all of whose neighbours are background) the plate is
+    # the background colour, not the person's texture or black; lower down it may borrow from the body.
+    upper = hole.copy()
+    upper[int(points[30, 1]):] = False
+    assert upper.sum() > 500
+    assert np.abs(layers.plate[upper].astype(int) - (40, 90, 200)).max() <= 3
+    assert layers.plate[hole].min() > 0
+    # Away from the person the plate is the photo itself.
+    assert (layers.plate[:20, :20] == image[:20, :20]).all()
+
+
+def test_push_pull_fills_holes_from_their_surroundings():
+    image = np.zeros((40, 60, 3), np.float32)
+    image[:, :30] = 100.0
+    image[:, 30:] = 200.0
+    known = np.ones((40, 60), bool)
+    known[10:30, 20:40] = False
+    filled = fill_from_surroundings(image, known)
+    assert np.isfinite(filled).all()
+    np.testing.assert_array_equal(filled[known], image[known])
+    assert 100.0 <= filled[~known].min() and filled[~known].max() <= 200.0
+    assert filled[20, 21, 0] < filled[20, 38, 0]            # each side leans to its own neighbours
+
+
+def test_segmentation_finds_the_astronaut_and_not_the_sky(astronaut, points):
+    matte = segment_person(astronaut, points)
+    assert matte.shape == astronaut.shape[:2] and matte.dtype == np.float32
+    assert matte[int(points[30, 1]), int(points[30, 0])] > 0.9      # the nose
+    assert matte[int(points[19, 1]) - 25, int(points[19, 0])] > 0.9  # hair above the brow
+    assert matte[10, 10] < 0.1 and matte[10, 500] < 0.1           # the corners above the head
+
+
+def test_a_one_colour_photo_falls_back_to_the_prior_shapes(points):
+    flat = np.full((512, 512, 3), 128, np.uint8)
+    matte = segment_person(flat, points)
+    assert matte[int(points[30, 1]), int(points[30, 0])] > 0.9 and matte[5, 5] < 0.1
+
+
+# --- the whole pipeline, full frame ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_full_frame_self_reenactment_on_a_tiny_clip(short_driver):
+    from animate_cli.jobs import build_engine
+    from animate_cli.reenact import FullFrameConfig, Renderers, average_rows, self_reenactment
+
+    warp = build_engine(landmarks="dlib", renderer="warp")
+    config = FullFrameConfig(methods=("frozen", "warp", "warp-crop"), max_frames=12, stride=2)
+    rows = self_reenactment([short_driver], Renderers(warp.backend, warp), config)
+    by_method = {row["method"]: row for row in rows}
+    assert set(by_method) == {"frozen", "warp", "warp-crop"}
+    frozen, warp_row = by_method["frozen"], by_method["warp"]
+    assert warp_row["frames"] == frozen["frames"] == 6
+    for key in ("ssim", "box_ssim", "psnr", "akd", "identity_distance"):
+        assert np.isfinite(warp_row[key])
+    # The clip moves its mouth and head: following it beats standing still, over the face box and in landmarks.
+    assert warp_row["box_ssim"] > frozen["box_ssim"]
+    assert warp_row["akd"] < frozen["akd"]
+    assert frozen["mouth_slope"] == pytest.approx(0.0, abs=0.05)
+    mean = average_rows(rows, ["ssim"])
+    assert [entry["method"] for entry in mean] == ["frozen", "warp", "warp-crop"]
