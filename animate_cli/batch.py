@@ -59,8 +59,9 @@ def discover_people(folder: str | Path) -> list[BatchPerson]:
 
 def run_batch(engine: Engine, people: list[BatchPerson], driver: Driver, out_dir: str | Path,
               finetune: FinetuneConfig, config: RenderConfig, face_index: int = 0,
-              progress: ProgressReporter | None = None) -> list[BatchResult]:
-    """Animate each person in turn; one person's failure does not stop the others."""
+              progress: ProgressReporter | None = None, preview: bool = False) -> list[BatchResult]:
+    """Animate each person in turn; one person's failure does not stop the others. ``preview``:
+    a contact sheet PERSON.png beside each PERSON.mp4."""
     progress = progress or SilentProgress()
     out_dir = Path(out_dir)
     results = []
@@ -72,7 +73,8 @@ def run_batch(engine: Engine, people: list[BatchPerson], driver: Driver, out_dir
             continue
         try:
             subject = engine.make_person(person.photos, finetune, face_index, progress)
-            engine.animate(subject, driver, output, config, progress)
+            engine.animate(subject, driver, output, config, progress,
+                           preview=output.with_suffix(".png") if preview else None)
         except AnimateFaceError as error:
             log.warning("%s: failed: %s", person.name, error)
             results.append(BatchResult(person.name, "failed", time.perf_counter() - start, output, str(error)))

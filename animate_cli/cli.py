@@ -80,11 +80,14 @@ class RichProgress:
 
 
 def setup_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    """Default: warnings the user can act on; -q: errors only; -v: everything the library says."""
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", force=True,
                         handlers=[RichHandler(console=console, show_time=False, show_path=False)])
     for noisy in ("huggingface_hub", "urllib3", "httpx", "filelock", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.DEBUG)
+    # Connection-level chatter (every TCP attempt) says nothing a user can act on, even with -v.
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -213,12 +216,15 @@ def animate_command(
     crop_only: CropOnlyOpt = False, side_by_side: SideOpt = False, overwrite: OverwriteOpt = False,
     smoothing: SmoothOpt = 1.0, absolute: AbsoluteOpt = False, face_index: FaceIndexOpt = 0,
     reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True,
+    preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a contact sheet PNG: the "
+                                                    "photo, a few driving frames and the same output frames.",
+                                                    rich_help_panel="Output")] = None,
     verbose: VerboseOpt = False, quiet: QuietOpt = False,
 ) -> None:
     setup_logging(verbose, quiet)
     with errors_to_exit_codes(verbose):
         from .jobs import build_engine
-        from .render.pipeline import load_driver
+        from .render.pipeline import check_driver, describe_reference, load_driver
 
         _check_person_source(photos, person)
         if person is not None and save_person is not None:
@@ -234,23 +240,34 @@ def animate_command(
             raise UsageError(f"{output}: exists; pass --overwrite to replace it")
         from .io.atomic import check_output_path
         check_output_path(output, overwrite)  # a bad -o fails now, not after the slow work
+        if preview is not None:
+            if preview.suffix.lower() != ".png":
+                raise UsageError(f"{preview}: the preview must be a .png file")
+            check_output_path(preview, overwrite)
 
+        # Cheap checks first (the driver opens and has frames, the photos load and show a face), then
+        # the driver's landmarks, and only then the slow fine-tuning.
+        checked = check_driver(drive)
+        started = time.perf_counter()
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
                               compile_generator)
-        log.info("landmarks: %s, renderer: %s, device: %s%s", engine.backend.name,
-                 engine.renderer + (f" ({engine.render_backend})" if engine.model is not None else ""),
-                 engine.device, f", weights: {engine.weights_dir}" if engine.weights_dir else "")
-        if person is not None:
-            subject = engine.load_person(person)
-        else:
-            subject = engine.make_person(photos, finetune, face_index, progress)
+        subject = engine.load_person(person) if person is not None else None
+        shots = engine.load_photos(photos, face_index, progress) if subject is None else subject.shots
+        driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked)
+        if not quiet:
+            console.print(f"[dim]{engine.summary()} · {describe_reference(shots[0], driver, config)}[/]",
+                          highlight=False, soft_wrap=True)
+        if subject is None:
+            subject = engine.make_person(shots, finetune, face_index, progress)
         if save_person is not None:
             subject.save(save_person, engine.model.config, overwrite=overwrite)
             log.info("saved the person to %s", save_person)
-        driver = load_driver(drive, engine.backend, config.smoothing, progress)
-        engine.animate(subject, driver, output, config, progress)
-        console.print(f"wrote [bold]{output}[/] ({len(driver.track)} frames)", highlight=False)
+        engine.animate(subject, driver, output, config, progress, preview=preview)
+        if not quiet:
+            also = f" and {preview}" if preview is not None else ""
+            console.print(f"wrote [bold]{output}[/]{also} ({len(driver.track)} frames, "
+                          f"{time.perf_counter() - started:.1f} s)", highlight=False, soft_wrap=True)
 
 
 @app.command("batch", help="Animate many people with one driver: each image in DIR, and each subfolder, "
@@ -273,6 +290,8 @@ def batch_command(
     crop_only: CropOnlyOpt = False, side_by_side: SideOpt = False, overwrite: OverwriteOpt = False,
     smoothing: SmoothOpt = 1.0, absolute: AbsoluteOpt = False, face_index: FaceIndexOpt = 0,
     reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True,
+    preview: Annotated[bool, typer.Option("--preview", help="Also write a contact sheet PERSON.png beside each "
+                                          "PERSON.mp4.", rich_help_panel="Output")] = False,
     verbose: VerboseOpt = False, quiet: QuietOpt = False,
 ) -> None:
     setup_logging(verbose, quiet)
@@ -281,18 +300,21 @@ def batch_command(
         from .errors import BatchFailure
         from .io.atomic import ensure_folder
         from .jobs import build_engine
-        from .render.pipeline import load_driver
+        from .render.pipeline import check_driver, load_driver
 
         config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
                                 reference, head_motion)
         finetune = FinetuneConfig(steps=finetune_steps, seed=seed)
         people = discover_people(folder)
+        checked = check_driver(drive)
         ensure_folder(out_dir, "the output folder")
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
                               compile_generator)
-        driver = load_driver(drive, engine.backend, config.smoothing, progress)
-        results = run_batch(engine, people, driver, out_dir, finetune, config, face_index, progress)
+        driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked)
+        if not quiet:
+            console.print(f"[dim]{engine.summary()}[/]", highlight=False, soft_wrap=True)
+        results = run_batch(engine, people, driver, out_dir, finetune, config, face_index, progress, preview=preview)
 
         table = Table(title=f"batch: {len(results)} people")
         for column in ("person", "status", "seconds", "output / reason"):
@@ -301,7 +323,8 @@ def batch_command(
         for result in results:
             table.add_row(result.name, f"[{colours[result.status]}]{result.status}[/]", f"{result.seconds:.1f}",
                           result.reason if result.status == "failed" else str(result.output))
-        console.print(table)
+        if not quiet:
+            console.print(table)
         failed = [r.name for r in results if r.status == "failed"]
         if failed:
             raise BatchFailure(f"{len(failed)} of {len(results)} people failed: {', '.join(failed)}")

@@ -16,11 +16,11 @@ import torch
 from .config import FinetuneConfig
 from .errors import UsageError
 from .finetune import finetune_person
-from .hub import resolve_weights
+from .hub import bundled_weights_dir, resolve_weights
 from .landmarks import LandmarkBackend, create_backend
 from .losses import ContentLoss
 from .models import TalkingHeadModel
-from .person import Person
+from .person import Person, Shot
 from .progress import ProgressReporter, SilentProgress
 from .render.pipeline import Driver, RenderConfig, load_shots, render_video, resolve_photo_paths
 from .render.renderers import (RENDERERS, FrameRenderer, NeuralRenderer, WarpRenderer, resolve_device,
@@ -57,20 +57,42 @@ class Engine:
     def crop_size(self) -> int:
         return self.model.config.image_size if self.model is not None else WARP_CROP_SIZE
 
+    def summary(self) -> str:
+        """What was chosen, in a few words: landmarks, renderer (how it runs, on what), other weights."""
+        if self.model is None:
+            renderer = f"warp renderer ({self.device.type})"
+        else:
+            renderer = f"neural renderer ({self.render_backend}, {self.device.type})"
+        weights = ""
+        if self.weights_dir is not None and self.weights_dir.resolve() != bundled_weights_dir().resolve():
+            weights = f" · weights {self.weights_dir}"
+        return f"{self.backend.name} landmarks · {renderer}{weights}"
+
     def content_loss(self) -> ContentLoss:
         if self._content_loss is None:
             self._content_loss = ContentLoss.from_available()
             log.info("fine-tuning content loss: %s", self._content_loss.description)
         return self._content_loss
 
-    def make_person(self, photos: Sequence[str | Path], finetune: FinetuneConfig, face_index: int = 0,
-                    progress: ProgressReporter | None = None) -> Person:
-        """Photos of one person -> a person ready to render (fine-tuned when steps > 0)."""
+    def load_photos(self, photos: Sequence[str | Path], face_index: int = 0,
+                    progress: ProgressReporter | None = None) -> list[Shot]:
+        """Photos of one person, loaded, their face found and cropped (fast: no networks)."""
         progress = progress or SilentProgress()
         paths = resolve_photo_paths(photos)
         with progress.stage("photos", len(paths)) as advance:
             shots = load_shots(paths, self.backend, self.crop_size, face_index)
             advance(len(paths))
+        return shots
+
+    def make_person(self, photos: Sequence[str | Path] | list[Shot], finetune: FinetuneConfig, face_index: int = 0,
+                    progress: ProgressReporter | None = None) -> Person:
+        """Photos of one person (paths, or shots from ``load_photos``) -> a person ready to render
+        (fine-tuned when steps > 0)."""
+        progress = progress or SilentProgress()
+        if photos and all(isinstance(item, Shot) for item in photos):
+            shots = list(photos)
+        else:
+            shots = self.load_photos(photos, face_index, progress)
         if self.model is None:
             return Person(shots=shots, embedding=torch.zeros(0), adain_params=torch.zeros(0),
                           discriminator_vector=torch.zeros(0))
@@ -93,8 +115,8 @@ class Engine:
         return NeuralRenderer(self.model, person, self.device, detail_size=detail_size(person), compile=self.compile)
 
     def animate(self, person: Person, driver: Driver, output: str | Path, config: RenderConfig,
-                progress: ProgressReporter | None = None) -> Path:
-        return render_video(self.frame_renderer(person), person, driver, output, config, progress)
+                progress: ProgressReporter | None = None, preview: str | Path | None = None) -> Path:
+        return render_video(self.frame_renderer(person), person, driver, output, config, progress, preview=preview)
 
 
 def build_engine(weights: str | None = None, landmarks: str = "auto", device: str = "auto",

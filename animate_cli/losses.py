@@ -206,7 +206,7 @@ class ContentLoss(nn.Module):
         vgg19_net = None if vgg19_path is None else VGGFeatures(VGG19_LAYOUT).load_weights(vgg19_path)
         vggface_net = None if vggface_path is None else VGGFeatures(VGG16_LAYOUT).load_weights(vggface_path)
         loss = cls(vgg19_net, vggface_net)
-        logger.info("%s", loss.description)
+        logger.debug("%s", loss.description)
         return loss
 
     def forward(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -262,7 +262,7 @@ def _download_vgg19() -> str | None:
     except network_errors:
         pass
     if not _hub_reachable():
-        logger.warning("VGG19 weights unavailable (the Hub cannot be reached); continuing without VGG19")
+        logger.info("VGG19 weights unavailable (the Hub cannot be reached); continuing without VGG19")
         return None
     try:
         return hf_hub_download(VGG19_HUB_REPO, VGG19_HUB_FILE)

@@ -236,3 +236,52 @@ def test_full_frame_self_reenactment_on_a_tiny_clip(short_driver):
     assert frozen["mouth_slope"] == pytest.approx(0.0, abs=0.05)
     mean = average_rows(rows, ["ssim"])
     assert [entry["method"] for entry in mean] == ["frozen", "warp", "warp-crop"]
+
+
+# --- through the command line ----------------------------------------------------------------------
+
+def test_cli_reference_and_head_motion_options(tmp_path, portrait_path, short_driver):
+    from typer.testing import CliRunner
+
+    from animate_cli.cli import app
+    from animate_cli.io.video import iter_frames
+
+    runner = CliRunner()
+    bad = runner.invoke(app, [str(portrait_path), "--drive", str(short_driver), "-o", str(tmp_path / "bad.mp4"),
+                              "--renderer", "warp", "--reference", "middle", "-q"])
+    assert bad.exit_code == 2 and "--reference" in bad.output
+    assert not (tmp_path / "bad.mp4").exists()
+    outputs = {}
+    for name, extra in (("head", ["--reference", "auto"]), ("crop", ["--no-head-motion", "--reference", "first"])):
+        out = tmp_path / f"{name}.mp4"
+        result = runner.invoke(app, [str(portrait_path), "--drive", str(short_driver), "-o", str(out),
+                                     "--renderer", "warp", "--landmarks", "dlib", "-q", *extra])
+        assert result.exit_code == 0, result.output
+        outputs[name] = np.stack(list(iter_frames(out))).astype(np.float32)
+    assert outputs["head"].shape == outputs["crop"].shape == (20, 352, 288, 3)
+    # Both move the face; they are different motions.
+    assert np.abs(outputs["head"] - outputs["crop"]).mean() > 0.1
+
+
+@pytest.mark.slow
+def test_eval_full_frame_command_writes_tables_and_json(tmp_path, short_driver, portrait_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from animate_cli.cli import app
+
+    report = tmp_path / "full.json"
+    result = CliRunner().invoke(app, ["eval", str(short_driver), "--full-frame", "--methods", "frozen,warp",
+                                      "--max-frames", "10", "--stride", "3", "--photo", str(portrait_path),
+                                      "--json", str(report), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "full-frame self-reenactment" in result.output
+    document = json.loads(report.read_text())
+    assert {row["method"] for row in document["self_reenactment"]} == {"frozen", "warp"}
+    assert [entry["method"] for entry in document["self_reenactment_mean"]] == ["frozen", "warp"]
+    # The sample clip opens its mouth after its start: it is cut there and drives the photo.
+    (row,) = document["mouth_open_cross"]
+    assert row["method"] == "warp" and row["start"] >= 1 and row["frames"] >= 1
+    bad = CliRunner().invoke(app, ["eval", str(short_driver), "--full-frame", "--methods", "frozen,nope", "-q"])
+    assert bad.exit_code == 2 and "nope" in bad.output

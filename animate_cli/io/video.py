@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+import cv2
 import numpy as np
 
 from animate_cli.errors import InputError, OutputError
@@ -332,6 +333,20 @@ def _stop(process: subprocess.Popen) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Writing
+
+
+def read_frame_at(path: str | Path, seconds: float) -> np.ndarray | None:
+    """The frame shown at ``seconds`` (uint8 RGB), by a seek (ffmpeg decodes from the key frame
+    before it, not the whole video); None when nothing decodes there."""
+    path = Path(path).expanduser()
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-ss", f"{max(seconds, 0.0):.4f}",
+               "-i", str(path), "-map", "0:V:0", "-frames:v", "1", "-f", "image2pipe", "-vcodec", "png", "-"]
+    completed = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                               start_new_session=True)
+    if completed.returncode != 0 or not completed.stdout:
+        return None
+    image = cv2.imdecode(np.frombuffer(completed.stdout, np.uint8), cv2.IMREAD_COLOR)
+    return None if image is None else np.ascontiguousarray(image[..., ::-1])
 
 
 def even_size(width: int, height: int) -> tuple[int, int]:

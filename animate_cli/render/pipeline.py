@@ -30,6 +30,7 @@ from ..progress import ProgressReporter, SilentProgress
 from ..landmarks.reference import References, parse_reference, resolve_reference
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .head_motion import HeadLayers, HeadMotion, apply_affine, head_similarities, invert_affine, outline_similarity
+from .preview import driver_frame, keep_frames, preview_indices, write_preview
 from .renderers import FrameRenderer
 
 log = logging.getLogger(__name__)
@@ -123,15 +124,28 @@ def load_shots(paths: Sequence[Path], backend: LandmarkBackend, image_size: int,
     return shots
 
 
+def check_driver(path: str | Path) -> VideoInfo | LandmarkTrack:
+    """The cheap checks of a driver, before any slow work: a video opens and has a video stream
+    with frames (its description is returned), or a saved track loads (the track is returned).
+    Raises InputError naming the file otherwise."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        return LandmarkTrack.load(path)
+    return probe_video(path)
+
+
 def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
-                progress: ProgressReporter | None = None) -> Driver:
-    """Landmarks of every driving frame: from a saved .npz, or tracked in the video."""
+                progress: ProgressReporter | None = None,
+                checked: VideoInfo | LandmarkTrack | None = None) -> Driver:
+    """Landmarks of every driving frame: from a saved .npz, or tracked in the video.
+    ``checked``: what ``check_driver`` returned for this path (it is not read twice)."""
     path = Path(path)
     progress = progress or SilentProgress()
-    if path.suffix.lower() == ".npz":
-        track, video = LandmarkTrack.load(path), None
+    checked = checked if checked is not None else check_driver(path)
+    if isinstance(checked, LandmarkTrack):
+        track, video = checked, None
     else:
-        video = probe_video(path)
+        video = checked
         with progress.stage("landmarks", video.frame_count) as advance:
             track = track_video(backend, iter_frames(path), video.fps, video.size, progress=advance, path=path)
     track = fill_gaps(track, path=path)
@@ -198,6 +212,19 @@ def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> Moti
     outlines = (np.stack([outline_similarity(m, photo.points, p) for m, p in zip(matrices, image_points)])
                 if len(matrices) else matrices)
     return MotionPlan(crop_points.astype(np.float32), matrices, reference, outlines)
+
+
+def describe_reference(photo: Shot, driver: Driver, config: RenderConfig) -> str:
+    """The reference frames ``plan_motion`` will use, in words (for the one-line run summary)."""
+    if not config.relative:
+        return "absolute motion"
+    height, width = photo.image.shape[:2]
+    track = driver.track
+    refs = resolve_reference(config.reference, track.points, track.valid, track.frame_size, photo.points,
+                             (width, height))
+    if refs.pose == refs.expression:
+        return f"reference frame {refs.pose}"
+    return f"reference frame {refs.pose}, expression {refs.expression}"
 
 
 def scale_affine(matrix: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
@@ -422,14 +449,18 @@ def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, confi
 
 
 def render_video(renderer: FrameRenderer, person: Person, driver: Driver, output: str | Path,
-                 config: RenderConfig, progress: ProgressReporter | None = None) -> Path:
-    """Render every driving frame and write the video atomically (with the driver's audio)."""
+                 config: RenderConfig, progress: ProgressReporter | None = None,
+                 preview: str | Path | None = None) -> Path:
+    """Render every driving frame and write the video atomically (with the driver's audio);
+    ``preview``: also write a PNG contact sheet (photo, driving frames, the same output frames)."""
     progress = progress or SilentProgress()
     stream = render_frames(renderer, person, driver, config)
     composed, size, fps, indices = stream.frames, stream.size, stream.fps, stream.indices
-    frames = composed
+    kept: dict[int, np.ndarray] = {}
+    shown = preview_indices(len(indices)) if preview is not None else []
+    frames = keep_frames(composed, shown, kept) if shown else composed
     if config.side_by_side:
-        frames = side_by_side_frames(composed, driver, indices)
+        frames = side_by_side_frames(frames, driver, indices)
         driver_width = (round(driver.video.size[0] * size[1] / driver.video.size[1]) // 2 * 2
                         if driver.video else size[1])
         size = (size[0] + max(2, driver_width), size[1])
@@ -443,4 +474,11 @@ def render_video(renderer: FrameRenderer, person: Person, driver: Driver, output
         for frame in frames:
             writer.write(frame)
             advance(1)
+    if preview is not None:
+        track = driver.track
+        source_fps = driver.video.fps if driver.video else track.fps
+        driving = [(int(indices[i]), driver_frame(driver.path, driver.video is not None, source_fps, int(indices[i]),
+                                                  track.points[indices[i]], track.frame_size)) for i in shown]
+        write_preview(preview, person.photo.image, driving, [(int(indices[i]), kept[i]) for i in shown],
+                      overwrite=config.overwrite)
     return Path(output)
