@@ -163,6 +163,22 @@ def test_a_driver_translation_moves_the_head_by_the_same_amount_and_leaves_the_b
         assert np.abs(uncovered - (40, 90, 200)).max() < 40
 
 
+def test_a_turn_moves_the_outline_less_than_the_face(points):
+    from animate_cli.render.head_motion import outline_similarity
+
+    shifted = points + (10.0, 0.0)
+    matrix = head_similarity(points, shifted)
+    # A pure translation is no turn: the outline follows it fully.
+    np.testing.assert_allclose(outline_similarity(matrix, points, shifted), matrix, atol=1e-9)
+    # A turn: the nose and the eyes shift sideways, the jaw's ends hardly.
+    turned = points.copy()
+    turned[27:48] += (8.0, 0.0)
+    matrix = head_similarity(points, turned)
+    outline = outline_similarity(matrix, points, turned)
+    assert 0 < outline[0, 2] < matrix[0, 2]
+    np.testing.assert_allclose(outline[:, :2], matrix[:, :2])
+
+
 def test_the_head_weight_is_one_on_the_head_and_zero_below_the_neck(points):
     weight = head_weight_map((512, 512), points)
     assert weight[int(points[27, 1]), int(points[27, 0])] == pytest.approx(1.0)

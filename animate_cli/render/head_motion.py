@@ -27,12 +27,10 @@ import cv2
 import numpy as np
 
 from ..landmarks.crop import face_size
+from ..landmarks.retarget import STABLE_POINTS, fit_similarity
 
 log = logging.getLogger(__name__)
 
-# Stable landmarks (jaw's upper part, eye corners, nose): the head's motion is fitted to these,
-# as relative retargeting does, so an opening mouth does not move the head.
-STABLE_POINTS = np.array([0, 1, 2, 3, 13, 14, 15, 16, 36, 39, 42, 45, 27, 28, 29, 30, 31, 32, 33, 34, 35])
 # Head weight in face sizes (the larger side of the landmarks' box): 1 down to NECK_START below
 # the chin, 0 from NECK_END below it; sideways 1 within SIDE_START of the face centre, 0 beyond
 # SIDE_END (shoulders and raised hands stay put).
@@ -70,14 +68,11 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 def head_similarity(photo_points: np.ndarray, target_points: np.ndarray) -> np.ndarray:
-    """The head's motion from the photo to a target as a 2x3 similarity, fitted to the stable points."""
+    """The head's motion from the photo to a target as a 2x3 similarity, fitted to the stable points
+    (upper jaw, eye corners, nose) as relative retargeting does, so an opening mouth does not move the head."""
     src = np.asarray(photo_points, np.float64)[STABLE_POINTS]
     dst = np.asarray(target_points, np.float64)[STABLE_POINTS]
-    zs, zd = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
-    ms, md = zs.mean(), zd.mean()
-    centred = zs - ms
-    a = (np.conj(centred) * (zd - md)).sum() / max(float((np.abs(centred) ** 2).sum()), 1e-12)
-    b = md - a * ms
+    a, b = fit_similarity(src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1])
     return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
 
 
@@ -142,24 +137,28 @@ def head_weight_map(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
 
 
 def _prior_shapes(shape: tuple[int, int], points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 masks: the sure face (landmark hull and the neck below it), the likely head (an
-    ellipse over face, hair and ears) and the likely body (neck widening into shoulders)."""
+    """uint8 masks: the sure person (landmark hull, the neck and the middle of the chest below it),
+    the likely head (an ellipse over face, hair and ears) and the likely body (the neck widening
+    into shoulders)."""
     height, width = shape
     points = np.asarray(points, np.float64)
     centre, right, down, size = _face_frame(points)
     sure = np.zeros(shape, np.uint8)
     cv2.fillConvexPoly(sure, cv2.convexHull(np.round(points).astype(np.int32)), 1)
     chin = points[8]
-    neck = np.array([chin - right * 0.15 * size, chin + right * 0.15 * size,
-                     chin + right * 0.15 * size + down * 0.25 * size, chin - right * 0.15 * size + down * 0.25 * size])
-    cv2.fillConvexPoly(sure, np.round(neck).astype(np.int32), 1)
+    far = 4.0 * max(height, width)
+    # The neck and the middle of the chest below it: a shirt the colour of the wall must not be cut
+    # in two (one half moving with the head, the other left behind).
+    torso = np.array([chin - right * 0.15 * size, chin + right * 0.15 * size,
+                      chin + right * 0.8 * size + down * 1.0 * size, chin + right * 0.8 * size + down * far,
+                      chin - right * 0.8 * size + down * far, chin - right * 0.8 * size + down * 1.0 * size])
+    cv2.fillPoly(sure, [np.round(torso).astype(np.int32)], 1)
     head = np.zeros(shape, np.uint8)
     head_centre = centre - down * 0.22 * size
     angle = float(np.degrees(np.arctan2(right[1], right[0])))
     cv2.ellipse(head, (int(round(head_centre[0])), int(round(head_centre[1]))),
                 (int(round(0.72 * size)), int(round(0.88 * size))), angle, 0, 360, 1, -1)
     body = np.zeros(shape, np.uint8)
-    far = 4.0 * max(height, width)
     shoulders = chin + down * 0.9 * size
     polygon = np.array([chin - right * 0.35 * size, chin + right * 0.35 * size,
                         shoulders + right * 1.6 * size, shoulders + right * 1.9 * size + down * far,
@@ -372,8 +371,8 @@ class HeadMotion:
         x0, y0, x1, y1 = roi
         map_x, map_y = self.backward_map(np.asarray(matrix, np.float64), roi)
         moved = cv2.remap(self._image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.remap(self._matte, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)[..., None]
+        # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
+        alpha = cv2.remap(self._matte, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., None]
         plate = self._plate[y0:y1, x0:x1]
         blended = plate + alpha * (moved.astype(np.float32) - plate)
         frame[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
