@@ -43,6 +43,8 @@ MAX_DEFAULT_SIDE = 4096
 # frames are photo-sized (up to 4096 px, 50 MB each), so only a few wait for the encoder.
 RENDERED_BATCHES_AHEAD = 2
 COMPOSITED_FRAMES_AHEAD = 4
+# Whole-head motion builds each frame's face mask at 1/MASK_REDUCTION of the crop's size.
+MASK_REDUCTION = 4
 
 T = TypeVar("T")
 
@@ -382,14 +384,23 @@ def composite_head_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], cro
     similarity, then the face crop (which follows the face's) pasted over it with a soft face mask."""
     scale = crop_size / photo.crop.size
     crop_to_photo = photo.crop.with_size(crop_size).inverse_matrix
-    photo_mask = face_mask(photo.crop_points * scale, crop_size)
+    # The mask is smooth: made at a quarter of the crop's size and enlarged (a 512 px mask with its
+    # dilation and blur cost more than the whole motion stage).
+    small = max(32, crop_size // MASK_REDUCTION)
+    factor = small / crop_size
+
+    def mask_for(points: np.ndarray) -> np.ndarray:
+        reduced = face_mask((points * scale + 0.5) * factor - 0.5, small)
+        return cv2.resize(reduced, (crop_size, crop_size), interpolation=cv2.INTER_LINEAR)
+
+    photo_mask = mask_for(photo.crop_points)
     index = 0
     for batch, crops in batches:
         for crop_image, points in zip(crops, batch):
             matrix = head_matrices[index]
             frame = motion.render(outline_matrices[index])
             index += 1
-            mask = np.maximum(face_mask(points * scale, crop_size), photo_mask)
+            mask = np.maximum(mask_for(points), photo_mask)
             paste_affine(frame, crop_image, compose_affine(matrix, crop_to_photo), mask)
             if (frame.shape[1], frame.shape[0]) != size:
                 interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_LINEAR
