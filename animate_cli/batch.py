@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import FinetuneConfig
+from .config import FinetuneConfig, RenderConfig
 from .errors import AnimateFaceError, InputError
 from .io.images import IMAGE_EXTENSIONS
 from .jobs import Engine
 from .progress import ProgressReporter, SilentProgress
-from .render.pipeline import Driver, RenderConfig
+from .render.pipeline import Driver
 
 log = logging.getLogger(__name__)
 

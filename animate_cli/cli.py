@@ -186,7 +186,7 @@ def _check_person_source(photos: list[Path] | None, person: Path | None) -> None
 
 def _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
                    reference="auto", head_motion=True):
-    from .render.pipeline import RenderConfig
+    from .config import RenderConfig
     return RenderConfig(size=size, fps=fps, crf=crf, audio=not no_audio, crop_only=crop_only,
                         side_by_side=side_by_side, smoothing=smoothing, relative=not absolute,
                         overwrite=overwrite, reference=reference, head_motion=head_motion)
@@ -223,8 +223,7 @@ def animate_command(
 ) -> None:
     setup_logging(verbose, quiet)
     with errors_to_exit_codes(verbose):
-        from .jobs import build_engine
-        from .render.pipeline import check_driver, describe_reference, load_driver
+        from .io.driver import check_driver
 
         _check_person_source(photos, person)
         if person is not None and save_person is not None:
@@ -246,14 +245,26 @@ def animate_command(
             check_output_path(preview, overwrite)
 
         # Cheap checks first (the driver opens and has frames, the photos load and show a face), then
-        # the driver's landmarks, and only then the slow fine-tuning.
-        checked = check_driver(drive)
+        # the model, the driver's landmarks, and only then the slow fine-tuning.
         started = time.perf_counter()
+        checked = check_driver(drive)
+        from .jobs import build_engine
+        from .landmarks import create_backend
+        from .render.pipeline import describe_reference, find_faces, load_driver, resolve_photo_paths
+        from .render.renderers import resolve_device
+
         progress = RichProgress(enabled=not quiet)
+        landmark_backend = create_backend(landmarks.value, device=str(resolve_device(device.value)))
+        faces = None
+        if person is None:
+            paths = resolve_photo_paths(photos)
+            with progress.stage("photos", len(paths)) as advance:
+                faces = find_faces(paths, landmark_backend, face_index)
+                advance(len(paths))
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
-                              compile_generator)
+                              compile_generator, landmark_backend=landmark_backend)
         subject = engine.load_person(person) if person is not None else None
-        shots = engine.load_photos(photos, face_index, progress) if subject is None else subject.shots
+        shots = engine.load_photos(faces) if subject is None else subject.shots
         driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked)
         if not quiet:
             console.print(f"[dim]{engine.summary()} · {describe_reference(shots[0], driver, config)}[/]",
@@ -299,8 +310,9 @@ def batch_command(
         from .batch import discover_people, run_batch
         from .errors import BatchFailure
         from .io.atomic import ensure_folder
+        from .io.driver import check_driver
         from .jobs import build_engine
-        from .render.pipeline import check_driver, load_driver
+        from .render.pipeline import load_driver
 
         config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
                                 reference, head_motion)

@@ -152,3 +152,41 @@ class FinetuneConfig:
 
 
 MAX_SHOTS = 32
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How the output video is made."""
+
+    size: int | None = None         # longest side of the output; None = the photo's (or the crop's)
+    fps: float | None = None        # None = the driver's
+    crf: int = 18
+    audio: bool = True
+    crop_only: bool = False
+    side_by_side: bool = False
+    smoothing: float = 1.0
+    relative: bool = True
+    batch_size: int = 8
+    overwrite: bool = False
+    head_motion: bool = True        # the whole head follows the driver's pose over a still background
+    reference: str | int = "auto"   # the driver's neutral frame: "auto", "first" or a frame index
+    full_closure: bool = True       # lips meet and lids close fully when the driver's do
+
+    @property
+    def moves_whole_head(self) -> bool:
+        return self.head_motion and not self.crop_only
+
+    def __post_init__(self) -> None:
+        if self.size is not None and not 16 <= self.size <= 8192:
+            raise UsageError(f"--size must be between 16 and 8192, got {self.size}")
+        if self.fps is not None and not 0 < self.fps <= 240:
+            raise UsageError(f"--fps must be in (0, 240], got {self.fps}")
+        if not 0 <= self.crf <= 51:
+            raise UsageError(f"--crf must be between 0 and 51, got {self.crf}")
+        if self.smoothing < 0:
+            raise UsageError(f"--smoothing must be >= 0, got {self.smoothing}")
+        if self.batch_size < 1:
+            raise UsageError("batch size must be >= 1")
+        from .landmarks.reference import parse_reference
+
+        object.__setattr__(self, "reference", parse_reference(self.reference))

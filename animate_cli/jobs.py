@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .config import FinetuneConfig
+from .config import FinetuneConfig, RenderConfig
 from .errors import UsageError
 from .finetune import finetune_person
 from .hub import bundled_weights_dir, resolve_weights
@@ -22,7 +22,7 @@ from .losses import ContentLoss
 from .models import TalkingHeadModel
 from .person import Person, Shot
 from .progress import ProgressReporter, SilentProgress
-from .render.pipeline import Driver, RenderConfig, load_shots, render_video, resolve_photo_paths
+from .render.pipeline import Driver, PhotoFace, load_shots, render_video, resolve_photo_paths
 from .render.renderers import (RENDERERS, FrameRenderer, NeuralRenderer, WarpRenderer, resolve_device,
                                resolve_render_backend)
 
@@ -74,9 +74,12 @@ class Engine:
             log.info("fine-tuning content loss: %s", self._content_loss.description)
         return self._content_loss
 
-    def load_photos(self, photos: Sequence[str | Path], face_index: int = 0,
+    def load_photos(self, photos: Sequence[str | Path] | Sequence[PhotoFace], face_index: int = 0,
                     progress: ProgressReporter | None = None) -> list[Shot]:
-        """Photos of one person, loaded, their face found and cropped (fast: no networks)."""
+        """Photos of one person (paths, or faces already found by ``find_faces``), loaded, their face
+        found and cropped (fast: no networks)."""
+        if photos and all(isinstance(item, PhotoFace) for item in photos):
+            return [face.shot(self.crop_size) for face in photos]
         progress = progress or SilentProgress()
         paths = resolve_photo_paths(photos)
         with progress.stage("photos", len(paths)) as advance:
@@ -120,8 +123,10 @@ class Engine:
 
 
 def build_engine(weights: str | None = None, landmarks: str = "auto", device: str = "auto",
-                 renderer: str = "neural", backend: str = "auto", compile: bool = False) -> Engine:
-    """Load the landmark backend and (for the neural renderer) the weights.
+                 renderer: str = "neural", backend: str = "auto", compile: bool = False,
+                 landmark_backend: LandmarkBackend | None = None) -> Engine:
+    """Load the landmark backend (unless ``landmark_backend`` is given) and (for the neural renderer)
+    the weights.
 
     ``backend`` runs the generator: "torch", "onnx" (onnxruntime) or "auto" (see
     ``resolve_render_backend``); ``compile`` applies torch.compile (torch backend, CUDA only).
@@ -133,7 +138,7 @@ def build_engine(weights: str | None = None, landmarks: str = "auto", device: st
     if compile and (render_backend != "torch" or torch_device.type != "cuda"):
         raise UsageError("--compile applies to the torch backend on a CUDA GPU "
                          f"(here: {render_backend} on {torch_device.type})")
-    backend = create_backend(landmarks, device=str(torch_device))
+    backend = landmark_backend or create_backend(landmarks, device=str(torch_device))
     if renderer == "warp":
         return Engine(backend=backend, device=torch_device, renderer=renderer)
     weights_dir = resolve_weights(weights)

@@ -36,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .config import FinetuneConfig
+from .config import FinetuneConfig, RenderConfig
 from .errors import UsageError
 from .evaluate import FaceIdentity, detect_near, identity_distance, landmark_error, pearson, psnr, ssim
 from .io.images import save_image
@@ -44,7 +44,7 @@ from .io.video import iter_frames, probe_video
 from .landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
 from .landmarks.crop import crop_from_landmarks
 from .progress import ProgressReporter, SilentProgress
-from .render.pipeline import Driver, RenderConfig, render_frames
+from .render.pipeline import Driver, render_frames
 
 log = logging.getLogger(__name__)
 

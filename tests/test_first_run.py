@@ -129,3 +129,15 @@ def test_batch_preview_writes_one_sheet_per_person(tmp_path, portrait_path, shor
                  "--landmarks", "dlib", "--preview", "-q")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["ann.mp4", "ann.png", "bob.mp4", "bob.png"]
+
+
+def test_batch_with_a_bad_driver_fails_before_any_slow_work(tmp_path, portrait_path, tiny_weights, slow_work_spy):
+    people = tmp_path / "people"
+    people.mkdir()
+    (people / "ann.jpg").write_bytes(portrait_path.read_bytes())
+    driver = tmp_path / "notes.mp4"
+    driver.write_text("not a video")
+    result = run("batch", people, "--drive", driver, "--out-dir", tmp_path / "out", "--weights", tiny_weights,
+                 "--landmarks", "dlib")
+    assert result.exit_code == 3 and "notes.mp4" in result.output
+    assert slow_work_spy == [] and not (tmp_path / "out").exists()

@@ -18,16 +18,17 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from ..config import MAX_SHOTS
+from ..config import MAX_SHOTS, RenderConfig
 from ..errors import InputError, UsageError
 from ..io.images import IMAGE_EXTENSIONS, list_images, load_image
-from ..io.video import VideoInfo, VideoWriter, even_size, iter_frames, probe_video
+from ..io.driver import check_driver
+from ..io.video import VideoInfo, VideoWriter, even_size, iter_frames
 from ..landmarks import (LandmarkBackend, LandmarkTrack, detect_photo_landmarks, fill_gaps,
                          retarget_absolute, retarget_relative, smooth_track, track_video)
 from ..landmarks.crop import FaceCrop, crop_from_landmarks
 from ..person import Person, Shot
 from ..progress import ProgressReporter, SilentProgress
-from ..landmarks.reference import References, parse_reference, resolve_reference
+from ..landmarks.reference import References, resolve_reference
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .head_motion import HeadLayers, HeadMotion, apply_affine, head_similarities, invert_affine, outline_similarity
 from .preview import driver_frame, keep_frames, preview_indices, write_preview
@@ -47,42 +48,6 @@ COMPOSITED_FRAMES_AHEAD = 4
 MASK_REDUCTION = 4
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """How the output video is made."""
-
-    size: int | None = None         # longest side of the output; None = the photo's (or the crop's)
-    fps: float | None = None        # None = the driver's
-    crf: int = 18
-    audio: bool = True
-    crop_only: bool = False
-    side_by_side: bool = False
-    smoothing: float = 1.0
-    relative: bool = True
-    batch_size: int = 8
-    overwrite: bool = False
-    head_motion: bool = True        # the whole head follows the driver's pose over a still background
-    reference: str | int = "auto"   # the driver's neutral frame: "auto", "first" or a frame index
-    full_closure: bool = True       # lips meet and lids close fully when the driver's do
-
-    @property
-    def moves_whole_head(self) -> bool:
-        return self.head_motion and not self.crop_only
-
-    def __post_init__(self) -> None:
-        if self.size is not None and not 16 <= self.size <= 8192:
-            raise UsageError(f"--size must be between 16 and 8192, got {self.size}")
-        if self.fps is not None and not 0 < self.fps <= 240:
-            raise UsageError(f"--fps must be in (0, 240], got {self.fps}")
-        if not 0 <= self.crf <= 51:
-            raise UsageError(f"--crf must be between 0 and 51, got {self.crf}")
-        if self.smoothing < 0:
-            raise UsageError(f"--smoothing must be >= 0, got {self.smoothing}")
-        if self.batch_size < 1:
-            raise UsageError("batch size must be >= 1")
-        object.__setattr__(self, "reference", parse_reference(self.reference))
 
 
 @dataclass
@@ -115,25 +80,33 @@ def resolve_photo_paths(inputs: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
+@dataclass(frozen=True)
+class PhotoFace:
+    """A photo, loaded, with the landmarks of its chosen face (before any crop size is known)."""
+
+    path: Path
+    image: np.ndarray
+    points: np.ndarray
+
+    def shot(self, image_size: int) -> Shot:
+        return Shot.from_photo(str(self.path), self.image, self.points, crop_from_landmarks(self.points, image_size))
+
+
+def find_faces(paths: Sequence[Path], backend: LandmarkBackend, face_index: int = 0) -> list[PhotoFace]:
+    """Load each photo and find its face: the cheap checks of the person's photos (InputError for
+    an unreadable photo, NoFaceError for one without a usable face, each naming the file)."""
+    found = []
+    for path in paths:
+        image = load_image(path)
+        found.append(PhotoFace(Path(path), image, detect_photo_landmarks(backend, image, face_index=face_index,
+                                                                         path=path)))
+    return found
+
+
 def load_shots(paths: Sequence[Path], backend: LandmarkBackend, image_size: int,
                face_index: int = 0) -> list[Shot]:
     """Load each photo, find its face and crop it for the networks."""
-    shots = []
-    for path in paths:
-        image = load_image(path)
-        points = detect_photo_landmarks(backend, image, face_index=face_index, path=path)
-        shots.append(Shot.from_photo(str(path), image, points, crop_from_landmarks(points, image_size)))
-    return shots
-
-
-def check_driver(path: str | Path) -> VideoInfo | LandmarkTrack:
-    """The cheap checks of a driver, before any slow work: a video opens and has a video stream
-    with frames (its description is returned), or a saved track loads (the track is returned).
-    Raises InputError naming the file otherwise."""
-    path = Path(path)
-    if path.suffix.lower() == ".npz":
-        return LandmarkTrack.load(path)
-    return probe_video(path)
+    return [face.shot(image_size) for face in find_faces(paths, backend, face_index)]
 
 
 def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
