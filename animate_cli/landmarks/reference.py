@@ -23,16 +23,14 @@ from .retarget import eye_opening, mouth_opening
 REFERENCE_CHOICES = ("auto", "first")
 
 # Each term of the cost is divided by its scale, so a cost of 1 is "clearly different": an
-# inner-lip gap 0.06 eye distances off the photo's, eyes 30 % less open than BLINK_SHARE of the
-# driver's usual (eyes at least that open are not penalised: eye shapes differ between people),
-# a yaw or roll 0.08 off, the head 0.15 face sizes (or frame shares) from where it should be, a
-# pose-free shape 0.03 eye distances from the photo's.
+# inner-lip gap 0.06 eye distances off the photo's, an eye aspect ratio 0.1 off (open is about
+# 0.3, closed 0.05), a yaw or roll 0.08 off, the head 0.15 face sizes (or frame shares) from where
+# it should be, a pose-free shape 0.03 eye distances from the photo's.
 MOUTH_SCALE = 0.06
-EYE_SCALE = 0.3
+EYE_SCALE = 0.1
 POSE_SCALE = 0.08
 POSITION_SCALE = 0.15
 SHAPE_SCALE = 0.03
-BLINK_SHARE = 0.8
 # Weights of the terms; the mouth and the eyes decide first, pose and position break ties.
 MOUTH_WEIGHT = 2.0
 EYE_WEIGHT = 1.5
@@ -114,9 +112,9 @@ def shape_distances(points: np.ndarray, photo_points: np.ndarray) -> np.ndarray:
 def expression_costs(points: np.ndarray, valid: np.ndarray | None = None,
                      photo_points: np.ndarray | None = None) -> np.ndarray:
     """How far each frame of (T, 68, 2) ``points`` is from the expression the photo shows (lower is
-    better): the same mouth opening (closed if no photo is given), no blink, the closest shape
-    once the pose is removed (FOMM's criterion), near-frontal, the head where it usually is;
-    ``inf`` for frames without a detected face."""
+    better): the same mouth opening and eye opening, the closest shape once the pose is removed
+    (FOMM's criterion) and a yaw like the photo's. Without a photo: the most neutral frame (mouth
+    closed, eyes open as usual, frontal). ``inf`` for frames without a detected face."""
     points, valid = _check(points, valid)
     costs = np.full(len(points), np.inf)
     if not valid.any():
@@ -124,21 +122,18 @@ def expression_costs(points: np.ndarray, valid: np.ndarray | None = None,
     seen = points[valid]
     mouth = mouth_opening(seen)
     eyes = eye_opening(seen)
-    open_eyes = max(float(np.median(eyes)), 1e-6)
-    pose = pose_features(seen)
-    photo_mouth, target_yaw = 0.0, 0.0
-    if photo_points is not None:
+    yaw = pose_features(seen)["yaw"]
+    if photo_points is None:
+        photo_mouth, photo_eyes, photo_yaw = 0.0, float(np.median(eyes)), 0.0
+    else:
         photo = np.asarray(photo_points, np.float64)
-        photo_mouth = float(mouth_opening(photo))
-        # Half-way between frontal and the photo's own yaw: close to the photo, and not turned away.
-        target_yaw = 0.5 * float(pose_features(photo[None])["yaw"][0])
+        photo_mouth, photo_eyes = float(mouth_opening(photo)), float(eye_opening(photo))
+        photo_yaw = float(pose_features(photo[None])["yaw"][0])
     cost = MOUTH_WEIGHT * np.abs(mouth - photo_mouth) / MOUTH_SCALE
-    cost += EYE_WEIGHT * np.clip((BLINK_SHARE * open_eyes - eyes) / open_eyes, 0.0, 1.0) / EYE_SCALE
+    cost += EYE_WEIGHT * np.abs(eyes - photo_eyes) / EYE_SCALE
     if photo_points is not None:
         cost += SHAPE_WEIGHT * shape_distances(seen, photo_points) / SHAPE_SCALE
-    cost += POSE_WEIGHT * (np.abs(pose["yaw"] - target_yaw)
-                           + np.abs(pose["roll"] - float(np.median(pose["roll"])))) / POSE_SCALE
-    cost += POSITION_WEIGHT * _typical_position(pose)
+    cost += POSE_WEIGHT * np.abs(yaw - photo_yaw) / POSE_SCALE
     costs[valid] = cost
     return costs
 
