@@ -248,19 +248,17 @@ def animate_command(
         # the model, the driver's landmarks, and only then the slow fine-tuning.
         started = time.perf_counter()
         checked = check_driver(drive)
-        from .jobs import build_engine
+        from .devices import resolve_device_name
         from .landmarks import create_backend
-        from .render.pipeline import describe_reference, find_faces, load_driver, resolve_photo_paths
-        from .render.renderers import resolve_device
+        from .photos import find_faces, resolve_photo_paths
+
+        landmark_backend = create_backend(landmarks.value, device=resolve_device_name(device.value))
+        # Photos are quick to check (no progress bar: a bad one fails with its one line alone).
+        faces = find_faces(resolve_photo_paths(photos), landmark_backend, face_index) if person is None else None
+        from .jobs import build_engine
+        from .render.pipeline import describe_reference, load_driver
 
         progress = RichProgress(enabled=not quiet)
-        landmark_backend = create_backend(landmarks.value, device=str(resolve_device(device.value)))
-        faces = None
-        if person is None:
-            paths = resolve_photo_paths(photos)
-            with progress.stage("photos", len(paths)) as advance:
-                faces = find_faces(paths, landmark_backend, face_index)
-                advance(len(paths))
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
                               compile_generator, landmark_backend=landmark_backend)
         subject = engine.load_person(person) if person is not None else None

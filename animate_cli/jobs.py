@@ -22,7 +22,8 @@ from .losses import ContentLoss
 from .models import TalkingHeadModel
 from .person import Person, Shot
 from .progress import ProgressReporter, SilentProgress
-from .render.pipeline import Driver, PhotoFace, load_shots, render_video, resolve_photo_paths
+from .photos import PhotoFace, resolve_photo_paths
+from .render.pipeline import Driver, load_shots, render_video, shot_from_face
 from .render.renderers import (RENDERERS, FrameRenderer, NeuralRenderer, WarpRenderer, resolve_device,
                                resolve_render_backend)
 
@@ -79,7 +80,7 @@ class Engine:
         """Photos of one person (paths, or faces already found by ``find_faces``), loaded, their face
         found and cropped (fast: no networks)."""
         if photos and all(isinstance(item, PhotoFace) for item in photos):
-            return [face.shot(self.crop_size) for face in photos]
+            return [shot_from_face(face, self.crop_size) for face in photos]
         progress = progress or SilentProgress()
         paths = resolve_photo_paths(photos)
         with progress.stage("photos", len(paths)) as advance:

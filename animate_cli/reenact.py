@@ -270,34 +270,33 @@ def mouth_open_cross_identity(photos: Sequence[str | Path], drivers: Sequence[st
         track = smooth_track(fill_gaps(cut_raw, path=str(video)), config.smoothing)
         cut_drivers.append((video, start, cut_raw, Driver(path=video, track=track, video=None)))
     methods = [m for m in config.methods if m != "frozen"]
-    with tempfile.TemporaryDirectory(prefix="animate-face-eval-") as tmp:
-        for photo_path in map(Path, photos):
-            image = load_image(photo_path)
-            photo_points = detect_photo_landmarks(backend, image, path=photo_path)
-            people: dict[int, Any] = {}
-            with progress.stage(photo_path.stem[:10], len(methods) * len(cut_drivers)) as advance:
-                for video, start, cut_raw, driver in cut_drivers:
-                    for method in methods:
-                        engine = renderers.engine(method)
-                        if id(engine) not in people:
-                            people[id(engine)] = engine.make_person(
-                                [photo_path], FinetuneConfig(steps=config.finetune_steps if engine is renderers.neural
-                                                             else 0, seed=0))
-                        outputs = _render(engine, people[id(engine)], driver, method, config)
-                        driven, produced = [], []
-                        for i in range(0, len(outputs), config.stride):
-                            if not cut_raw.valid[i]:
-                                continue
-                            detected = detect_near(backend, outputs[i], photo_points)
-                            if detected is not None:
-                                driven.append(float(mouth_opening(cut_raw.points[i])))
-                                produced.append(float(mouth_opening(detected)))
-                        rows.append({"photo": photo_path.name, "driver": video.name, "start": start, "method": method,
-                                     "frames": len(driven), "driver_max": max(driven) if driven else None,
-                                     "output_max": max(produced) if produced else None,
-                                     "mouth_slope": regression_slope(driven, produced),
-                                     "mouth_corr": pearson(driven, produced) if len(driven) >= 3 else math.nan})
-                        advance(1)
+    for photo_path in map(Path, photos):
+        image = load_image(photo_path)
+        photo_points = detect_photo_landmarks(backend, image, path=photo_path)
+        people: dict[int, Any] = {}
+        with progress.stage(photo_path.stem[:10], len(methods) * len(cut_drivers)) as advance:
+            for video, start, cut_raw, driver in cut_drivers:
+                for method in methods:
+                    engine = renderers.engine(method)
+                    if id(engine) not in people:
+                        people[id(engine)] = engine.make_person(
+                            [photo_path], FinetuneConfig(steps=config.finetune_steps if engine is renderers.neural
+                                                         else 0, seed=0))
+                    outputs = _render(engine, people[id(engine)], driver, method, config)
+                    driven, produced = [], []
+                    for i in range(0, len(outputs), config.stride):
+                        if not cut_raw.valid[i]:
+                            continue
+                        detected = detect_near(backend, outputs[i], photo_points)
+                        if detected is not None:
+                            driven.append(float(mouth_opening(cut_raw.points[i])))
+                            produced.append(float(mouth_opening(detected)))
+                    rows.append({"photo": photo_path.name, "driver": video.name, "start": start, "method": method,
+                                 "frames": len(driven), "driver_max": max(driven) if driven else None,
+                                 "output_max": max(produced) if produced else None,
+                                 "mouth_slope": regression_slope(driven, produced),
+                                 "mouth_corr": pearson(driven, produced) if len(driven) >= 3 else math.nan})
+                    advance(1)
     return rows
 
 

@@ -18,17 +18,17 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from ..config import MAX_SHOTS, RenderConfig
-from ..errors import InputError, UsageError
-from ..io.images import IMAGE_EXTENSIONS, list_images, load_image
+from ..config import RenderConfig
+from ..errors import InputError
 from ..io.driver import check_driver
 from ..io.video import VideoInfo, VideoWriter, even_size, iter_frames
-from ..landmarks import (LandmarkBackend, LandmarkTrack, detect_photo_landmarks, fill_gaps,
-                         retarget_absolute, retarget_relative, smooth_track, track_video)
+from ..landmarks import (LandmarkBackend, LandmarkTrack, fill_gaps, retarget_absolute, retarget_relative,
+                         smooth_track, track_video)
 from ..landmarks.crop import FaceCrop, crop_from_landmarks
-from ..person import Person, Shot
-from ..progress import ProgressReporter, SilentProgress
 from ..landmarks.reference import References, resolve_reference
+from ..person import Person, Shot
+from ..photos import PhotoFace, find_faces
+from ..progress import ProgressReporter, SilentProgress
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .head_motion import HeadLayers, HeadMotion, apply_affine, head_similarities, invert_affine, outline_similarity
 from .preview import driver_frame, keep_frames, preview_indices, write_preview
@@ -59,54 +59,15 @@ class Driver:
     video: VideoInfo | None
 
 
-def resolve_photo_paths(inputs: Sequence[str | Path]) -> list[Path]:
-    """Photos of one person from files and/or folders (1 to MAX_SHOTS)."""
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = list_images(item)
-            if not found:
-                raise InputError(f"folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})", item)
-            paths.extend(found)
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise InputError("no such file or folder", item)
-    if not paths:
-        raise UsageError("give at least one photo of the person")
-    if len(paths) > MAX_SHOTS:
-        raise UsageError(f"{len(paths)} photos given; the model takes 1 to {MAX_SHOTS} photos of one person "
-                         f"(pick the {MAX_SHOTS} most varied ones)")
-    return paths
-
-
-@dataclass(frozen=True)
-class PhotoFace:
-    """A photo, loaded, with the landmarks of its chosen face (before any crop size is known)."""
-
-    path: Path
-    image: np.ndarray
-    points: np.ndarray
-
-    def shot(self, image_size: int) -> Shot:
-        return Shot.from_photo(str(self.path), self.image, self.points, crop_from_landmarks(self.points, image_size))
-
-
-def find_faces(paths: Sequence[Path], backend: LandmarkBackend, face_index: int = 0) -> list[PhotoFace]:
-    """Load each photo and find its face: the cheap checks of the person's photos (InputError for
-    an unreadable photo, NoFaceError for one without a usable face, each naming the file)."""
-    found = []
-    for path in paths:
-        image = load_image(path)
-        found.append(PhotoFace(Path(path), image, detect_photo_landmarks(backend, image, face_index=face_index,
-                                                                         path=path)))
-    return found
+def shot_from_face(face: PhotoFace, image_size: int) -> Shot:
+    """A found face cropped for the networks (``image_size`` px)."""
+    return Shot.from_photo(str(face.path), face.image, face.points, crop_from_landmarks(face.points, image_size))
 
 
 def load_shots(paths: Sequence[Path], backend: LandmarkBackend, image_size: int,
                face_index: int = 0) -> list[Shot]:
     """Load each photo, find its face and crop it for the networks."""
-    return [face.shot(image_size) for face in find_faces(paths, backend, face_index)]
+    return [shot_from_face(face, image_size) for face in find_faces(paths, backend, face_index)]
 
 
 def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
+from ..devices import resolve_device_name
 from ..export import person_generator
 from ..landmarks.drawing import draw_landmark_images
 from ..landmarks.regions import blend_regions
@@ -37,12 +38,7 @@ class FrameRenderer(Protocol):
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from ..errors import UsageError
-        raise UsageError("--device cuda was asked for, but no CUDA GPU is available")
-    return torch.device(name)
+    return torch.device(resolve_device_name(name))
 
 
 def resolve_render_backend(name: str, device: torch.device) -> str:
