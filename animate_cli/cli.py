@@ -389,20 +389,28 @@ def export_command(
 ) -> None:
     setup_logging(verbose, quiet)
     with errors_to_exit_codes(verbose):
-        from .export import export_generator
         from .io.atomic import check_output_path
-        from .jobs import build_engine
 
         _check_person_source(photos, person)
         if output.suffix.lower() != ".onnx":
             raise UsageError(f"{output}: the output must be an .onnx file")
         check_output_path(output, overwrite)  # a bad -o fails now, not after fine-tuning
-        engine = build_engine(weights, landmarks.value, device.value)
+        from .devices import resolve_device_name
+        from .landmarks import create_backend
+        from .photos import find_faces, resolve_photo_paths
+
+        # The photos load and show a face before the model loads and long before fine-tuning.
+        landmark_backend = create_backend(landmarks.value, device=resolve_device_name(device.value))
+        faces = find_faces(resolve_photo_paths(photos), landmark_backend, face_index) if person is None else None
+        from .export import export_generator
+        from .jobs import build_engine
+
+        engine = build_engine(weights, landmarks.value, device.value, landmark_backend=landmark_backend)
         if person is not None:
             subject = engine.load_person(person)
         else:
-            subject = engine.make_person(photos, FinetuneConfig(steps=finetune_steps, seed=seed), face_index,
-                                         RichProgress(enabled=not quiet))
+            subject = engine.make_person(engine.load_photos(faces), FinetuneConfig(steps=finetune_steps, seed=seed),
+                                         face_index, RichProgress(enabled=not quiet))
         export_generator(engine.model, subject, output, opset=opset, overwrite=overwrite)
         config = engine.model.config
         size = config.image_size

@@ -141,3 +141,12 @@ def test_batch_with_a_bad_driver_fails_before_any_slow_work(tmp_path, portrait_p
                  "--landmarks", "dlib")
     assert result.exit_code == 3 and "notes.mp4" in result.output
     assert slow_work_spy == [] and not (tmp_path / "out").exists()
+
+
+def test_export_checks_its_photos_before_fine_tuning(tmp_path, tiny_weights, slow_work_spy):
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((200, 200, 3), 180, np.uint8)).save(blank)
+    result = run("export", blank, "-o", tmp_path / "person.onnx", "--weights", tiny_weights, "--landmarks", "dlib",
+                 "--finetune-steps", 5)
+    assert result.exit_code == 4 and "wall.png" in result.output and len(_error_lines(result.output)) == 1
+    assert slow_work_spy == [] and not (tmp_path / "person.onnx").exists()
