@@ -256,14 +256,15 @@ def animate_command(
         # Photos are quick to check (no progress bar: a bad one fails with its one line alone).
         faces = find_faces(resolve_photo_paths(photos), landmark_backend, face_index) if person is None else None
         from .jobs import build_engine
-        from .render.pipeline import describe_reference, load_driver
+        from .render.pipeline import describe_reference, load_driver, preview_driver_frames
 
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
                               compile_generator, landmark_backend=landmark_backend)
         subject = engine.load_person(person) if person is not None else None
         shots = engine.load_photos(faces) if subject is None else subject.shots
-        driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked)
+        keep = preview_driver_frames(checked, config.fps) if preview is not None else ()
+        driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked, keep=keep)
         if not quiet:
             console.print(f"[dim]{engine.summary()} · {describe_reference(shots[0], driver, config)}[/]",
                           highlight=False, soft_wrap=True)
@@ -310,7 +311,7 @@ def batch_command(
         from .io.atomic import ensure_folder
         from .io.driver import check_driver
         from .jobs import build_engine
-        from .render.pipeline import load_driver
+        from .render.pipeline import load_driver, preview_driver_frames
 
         config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
                                 reference, head_motion)
@@ -321,7 +322,8 @@ def batch_command(
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
                               compile_generator)
-        driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked)
+        keep = preview_driver_frames(checked, config.fps) if preview else ()
+        driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked, keep=keep)
         if not quiet:
             console.print(f"[dim]{engine.summary()}[/]", highlight=False, soft_wrap=True)
         results = run_batch(engine, people, driver, out_dir, finetune, config, face_index, progress, preview=preview)

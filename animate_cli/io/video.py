@@ -335,12 +335,15 @@ def _stop(process: subprocess.Popen) -> None:
 # Writing
 
 
-def read_frame_at(path: str | Path, seconds: float) -> np.ndarray | None:
+def read_frame_at(path: str | Path, seconds: float, height: int | None = None) -> np.ndarray | None:
     """The frame shown at ``seconds`` (uint8 RGB), by a seek (ffmpeg decodes from the key frame
-    before it, not the whole video); None when nothing decodes there."""
+    before it, not the whole video), scaled to ``height`` pixels when given; None when nothing decodes there."""
     path = Path(path).expanduser()
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-ss", f"{max(seconds, 0.0):.4f}",
-               "-i", str(path), "-map", "0:V:0", "-frames:v", "1", "-f", "image2pipe", "-vcodec", "png", "-"]
+               "-i", str(path), "-map", "0:V:0", "-frames:v", "1"]
+    if height is not None:
+        command += ["-vf", f"scale=-2:{int(height)}:flags=area"]
+    command += ["-f", "image2pipe", "-vcodec", "png", "-compression_level", "1", "-"]
     completed = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
                                start_new_session=True)
     if completed.returncode != 0 or not completed.stdout:

@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,7 +31,7 @@ from ..photos import PhotoFace, find_faces
 from ..progress import ProgressReporter, SilentProgress
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .head_motion import HeadLayers, HeadMotion, apply_affine, head_similarities, invert_affine, outline_similarity
-from .preview import driver_frame, keep_frames, preview_indices, write_preview
+from .preview import TILE_HEIGHT, driver_frame, keep_frames, preview_indices, write_preview
 from .renderers import FrameRenderer
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class Driver:
     path: Path
     track: LandmarkTrack
     video: VideoInfo | None
+    # Driver frames kept while tracking, for a preview (frame number -> small RGB image).
+    kept_frames: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def shot_from_face(face: PhotoFace, image_size: int) -> Shot:
@@ -70,20 +72,33 @@ def load_shots(paths: Sequence[Path], backend: LandmarkBackend, image_size: int,
     return [shot_from_face(face, image_size) for face in find_faces(paths, backend, face_index)]
 
 
+def preview_driver_frames(checked: VideoInfo | LandmarkTrack, output_fps: float | None) -> list[int]:
+    """The driver frames a preview will show (see ``render_video``), so tracking can keep them."""
+    if isinstance(checked, LandmarkTrack):
+        return []
+    indices = frame_indices(checked.frame_count, checked.fps, output_fps or checked.fps)
+    return [int(indices[i]) for i in preview_indices(len(indices))]
+
+
 def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
                 progress: ProgressReporter | None = None,
-                checked: VideoInfo | LandmarkTrack | None = None) -> Driver:
+                checked: VideoInfo | LandmarkTrack | None = None, keep: Sequence[int] = ()) -> Driver:
     """Landmarks of every driving frame: from a saved .npz, or tracked in the video.
-    ``checked``: what ``check_driver`` returned for this path (it is not read twice)."""
+    ``checked``: what ``check_driver`` returned for this path (it is not read twice); ``keep``:
+    frame numbers to keep small copies of while tracking (for a preview, without decoding twice)."""
     path = Path(path)
     progress = progress or SilentProgress()
     checked = checked if checked is not None else check_driver(path)
+    kept: dict[int, np.ndarray] = {}
     if isinstance(checked, LandmarkTrack):
         track, video = checked, None
     else:
         video = checked
         with progress.stage("landmarks", video.frame_count) as advance:
-            track = track_video(backend, iter_frames(path), video.fps, video.size, progress=advance, path=path)
+            frames = iter_frames(path, info=video)
+            if keep:
+                frames = keep_frames(frames, keep, kept, shrink_to=TILE_HEIGHT)
+            track = track_video(backend, frames, video.fps, video.size, progress=advance, path=path)
     track = fill_gaps(track, path=path)
     if len(track) == 0:
         raise InputError("has no frames", path)
@@ -91,7 +106,7 @@ def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
     if missing:
         log.warning("%s: no face in %d of %d frames; those frames were filled from their neighbours",
                     path, missing, len(track))
-    return Driver(path=path, track=smooth_track(track, smoothing), video=video)
+    return Driver(path=path, track=smooth_track(track, smoothing), video=video, kept_frames=kept)
 
 
 def target_crop_points(photo: Shot, track: LandmarkTrack, relative: bool = True) -> np.ndarray:
@@ -422,8 +437,9 @@ def render_video(renderer: FrameRenderer, person: Person, driver: Driver, output
     if preview is not None:
         track = driver.track
         source_fps = driver.video.fps if driver.video else track.fps
-        driving = [(int(indices[i]), driver_frame(driver.path, driver.video is not None, source_fps, int(indices[i]),
-                                                  track.points[indices[i]], track.frame_size)) for i in shown]
+        driving = [(int(indices[i]), driver.kept_frames.get(int(indices[i])) if int(indices[i]) in driver.kept_frames
+                    else driver_frame(driver.path, driver.video is not None, source_fps, int(indices[i]),
+                                      track.points[indices[i]], track.frame_size)) for i in shown]
         write_preview(preview, person.photo.image, driving, [(int(indices[i]), kept[i]) for i in shown],
                       overwrite=config.overwrite)
     return Path(output)

@@ -29,13 +29,18 @@ def preview_indices(count: int, frames: int = PREVIEW_FRAMES) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, count - 1, frames + 2)[1:-1]})
 
 
-def keep_frames(frames: Iterator[np.ndarray], wanted: Sequence[int], store: dict[int, np.ndarray]
-                ) -> Iterator[np.ndarray]:
-    """Pass ``frames`` through, keeping a copy of those at the ``wanted`` positions in ``store``."""
+def keep_frames(frames: Iterator[np.ndarray], wanted: Sequence[int], store: dict[int, np.ndarray],
+                shrink_to: int | None = None) -> Iterator[np.ndarray]:
+    """Pass ``frames`` through, keeping a copy of those at the ``wanted`` positions in ``store``
+    (shrunk to ``shrink_to`` pixels high when given)."""
     wanted = set(wanted)
     for index, frame in enumerate(frames):
         if index in wanted:
-            store[index] = frame.copy()
+            if shrink_to is not None and frame.shape[0] > shrink_to:
+                width = max(1, round(frame.shape[1] * shrink_to / frame.shape[0]))
+                store[index] = cv2.resize(frame, (width, shrink_to), interpolation=cv2.INTER_AREA)
+            else:
+                store[index] = frame.copy()
         yield frame
 
 
@@ -56,7 +61,7 @@ def driver_frame(driver_path: Path, has_video: bool, fps: float, index: int, poi
     """The driving frame ``index``: decoded from the video (a seek, not a full decode), or for a
     saved landmark track, its landmarks drawn on black."""
     if has_video:
-        frame = read_frame_at(driver_path, index / fps)
+        frame = read_frame_at(driver_path, index / fps, height=TILE_HEIGHT)
         if frame is not None:
             return frame
     width, height = frame_size
