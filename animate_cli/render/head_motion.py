@@ -38,8 +38,9 @@ NECK_START = 0.05
 NECK_END = 0.85
 SIDE_START = 1.2
 SIDE_END = 2.0
-# (The body below the neck following a share of the chin's translation was measured and made
-# full-frame SSIM worse on every talking video here: 0.838 -> 0.830 -> 0.822 at shares 0, 0.5, 0.8.)
+# (The body below the neck following a share of the chin's translation was measured and dropped:
+# full-frame SSIM at shares 0 / 0.5 / 0.8 was 0.838 / 0.830 / 0.822 on vretalking_face4, 0.840 / 0.839
+# / 0.838 on liveportrait_d10 and 0.823 for all three on tpsmm_driving.)
 # Share of the jaw's width that the face's landmarks shift per unit of yaw proxy while the head's
 # outline stays (see ``outline_similarity``). Full-frame self-reenactment, face-box SSIM on three
 # talking videos (liveportrait_d10, tpsmm_driving, vretalking_face4) at shares 0 / 0.5 / 0.75 / 1:
