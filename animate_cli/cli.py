@@ -184,6 +184,19 @@ def _check_person_source(photos: list[Path] | None, person: Path | None) -> None
         raise UsageError("give either photos or --person, not both")
 
 
+def _check_photos(photos: list[Path] | None, person: Path | None, landmarks: str, device: str, face_index: int):
+    """The landmark backend, and the person's photos loaded with their faces found (None with --person):
+    checked before the model loads and long before fine-tuning, without importing torch on a
+    machine with no GPU. No progress bar: a bad photo fails with its one line alone."""
+    from .devices import resolve_device_name
+    from .landmarks import create_backend
+    from .photos import find_faces, resolve_photo_paths
+
+    backend = create_backend(landmarks, device=resolve_device_name(device))
+    faces = find_faces(resolve_photo_paths(photos), backend, face_index) if person is None else None
+    return backend, faces
+
+
 def _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
                    reference="auto", head_motion=True):
     from .config import RenderConfig
@@ -248,13 +261,7 @@ def animate_command(
         # the model, the driver's landmarks, and only then the slow fine-tuning.
         started = time.perf_counter()
         checked = check_driver(drive)
-        from .devices import resolve_device_name
-        from .landmarks import create_backend
-        from .photos import find_faces, resolve_photo_paths
-
-        landmark_backend = create_backend(landmarks.value, device=resolve_device_name(device.value))
-        # Photos are quick to check (no progress bar: a bad one fails with its one line alone).
-        faces = find_faces(resolve_photo_paths(photos), landmark_backend, face_index) if person is None else None
+        landmark_backend, faces = _check_photos(photos, person, landmarks.value, device.value, face_index)
         from .jobs import build_engine
         from .render.pipeline import describe_reference, load_driver, preview_driver_frames
 
@@ -397,13 +404,7 @@ def export_command(
         if output.suffix.lower() != ".onnx":
             raise UsageError(f"{output}: the output must be an .onnx file")
         check_output_path(output, overwrite)  # a bad -o fails now, not after fine-tuning
-        from .devices import resolve_device_name
-        from .landmarks import create_backend
-        from .photos import find_faces, resolve_photo_paths
-
-        # The photos load and show a face before the model loads and long before fine-tuning.
-        landmark_backend = create_backend(landmarks.value, device=resolve_device_name(device.value))
-        faces = find_faces(resolve_photo_paths(photos), landmark_backend, face_index) if person is None else None
+        landmark_backend, faces = _check_photos(photos, person, landmarks.value, device.value, face_index)
         from .export import export_generator
         from .jobs import build_engine
 

@@ -297,8 +297,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
     warp = build_engine(landmarks=landmarks, device=device, renderer="warp")
     neural = None
     if any(m.startswith("neural") for m in chosen):
-        neural = build_engine(weights, landmarks, device)
-        neural.backend = warp.backend  # one landmark backend for both
+        neural = build_engine(weights, landmarks, device, landmark_backend=warp.backend)
     renderers = Renderers(warp.backend, warp, neural)
     started = time.perf_counter()
     rows = self_reenactment(videos, renderers, config, progress=progress)

@@ -306,6 +306,23 @@ def iter_frames(
                         logger.warning("%s: ffmpeg stopped with an error after %d frames%s", path, yielded, detail)
 
 
+def read_frame_at(path: str | Path, seconds: float, height: int | None = None) -> np.ndarray | None:
+    """The frame shown at ``seconds`` (uint8 RGB), by a seek (ffmpeg decodes from the key frame
+    before it, not the whole video), scaled to ``height`` pixels when given; None when nothing decodes there."""
+    path = Path(path).expanduser()
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-ss", f"{max(seconds, 0.0):.4f}",
+               "-i", str(path), "-map", "0:V:0", "-frames:v", "1"]
+    if height is not None:
+        command += ["-vf", f"scale=-2:{int(height)}:flags=area"]
+    command += ["-f", "image2pipe", "-vcodec", "png", "-compression_level", "1", "-"]
+    completed = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                               start_new_session=True)
+    if completed.returncode != 0 or not completed.stdout:
+        return None
+    image = cv2.imdecode(np.frombuffer(completed.stdout, np.uint8), cv2.IMREAD_COLOR)
+    return None if image is None else np.ascontiguousarray(image[..., ::-1])
+
+
 def _read_exactly(stream: IO[bytes], buffer: bytearray) -> int:
     """Fill ``buffer`` from ``stream``; return how many bytes were read (less only at end of stream)."""
     view = memoryview(buffer)
@@ -333,23 +350,6 @@ def _stop(process: subprocess.Popen) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Writing
-
-
-def read_frame_at(path: str | Path, seconds: float, height: int | None = None) -> np.ndarray | None:
-    """The frame shown at ``seconds`` (uint8 RGB), by a seek (ffmpeg decodes from the key frame
-    before it, not the whole video), scaled to ``height`` pixels when given; None when nothing decodes there."""
-    path = Path(path).expanduser()
-    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-ss", f"{max(seconds, 0.0):.4f}",
-               "-i", str(path), "-map", "0:V:0", "-frames:v", "1"]
-    if height is not None:
-        command += ["-vf", f"scale=-2:{int(height)}:flags=area"]
-    command += ["-f", "image2pipe", "-vcodec", "png", "-compression_level", "1", "-"]
-    completed = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
-                               start_new_session=True)
-    if completed.returncode != 0 or not completed.stdout:
-        return None
-    image = cv2.imdecode(np.frombuffer(completed.stdout, np.uint8), cv2.IMREAD_COLOR)
-    return None if image is None else np.ascontiguousarray(image[..., ::-1])
 
 
 def even_size(width: int, height: int) -> tuple[int, int]:

@@ -141,7 +141,7 @@ def _map_openings(moved: np.ndarray, z_source: np.ndarray, z_driver: np.ndarray,
 
 
 # (upper, lower) pairs facing each other across the eyes and the inner lips.
-FACING_PAIRS = np.array([(37, 41), (38, 40), (43, 47), (44, 46), (61, 67), (62, 66), (63, 65)])
+FACING_PAIRS = np.array([pair for pairs in OPENINGS for pair in pairs])
 
 
 def _uncross_lids_and_lips(points: np.ndarray) -> None:

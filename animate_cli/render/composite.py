@@ -76,12 +76,13 @@ def face_mask(points: np.ndarray, size: int, feather: float = DEFAULT_FEATHER) -
     return np.clip(soft, 0.0, 1.0)
 
 
-def _roi_and_matrix(image_shape: tuple[int, ...], crop: FaceCrop, support: tuple[int, int, int, int]
+def _roi_and_matrix(image_shape: tuple[int, ...], crop_to_image: np.ndarray, support: tuple[int, int, int, int]
                     ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
-    """Image-space ROI (x0, y0, x1, y1) covering the crop's ``support`` box, and crop -> ROI affine."""
+    """Image-space ROI (x0, y0, x1, y1) covering the crop's ``support`` box under the 2x3 affine
+    ``crop_to_image``, and the crop -> ROI affine."""
     sx0, sy0, sx1, sy1 = support
     corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64)
-    inverse = crop.inverse_matrix
+    inverse = np.asarray(crop_to_image, np.float64)
     mapped = corners @ inverse[:, :2].T + inverse[:, 2]
     height, width = image_shape[:2]
     x0 = max(int(np.floor(mapped[:, 0].min())) - 1, 0)
@@ -93,6 +94,23 @@ def _roi_and_matrix(image_shape: tuple[int, ...], crop: FaceCrop, support: tuple
     matrix = inverse.copy()
     matrix[:, 2] -= (x0, y0)
     return (x0, y0, x1, y1), matrix
+
+
+def _warp_crop(crop_image: np.ndarray, matrix: np.ndarray, roi_size: tuple[int, int], shrink: float) -> np.ndarray:
+    """The crop warped into a (width, height) ROI by the crop -> ROI affine ``matrix``; ``shrink`` is
+    how many crop pixels fall on one ROI pixel. Large downscales alias with bilinear sampling, so
+    beyond 1.5 the crop is first shrunk with area averaging."""
+    source = crop_image
+    if shrink > 1.5:
+        size = crop_image.shape[0]
+        side = max(int(round(size / shrink)), 1)
+        source = cv2.resize(crop_image, (side, side), interpolation=cv2.INTER_AREA)
+        factor = side / size
+        # Crop pixel p is small pixel factor * (p + 0.5) - 0.5 (pixel centres align).
+        matrix = np.array(matrix, np.float64)
+        matrix[:, 2] += matrix[:, :2] @ np.full(2, 0.5 / factor - 0.5)
+        matrix[:, :2] /= factor
+    return cv2.warpAffine(source, matrix, roi_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _mask_support(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -132,7 +150,8 @@ class Compositor:
             support = _mask_support(mask)
         else:
             support = (0, 0, crop.size, crop.size)
-        placed = _roi_and_matrix(full_image.shape, crop, support) if support[2] > support[0] else None
+        placed = (_roi_and_matrix(full_image.shape, crop.inverse_matrix, support) if support[2] > support[0]
+                  else None)
         self.roi = None if placed is None else placed[0]
         self._matrix = None if placed is None else placed[1]
         if self.roi is None:
@@ -172,18 +191,7 @@ class Compositor:
             alpha = self._alpha
         else:
             self._alpha = alpha = self._warp_mask(self._default_mask())
-        # Large downscales alias with bilinear sampling: pre-shrink the crop with area averaging.
-        matrix, source = self._matrix, crop_image
-        if self.crop.scale > 1.5:
-            side = max(int(round(self.crop.side)), 1)
-            source = cv2.resize(crop_image, (side, side), interpolation=cv2.INTER_AREA)
-            factor = side / self.crop.size
-            # Crop pixel p is small pixel factor * (p + 0.5) - 0.5 (pixel centres align).
-            matrix = matrix.copy()
-            matrix[:, 2] += matrix[:, :2] @ np.full(2, 0.5 / factor - 0.5)
-            matrix[:, :2] /= factor
-        warped = cv2.warpAffine(source, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        warped = _warp_crop(crop_image, self._matrix, (x1 - x0, y1 - y0), self.crop.scale).astype(np.float32)
         if self.match_color:
             weight = float(alpha.sum())
             if weight > 1e-3:
@@ -225,31 +233,15 @@ def paste_affine(frame: np.ndarray, crop_image: np.ndarray, crop_to_frame: np.nd
     if crop_image.dtype != np.uint8 or crop_image.shape != (size, size, 3) or mask.shape != (size, size):
         raise ValueError(f"crop_image must be (S, S, 3) uint8 with an (S, S) mask, got {crop_image.shape} "
                          f"{crop_image.dtype} and {mask.shape}")
-    sx0, sy0, sx1, sy1 = _mask_support(mask)
-    if sx1 <= sx0 or sy1 <= sy0:
+    support = _mask_support(mask)
+    placed = _roi_and_matrix(frame.shape, crop_to_frame, support) if support[2] > support[0] else None
+    if placed is None:
         return
-    corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64)
-    mapped = corners @ crop_to_frame[:, :2].T + crop_to_frame[:, 2]
-    height, width = frame.shape[:2]
-    x0, y0 = max(int(np.floor(mapped[:, 0].min())) - 1, 0), max(int(np.floor(mapped[:, 1].min())) - 1, 0)
-    x1 = min(int(np.ceil(mapped[:, 0].max())) + 2, width)
-    y1 = min(int(np.ceil(mapped[:, 1].max())) + 2, height)
-    if x1 <= x0 or y1 <= y0:
-        return
-    matrix = np.asarray(crop_to_frame, np.float64).copy()
-    matrix[:, 2] -= (x0, y0)
-    source = crop_image
-    shrink = 1.0 / max(float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), 1e-6)
-    if shrink > 1.5:
-        # Large downscales alias with bilinear sampling: pre-shrink the crop with area averaging.
-        side = max(int(round(size / shrink)), 1)
-        source = cv2.resize(crop_image, (side, side), interpolation=cv2.INTER_AREA)
-        factor = side / size
-        matrix[:, 2] += matrix[:, :2] @ np.full(2, 0.5 / factor - 0.5)
-        matrix[:, :2] /= factor
+    (x0, y0, x1, y1), matrix = placed
     roi = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(source, matrix, roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(np.asarray(mask, np.float32), np.asarray(crop_to_frame, np.float64) - [[0, 0, x0], [0, 0, y0]],
-                           roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    shrink = 1.0 / max(float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), 1e-6)
+    warped = _warp_crop(crop_image, matrix, roi, shrink).astype(np.float32)
+    alpha = cv2.warpAffine(np.asarray(mask, np.float32), matrix, roi, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
     region = frame[y0:y1, x0:x1].astype(np.float32)
-    frame[y0:y1, x0:x1] = np.clip(region + alpha * (warped.astype(np.float32) - region) + 0.5, 0, 255).astype(np.uint8)
+    frame[y0:y1, x0:x1] = np.clip(region + alpha * (warped - region) + 0.5, 0, 255).astype(np.uint8)

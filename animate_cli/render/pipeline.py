@@ -140,39 +140,44 @@ class MotionPlan:
         return MotionPlan(self.crop_points[indices], matrices, self.reference, outlines)
 
 
+def choose_references(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> References:
+    """The driver frames relative motion is measured from (``config.reference`` resolved)."""
+    height, width = photo.image.shape[:2]
+    return resolve_reference(config.reference, track.points, track.valid, track.frame_size, photo.points,
+                             (width, height))
+
+
+def _to_crop(photo: Shot, points: Sequence[np.ndarray]) -> np.ndarray:
+    """(T, 68, 2) photo-pixel landmarks -> the photo's crop coordinates, float32."""
+    if not len(points):
+        return np.zeros((0, 68, 2), np.float32)
+    return np.stack([photo.crop.points_to_crop(p) for p in points]).astype(np.float32)
+
+
 def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> MotionPlan:
     """Retarget the driver onto the photo (from the chosen reference frame) and split the result
     into the head's similarity and the face's motion inside a crop that follows it."""
     reference = References(0, 0)
     if config.relative:
-        height, width = photo.image.shape[:2]
-        reference = resolve_reference(config.reference, track.points, track.valid, track.frame_size, photo.points,
-                                      (width, height))
+        reference = choose_references(photo, track, config)
         image_points = retarget_relative(photo.points, track.points, reference.pose,
                                          full_closure=config.full_closure, expression_reference=reference.expression)
     else:
         image_points = retarget_absolute(photo.points, track.points)
     if not config.moves_whole_head:
-        crop_points = np.stack([photo.crop.points_to_crop(p) for p in image_points]) if len(image_points) \
-            else np.zeros((0, 68, 2), np.float32)
-        return MotionPlan(crop_points, None, reference)
+        return MotionPlan(_to_crop(photo, image_points), None, reference)
     matrices = head_similarities(photo.points, image_points)
     stabilised = [apply_affine(invert_affine(m), p) for m, p in zip(matrices, image_points)]
-    crop_points = (np.stack([photo.crop.points_to_crop(p) for p in stabilised]) if stabilised
-                   else np.zeros((0, 68, 2), np.float32))
     outlines = (np.stack([outline_similarity(m, photo.points, p) for m, p in zip(matrices, image_points)])
                 if len(matrices) else matrices)
-    return MotionPlan(crop_points.astype(np.float32), matrices, reference, outlines)
+    return MotionPlan(_to_crop(photo, stabilised), matrices, reference, outlines)
 
 
 def describe_reference(photo: Shot, driver: Driver, config: RenderConfig) -> str:
     """The reference frames ``plan_motion`` will use, in words (for the one-line run summary)."""
     if not config.relative:
         return "absolute motion"
-    height, width = photo.image.shape[:2]
-    track = driver.track
-    refs = resolve_reference(config.reference, track.points, track.valid, track.frame_size, photo.points,
-                             (width, height))
+    refs = choose_references(photo, driver.track, config)
     if refs.pose == refs.expression:
         return f"reference frame {refs.pose}"
     return f"reference frame {refs.pose}, expression {refs.expression}"
@@ -267,13 +272,12 @@ def run_ahead(items: Iterator[T], limit: int, name: str) -> Iterator[T]:
 
 def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, config: RenderConfig,
                    size: tuple[int, int], head_matrices: np.ndarray | None = None,
-                   head_layers: HeadLayers | None = None,
                    outline_matrices: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Render the targets in batches and paste each face back into the photo (or keep the crop).
 
     With ``head_matrices`` (photo -> output similarity per target, in ``photo``'s pixels) the whole
-    head moves first (``HeadMotion``, on ``head_layers`` or layers made here) and the face crop,
-    which follows the head, is pasted into the moved head.
+    head moves first (``HeadMotion``, by ``outline_matrices`` when given) and the face crop, which
+    follows the head, is pasted into the moved head.
 
     Generation and compositing run in two worker threads, each a little ahead of the next stage
     (the caller, usually the encoder), so the slowest stage sets the pace; frames come out in order.
@@ -285,7 +289,7 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
 
     generated = run_ahead(rendered_batches(), RENDERED_BATCHES_AHEAD, "generate")
     if head_matrices is not None and not config.crop_only:
-        layers = head_layers or HeadLayers.from_photo(photo.image, photo.points)
+        layers = HeadLayers.from_photo(photo.image, photo.points)
         composited = composite_head_batches(generated, renderer.size, photo, HeadMotion(layers), head_matrices, size,
                                             head_matrices if outline_matrices is None else outline_matrices)
     else:
@@ -385,8 +389,7 @@ class FrameStream:
     reference: References           # the driver frames relative motion is measured from
 
 
-def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, config: RenderConfig,
-                  head_layers: HeadLayers | None = None) -> FrameStream:
+def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, config: RenderConfig) -> FrameStream:
     """Every output frame (composited, not yet side by side), produced lazily in worker threads;
     close ``frames`` when stopping early."""
     photo = person.photo
@@ -402,9 +405,8 @@ def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, confi
         sx, sy = backdrop.image.shape[1] / photo.image.shape[1], backdrop.image.shape[0] / photo.image.shape[0]
         matrices = np.stack([scale_affine(m, sx, sy) for m in matrices])
         outlines = np.stack([scale_affine(m, sx, sy) for m in outlines])
-        head_layers = None  # made for the photo's own size; the backdrop is smaller
     frames = compose_frames(renderer, backdrop, plan.crop_points, config, size, head_matrices=matrices,
-                            head_layers=head_layers, outline_matrices=outlines)
+                            outline_matrices=outlines)
     return FrameStream(frames, size, fps, indices, plan.reference)
 
 
