@@ -84,6 +84,7 @@ class ShotBatch:
                 warped.append(warpers[source].warp(shot.crop_points))
             self.warped = images_to_tensor(warped, device)
         self.images = images_to_tensor(images, device)
+        self.points = torch.as_tensor(points, dtype=torch.float32, device=device)
         self.landmark_images = images_to_tensor(draw_landmark_images(points, size), device)
         self.region = (region_tensor(points, size, blend_region, device)
                        if guidance == "warp" and blend_region is not None else None)
@@ -92,11 +93,11 @@ class ShotBatch:
         return self.images.shape[0]
 
     def select(self, index: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(images, landmark images, warped or None, region or None) of the shots at ``index``."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """(images, landmark images, warped or None, region or None, landmarks) of the shots at ``index``."""
         warped = None if self.warped is None else self.warped[index]
         region = None if self.region is None else self.region[index]
-        return self.images[index], self.landmark_images[index], warped, region
+        return self.images[index], self.landmark_images[index], warped, region, self.points[index]
 
 
 def embed_person(model: TalkingHeadModel, shots: Sequence[Shot], device: torch.device) -> Person:
@@ -136,19 +137,24 @@ def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: Fine
     rng = torch.Generator().manual_seed(config.seed)
     batch_size = min(config.batch_size, len(batch))
     history = []
+    # The person's own shots decide which step is kept: fine-tuning never leaves them worse
+    # reconstructed than feed-forward (step 0) did.
+    best_score = shot_reconstruction_loss(generator, adain_params, batch, content_loss, batch_size)
+    best_step, best_state = 0, None
+    scores = [(0, best_score)]
     for step in range(config.steps):
         index = torch.randperm(len(batch), generator=rng)[:batch_size]
-        images, landmark_images, warped, region = batch.select(index)
+        images, landmark_images, warped, region, points = batch.select(index)
         psi = adain_params[None].expand(batch_size, -1)
 
         fake, _, raw = generator.forward_parts(landmark_images, psi, warped, region)
         real_out = discriminator(images, landmark_images, w=discriminator_vector)
         fake_out = discriminator(fake, landmark_images, w=discriminator_vector)
-        loss_g = (config.content_weight * content_loss(fake, images)
+        loss_g = (config.content_weight * content_loss(fake, images, points)
                   + hinge_generator_loss(fake_out.score)
                   + config.feature_matching_weight * feature_matching_loss(real_out.features, fake_out.features))
         if warped is not None and config.raw_content_weight:
-            loss_g = loss_g + config.raw_content_weight * content_loss(raw, images)
+            loss_g = loss_g + config.raw_content_weight * content_loss(raw, images, points)
         optimizer_g.zero_grad(set_to_none=True)
         loss_g.backward()
         optimizer_g.step()
@@ -163,14 +169,44 @@ def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: Fine
         if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
             raise DivergenceError(f"fine-tuning diverged at step {step + 1} (loss is NaN or inf)")
         history.append((loss_g.item(), loss_d.item()))
+        if (step + 1) % CHECK_EVERY == 0 or step + 1 == config.steps:
+            score = shot_reconstruction_loss(generator, adain_params, batch, content_loss, batch_size)
+            scores.append((step + 1, score))
+            if score < best_score:
+                best_score, best_step = score, step + 1
+                best_state = ({k: v.detach().cpu().clone() for k, v in generator.state_dict().items()},
+                              adain_params.detach().cpu().clone(), discriminator_vector.detach().cpu().clone())
         if progress is not None:
             progress(1)
 
-    person.adain_params = adain_params.detach().cpu()
-    person.discriminator_vector = discriminator_vector.detach().cpu()
-    person.generator_state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-    person.finetune_steps = config.steps
-    person.record = {"steps": config.steps, "content_loss": content_loss.mode,
-                     "first_losses": history[0], "last_losses": history[-1]}
-    log.info("fine-tuned %d steps: G loss %.3f -> %.3f", config.steps, history[0][0], history[-1][0])
+    person.record = {"steps": config.steps, "kept_step": best_step, "content_loss": content_loss.description,
+                     "first_losses": history[0], "last_losses": history[-1],
+                     "shot_losses": [(step, round(score, 5)) for step, score in scores]}
+    log.info("fine-tuned %d steps: G loss %.3f -> %.3f; shot reconstruction %.4f -> %.4f, kept step %d",
+             config.steps, history[0][0], history[-1][0], scores[0][1], best_score, best_step)
+    if best_state is None:
+        return person  # no step beat feed-forward: the person stays as embedded
+    person.generator_state, person.adain_params, person.discriminator_vector = best_state
+    person.finetune_steps = best_step
     return person
+
+
+# Steps between checks of the shots' reconstruction (each costs one generator pass over the shots).
+CHECK_EVERY = 5
+
+
+def shot_reconstruction_loss(generator: torch.nn.Module, adain_params: torch.Tensor, batch: ShotBatch,
+                             content_loss: ContentLoss, batch_size: int) -> float:
+    """The content loss of the generator's frames against the shots themselves (mean over the shots)."""
+    was_training = generator.training
+    generator.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(batch), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(batch)))
+            images, landmark_images, warped, region, points = batch.select(index)
+            psi = adain_params[None].expand(len(index), -1)
+            fake, _, _ = generator.forward_parts(landmark_images, psi, warped, region)
+            total += float(content_loss(fake, images, points)) * len(index)
+    generator.train(was_training)
+    return total / len(batch)

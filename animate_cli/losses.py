@@ -167,15 +167,21 @@ class ContentLoss(nn.Module):
     pyramid (full, 1/2, 1/4 by 2x2 average pooling, summed) plus the mean L1 between Sobel
     gradients at full resolution. It is zero for identical images and grows with blur and
     misalignment, but it is only a pixel-space proxy: expect blurrier results than with VGG.
+
+    A ``face_loss`` (:class:`FaceLoss`, dlib's face-trained ResNet) plays VGGFace's part when no
+    VGGFace weights are given: it is added to either mode, and then ``forward`` needs the target's
+    landmarks (``points``, (N, 68, 2) in the images' pixels) to cut the aligned face chips.
     """
 
     def __init__(self, vgg19_net: VGGFeatures | None = None, vggface_net: VGGFeatures | None = None,
-                 vgg19_weight: float = VGG19_WEIGHT, vggface_weight: float = VGGFACE_WEIGHT):
+                 vgg19_weight: float = VGG19_WEIGHT, vggface_weight: float = VGGFACE_WEIGHT,
+                 face_loss: "FaceLoss | None" = None):
         super().__init__()
         self.vgg19 = vgg19_net
         self.vggface = vggface_net
         self.vgg19_weight = vgg19_weight
         self.vggface_weight = vggface_weight
+        self.face = face_loss
         self.register_buffer("imagenet_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("imagenet_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("vggface_mean", torch.tensor(VGGFACE_MEAN_255).view(1, 3, 1, 1), persistent=False)
@@ -187,10 +193,17 @@ class ContentLoss(nn.Module):
             parts = [f"VGG19 x {vgg19_weight:g}"] if vgg19_net is not None else []
             parts += [f"VGGFace x {vggface_weight:g}"] if vggface_net is not None else []
             self.description = "perceptual content loss: " + " + ".join(parts)
+        if face_loss is not None:
+            self.description += f" + {face_loss.description}"
+
+    @property
+    def needs_points(self) -> bool:
+        """True when ``forward`` needs the target's landmarks (the face-trained term is on)."""
+        return self.face is not None
 
     @classmethod
     def from_available(cls, vgg19: str | Path | None = None, vggface: str | Path | None = None,
-                       allow_download: bool = True) -> "ContentLoss":
+                       allow_download: bool = True, face: bool = True) -> "ContentLoss":
         """Build the best content loss the machine allows.
 
         ``vgg19`` / ``vggface`` are local safetensors files (defaults: the environment variables
@@ -198,6 +211,8 @@ class ContentLoss(nn.Module):
         WeightsError. Without a local VGG19 and with ``allow_download``, timm's VGG19 is fetched
         from the Hugging Face Hub; if that fails for lack of network or access, one line is
         logged and the loss runs without it (the substitute if no network remains).
+        Without VGGFace and with ``face``, dlib's face-trained ResNet (installed with
+        face-recognition-models) takes its place; if it cannot be loaded, one line says so.
         """
         vgg19_path = vgg19 or os.environ.get(VGG19_ENV) or None
         vggface_path = vggface or os.environ.get(VGGFACE_ENV) or None
@@ -205,11 +220,26 @@ class ContentLoss(nn.Module):
             vgg19_path = _download_vgg19()
         vgg19_net = None if vgg19_path is None else VGGFeatures(VGG19_LAYOUT).load_weights(vgg19_path)
         vggface_net = None if vggface_path is None else VGGFeatures(VGG16_LAYOUT).load_weights(vggface_path)
-        loss = cls(vgg19_net, vggface_net)
+        face_loss = None
+        if face and vggface_net is None:
+            try:
+                face_loss = FaceLoss.installed()
+            except WeightsError as error:
+                logger.warning("the face-trained loss is unavailable (%s); continuing without it", error)
+        loss = cls(vgg19_net, vggface_net, face_loss=face_loss)
         logger.debug("%s", loss.description)
         return loss
 
-    def forward(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, generated: torch.Tensor, target: torch.Tensor,
+                points: torch.Tensor | None = None) -> torch.Tensor:
+        total = self._image_terms(generated, target)
+        if self.face is not None:
+            if points is None:
+                raise ValueError("the face-trained content loss needs the target's landmarks (points)")
+            total = total + self.face(generated, target, points)
+        return total
+
+    def _image_terms(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.mode == "substitute":
             return self._substitute(generated, target)
         total = generated.new_zeros(())
@@ -242,6 +272,70 @@ class ContentLoss(nn.Module):
                 generated, target = F.avg_pool2d(generated, 2), F.avg_pool2d(target, 2)
             loss = loss + F.l1_loss(generated, target)
         return loss
+
+
+# FaceLoss weights, measured (README, "The face-trained loss"): on held-out frames the two terms
+# then weigh about as much as the pixel substitute between a warp and its real frame.
+FACE_PERCEPTUAL_WEIGHT = 1.0
+FACE_IDENTITY_WEIGHT = 1.0
+# The chip's stages compared: 35, 17, 8 and 4 px (the 2 px stage feeds the descriptor).
+FACE_STAGES = 4
+
+
+class FaceLoss(nn.Module):
+    """Perceptual and identity distance through dlib's face-descriptor ResNet, the offline
+    stand-in for the paper's VGGFace term.
+
+    Generated and real images (N, 3, H, W) in [-1, 1] are cut into 150 px chips by the same
+    similarity from the real frame's landmarks (:func:`face_chips`), so the network sees what
+    dlib sees. Perceptual: for each of the first ``FACE_STAGES`` stages, the mean L1 distance of
+    activations relative to the real activations' mean magnitude (so every depth counts alike and
+    the loss is scale-free). Identity: the Euclidean distance of the 128-d descriptors (dlib calls
+    < 0.6 the same person). Both are zero for identical images.
+    """
+
+    def __init__(self, network: nn.Module, perceptual_weight: float = FACE_PERCEPTUAL_WEIGHT,
+                 identity_weight: float = FACE_IDENTITY_WEIGHT, stages: int = FACE_STAGES):
+        super().__init__()
+        self.network = network.requires_grad_(False).eval()
+        self.perceptual_weight = perceptual_weight
+        self.identity_weight = identity_weight
+        self.stages = stages
+        self.description = (f"dlib face ResNet: perceptual x {perceptual_weight:g} "
+                            f"+ identity x {identity_weight:g}")
+
+    @classmethod
+    def installed(cls, **weights: float) -> "FaceLoss":
+        """The loss on the network of the installed face-recognition-models package (cached)."""
+        from .models.face_resnet import load_face_resnet
+
+        return cls(load_face_resnet(), **weights)
+
+    def train(self, mode: bool = True) -> "FaceLoss":
+        super().train(mode)
+        self.network.eval()  # frozen: dlib's affine layers have no batch statistics anyway
+        return self
+
+    def terms(self, generated: torch.Tensor, target: torch.Tensor,
+              points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(perceptual, identity), each the mean over the batch."""
+        from .models.face_resnet import face_chips
+
+        points = torch.as_tensor(points, dtype=torch.float32, device=generated.device)
+        to_pixels = lambda images: (images.float() + 1.0) * 127.5  # noqa: E731
+        with torch.no_grad():
+            real = self.network.features(face_chips(to_pixels(target), points))
+        fake = self.network.features(face_chips(to_pixels(generated), points))
+        perceptual = generated.new_zeros(())
+        for fake_stage, real_stage in zip(fake.stages[:self.stages], real.stages[:self.stages]):
+            perceptual = perceptual + F.l1_loss(fake_stage, real_stage) / (real_stage.abs().mean() + 1e-6)
+        perceptual = perceptual / self.stages
+        identity = torch.sqrt(((fake.descriptor - real.descriptor) ** 2).sum(dim=1) + 1e-12).mean()
+        return perceptual, identity
+
+    def forward(self, generated: torch.Tensor, target: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        perceptual, identity = self.terms(generated, target, points)
+        return self.perceptual_weight * perceptual + self.identity_weight * identity
 
 
 def _download_vgg19() -> str | None:

@@ -87,7 +87,7 @@ def write_timm_vgg19(path, seed: int = 0) -> VGGFeatures:
 def test_perceptual_content_loss_from_local_vgg19(tmp_path, face: torch.Tensor) -> None:
     path = tmp_path / "vgg19.safetensors"
     reference = write_timm_vgg19(path)
-    loss = ContentLoss.from_available(vgg19=path, allow_download=False)
+    loss = ContentLoss.from_available(vgg19=path, allow_download=False, face=False)
     assert loss.mode == "perceptual" and "VGG19" in loss.description and loss.vggface is None
     # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision/timm numbering.
     assert loss.vgg19.taps == [1, 6, 11, 20, 29] and len(loss.vgg19.features) == 30

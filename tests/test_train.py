@@ -309,9 +309,9 @@ class NaNAtStep(ContentLoss):
         super().__init__()
         self.at, self.calls = at, 0
 
-    def forward(self, generated, target):
+    def forward(self, generated, target, points=None):
         self.calls += 1
-        loss = super().forward(generated, target)
+        loss = super().forward(generated, target, points)
         return loss * float("nan") if self.calls >= self.at else loss
 
 

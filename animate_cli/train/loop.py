@@ -734,6 +734,7 @@ def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generat
     generator's unblended images (warp guidance only, else None) and the frames' largest
     colour spread (see ``colour_spread``)."""
     target, target_landmarks = batch["target_image"], batch["target_landmarks"]
+    target_points = batch["target_points"]
     video = batch["video_index"]
     discriminator = model.discriminator
     autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
@@ -747,7 +748,7 @@ def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generat
             fake_out = discriminator(fake, target_landmarks, video_index=video)
             with torch.no_grad():
                 real_out = discriminator(target, target_landmarks, video_index=video)
-        content = content_loss(fake.float(), target)
+        content = content_loss(fake.float(), target, target_points)
         adversarial = hinge_generator_loss(fake_out.score.float())
         feature_matching = feature_matching_loss([f.float() for f in real_out.features],
                                                  [f.float() for f in fake_out.features])
@@ -755,7 +756,7 @@ def _train_step(batch: dict[str, torch.Tensor], model: TalkingHeadModel, generat
         loss_g = (cfg.content_weight * content + adversarial + cfg.feature_matching_weight * feature_matching
                   + cfg.match_weight * match)
         if "warped" in batch and cfg.raw_content_weight:
-            loss_g = loss_g + cfg.raw_content_weight * content_loss(raw.float(), target)
+            loss_g = loss_g + cfg.raw_content_weight * content_loss(raw.float(), target, target_points)
     optimizers["generator"].zero_grad(set_to_none=True)
     _backward_step(loss_g, optimizers["generator"], scaler)
 
