@@ -41,7 +41,8 @@ def results_tables(report: dict[str, Any], title: str) -> list[Any]:
     from rich.table import Table
 
     columns = {"self": (("SSIM ↑", "ssim", 3), ("PSNR ↑", "psnr", 2), ("CSIM ↑", "csim", 3),
-                        ("ID dist ↓", "identity_distance", 3), ("LMK err ↓", "landmark_error", 3)),
+                        ("ID dist ↓", "identity_distance", 3), ("percept ↓", "perceptual", 3),
+                        ("LMK err ↓", "landmark_error", 3)),
                "cross": (("CSIM ↑", "csim", 3), ("ID dist ↓", "identity_distance", 3),
                          ("mouth r ↑", "mouth_corr", 2))}
     captions = {"self": f"target rendered at its own pose vs the real frame; face = dlib finds the face in "
@@ -74,7 +75,7 @@ def results_tables(report: dict[str, Any], title: str) -> list[Any]:
     if report.get("paired"):
         table = Table(title=f"{title}: neural minus warp, same targets",
                       caption="paired difference: mean ± its standard error; better = share of targets where "
-                              "the neural output beats the warp (SSIM higher, identity distance lower)")
+                              "the neural output beats the warp (SSIM higher, identity and perceptual distance lower)")
         for name in ("T", "steps", "metric", "neural - warp", "better", "n"):
             table.add_column(name, justify="left" if name == "metric" else "right")
         for entry in report["paired"]:
@@ -89,7 +90,7 @@ def register_eval_command(app: typer.Typer) -> None:
     """Add ``eval`` to the CLI app."""
 
     @app.command("eval", help="Measure quality on held-out data like the paper's Table 1: self-reenactment "
-                              "(SSIM, PSNR, CSIM, landmark error) and cross-identity (CSIM, mouth "
+                              "(SSIM, PSNR, CSIM, identity and face-perceptual distance, landmark error) and cross-identity (CSIM, mouth "
                               "correlation), for the neural renderer (feed-forward and fine-tuned), the warp "
                               "renderer and the first shot copied unchanged.")
     def eval_command(

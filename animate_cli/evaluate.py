@@ -161,6 +161,33 @@ class FaceIdentity:
         return self.descriptor(image, detect_photo_landmarks(backend, image))
 
 
+class FacePerceptual:
+    """A face-trained perceptual distance, the offline stand-in for LPIPS: the perceptual term of
+    :class:`~animate_cli.losses.FaceLoss` (dlib's face ResNet, relative L1 over four feature
+    depths of the aligned chip) between an output and the real frame, cut at the real frame's
+    landmarks. 0 for identical images; about 0.3 for a 3 px shift, 0.6 and up for another person."""
+
+    def __init__(self, network: torch.nn.Module | None = None):
+        from .losses import FaceLoss
+        from .models.face_resnet import load_face_resnet
+
+        self.loss = FaceLoss(network if network is not None else load_face_resnet())
+
+    def distances(self, images: np.ndarray, real: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """(N,) distances of uint8 images (N, H, W, 3) from ``real`` (same shape), landmarks (N, 68, 2)."""
+        def tensor(batch: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), 8):
+                chunk = slice(start, start + 8)
+                out += [float(self.loss.terms(tensor(images[i:i + 1]), tensor(real[i:i + 1]),
+                                              torch.from_numpy(np.asarray(points[i:i + 1], np.float32)))[0])
+                        for i in range(*chunk.indices(len(images)))]
+        return np.asarray(out)
+
+
 def csim(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of two face descriptors."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -459,6 +486,7 @@ class Evaluator:
     model: Any = None                       # TalkingHeadModel, needed for the neural method
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     content_loss: Any = None                # ContentLoss, needed when fine-tuning
+    perceptual: FacePerceptual | None = None  # None: no perceptual distance in the records
     _descriptors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -510,6 +538,8 @@ class Evaluator:
         for method, steps, renderer in renderers:
             outputs = renderer.render(driving)
             detected = self._detect(outputs, driving)
+            perceptual = (self.perceptual.distances(outputs, real, driving) if self.perceptual is not None
+                          else [None] * len(outputs))
             for index, (output, points, found) in enumerate(zip(outputs, driving, detected)):
                 descriptor = self.identity.descriptor(output, points)
                 records.append({
@@ -518,6 +548,7 @@ class Evaluator:
                     "ssim": ssim(output, real[index]), "psnr": psnr(output, real[index]),
                     "csim": csim(descriptor, real_ids[index]),
                     "identity_distance": identity_distance(descriptor, real_ids[index]),
+                    "perceptual": perceptual[index],
                     "landmark_error": None if found is None else landmark_error(points, found),
                     "face_found": found is not None,
                 })
@@ -585,7 +616,7 @@ class Evaluator:
 # Summary
 
 
-METRIC_KEYS = {"self": ("ssim", "psnr", "csim", "identity_distance", "landmark_error", "face_found"),
+METRIC_KEYS = {"self": ("ssim", "psnr", "csim", "identity_distance", "perceptual", "landmark_error", "face_found"),
                "cross": ("csim", "identity_distance", "mouth_corr", "face_found")}
 
 
@@ -613,7 +644,8 @@ def summarise(records: Sequence[dict[str, Any]], config: EvalConfig) -> list[dic
 
 
 # Paired against the warp: the metrics whose small differences decide whether a model beats it.
-PAIRED_METRICS = (("ssim", 1.0), ("identity_distance", -1.0))  # (metric, +1 = higher is better)
+# (metric, +1 = higher is better)
+PAIRED_METRICS = (("ssim", 1.0), ("identity_distance", -1.0), ("perceptual", -1.0))
 
 
 def paired_against_warp(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -631,7 +663,7 @@ def paired_against_warp(records: Sequence[dict[str, Any]]) -> list[dict[str, Any
     for (shots, steps), variant_pairs in sorted(pairs.items()):
         for metric, sign in PAIRED_METRICS:
             diffs = np.array([a[metric] - b[metric] for a, b in variant_pairs
-                              if a[metric] is not None and b[metric] is not None], np.float64)
+                              if a.get(metric) is not None and b.get(metric) is not None], np.float64)
             diffs = diffs[np.isfinite(diffs)]
             if not len(diffs):
                 continue
@@ -694,7 +726,8 @@ def evaluate_sources(sources: Sequence[str | Path], backend: LandmarkBackend, co
             advance(1)
     if not subjects:
         raise InputError("no subject has usable faces", ", ".join(map(str, sources)))
-    evaluator = Evaluator(backend, FaceIdentity(), config, model, device or torch.device("cpu"), content_loss)
+    evaluator = Evaluator(backend, FaceIdentity(), config, model, device or torch.device("cpu"), content_loss,
+                          FacePerceptual())
     records = evaluator.run(subjects, progress)
     return {"rows": summarise(records, config), "paired": paired_against_warp(records), "records": records,
             "subjects": [subject_record(s) for s in subjects], "fid": FID_NOTICE}
