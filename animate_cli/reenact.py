@@ -13,6 +13,8 @@ video's own resolution) is compared with the real frames, which are the right an
 - mouth: the output's inner-lip opening regressed on the real one (slope; 1 = as wide) and their
   correlation;
 - identity distance: dlib descriptors of output and real face.
+- perceptual: the face-trained perceptual distance (``evaluate.FacePerceptual``) of the output from
+  the real frame, both cut at the real frame's landmarks.
 
 Cross-identity with drivers that start mid-word: each driver is cut at an open-mouth frame, drives
 photos of other people, and the output's mouth opening is compared with the driver's (slope and
@@ -38,7 +40,8 @@ import numpy as np
 
 from .config import FinetuneConfig, RenderConfig
 from .errors import UsageError
-from .evaluate import FaceIdentity, detect_near, identity_distance, landmark_error, pearson, psnr, ssim
+from .evaluate import (FaceIdentity, FacePerceptual, detect_near, identity_distance, landmark_error, pearson, psnr,
+                       ssim)
 from .io.images import save_image
 from .io.video import iter_frames, probe_video
 from .landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
@@ -163,11 +166,12 @@ def _summary(values: list[float]) -> float | None:
 
 
 def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config: FullFrameConfig,
-                     identity: FaceIdentity | None = None, progress: ProgressReporter | None = None
-                     ) -> list[dict[str, Any]]:
+                     identity: FaceIdentity | None = None, progress: ProgressReporter | None = None,
+                     perceptual: FacePerceptual | None = None) -> list[dict[str, Any]]:
     """One row per (video, method): the full-frame self-reenactment metrics (see the module doc)."""
     progress = progress or SilentProgress()
     identity = identity or FaceIdentity()
+    perceptual = perceptual or FacePerceptual()
     backend = renderers.backend
     rows = []
     with tempfile.TemporaryDirectory(prefix="animate-face-eval-") as tmp:
@@ -193,16 +197,16 @@ def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config:
                                                        if engine is renderers.neural else 0, Path(tmp), video.stem)
                         outputs = _render(engine, people[key], driver, method, config)
                     rows.append(_score_video(video, method, frames, outputs, raw, measured, real_ids, backend,
-                                             identity))
+                                             identity, perceptual))
                     advance(1)
     return rows
 
 
 def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: list[np.ndarray], raw: LandmarkTrack,
                  measured: list[int], real_ids: dict[int, np.ndarray], backend: LandmarkBackend,
-                 identity: FaceIdentity) -> dict[str, Any]:
+                 identity: FaceIdentity, perceptual: FacePerceptual) -> dict[str, Any]:
     values: dict[str, list[float]] = {k: [] for k in ("ssim", "psnr", "l1", "box_ssim", "box_psnr", "box_l1",
-                                                      "akd", "identity_distance")}
+                                                      "akd", "identity_distance", "perceptual")}
     real_mouth, output_mouth, found = [], [], 0
     for i in measured:
         real, out, points = frames[i], outputs[i], raw.points[i]
@@ -223,6 +227,8 @@ def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: li
             output_mouth.append(float(mouth_opening(detected)))
         values["identity_distance"].append(identity_distance(
             identity.descriptor(out, detected if detected is not None else points), real_ids[i]))
+        # At the real frame's landmarks: a face in the wrong place costs here too.
+        values["perceptual"].append(float(perceptual.distances(out[None], real[None], points[None])[0]))
     row: dict[str, Any] = {"video": video.name, "method": method, "frames": len(measured),
                            "size": [frames[0].shape[1], frames[0].shape[0]]}
     row.update({key: _summary(v) for key, v in values.items()})

@@ -244,11 +244,13 @@ def test_full_frame_self_reenactment_on_a_tiny_clip(short_driver):
     assert set(by_method) == {"frozen", "warp", "warp-crop"}
     frozen, warp_row = by_method["frozen"], by_method["warp"]
     assert warp_row["frames"] == frozen["frames"] == 6
-    for key in ("ssim", "box_ssim", "psnr", "akd", "identity_distance"):
+    for key in ("ssim", "box_ssim", "psnr", "akd", "identity_distance", "perceptual"):
         assert np.isfinite(warp_row[key])
-    # The clip moves its mouth and head: following it beats standing still, over the face box and in landmarks.
+    # The clip moves its mouth and head: following it beats standing still, over the face box, in landmarks
+    # and in the face-perceptual distance (cut where the real face is).
     assert warp_row["box_ssim"] > frozen["box_ssim"]
     assert warp_row["akd"] < frozen["akd"]
+    assert warp_row["perceptual"] < frozen["perceptual"]
     assert frozen["mouth_slope"] == pytest.approx(0.0, abs=0.05)
     mean = average_rows(rows, ["ssim"])
     assert [entry["method"] for entry in mean] == ["frozen", "warp", "warp-crop"]
