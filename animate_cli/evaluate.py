@@ -178,14 +178,11 @@ class FacePerceptual:
         def tensor(batch: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
-        out = []
+        # One image at a time: the loss averages over its batch, and full frames can be large.
         with torch.no_grad():
-            for start in range(0, len(images), 8):
-                chunk = slice(start, start + 8)
-                out += [float(self.loss.terms(tensor(images[i:i + 1]), tensor(real[i:i + 1]),
-                                              torch.from_numpy(np.asarray(points[i:i + 1], np.float32)))[0])
-                        for i in range(*chunk.indices(len(images)))]
-        return np.asarray(out)
+            return np.asarray([float(self.loss.terms(tensor(images[i:i + 1]), tensor(real[i:i + 1]),
+                                                     torch.from_numpy(np.asarray(points[i:i + 1], np.float32)))[0])
+                               for i in range(len(images))])
 
 
 def csim(a: np.ndarray, b: np.ndarray) -> float:

@@ -30,7 +30,8 @@ WORKER = textwrap.dedent("""
 
     dataset, run, out = sys.argv[1:4]
     config = TrainConfig(steps=3, batch_size=1, shots=2, checkpoint_every=3, sample_every=3, log_every=1)
-    result = train(dataset, run, get_preset("tiny"), config, content_loss=ContentLoss())
+    # The offline default content loss: the substitute plus dlib's face ResNet, on every rank.
+    result = train(dataset, run, get_preset("tiny"), config, content_loss=ContentLoss.from_available(allow_download=False))
     state = result.model.state_dict()
     digest = hashlib.sha256(b"".join(state[k].detach().contiguous().numpy().tobytes() for k in sorted(state)))
     rank = int(os.environ["RANK"])
@@ -69,4 +70,5 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path):
     assert state_digest(checkpoint / "model.safetensors") == ranks[0]["digest"]
     lines = (tmp_path / "run" / "losses.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["world_size"] == 2
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_info["world_size"] == 2 and "face ResNet" in run_info["content_loss"]

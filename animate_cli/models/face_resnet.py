@@ -155,7 +155,8 @@ def read_dlib_resnet(path: str | Path) -> dict[str, torch.Tensor]:
             half = params.size // 2
             affines.append((params[:half], params[half:]))
         elif tag in ("max_pool_2", "avg_pool_2"):
-            [reader.integer() for _ in range(6)]
+            for _ in range(6):  # window, stride and padding: fixed by the architecture
+                reader.integer()
         elif tag == "fc_2":
             outputs, inputs = reader.integer(), reader.integer()
             params = reader.tensor()
