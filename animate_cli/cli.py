@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .cli_options import Device, Landmarks, QuietOpt, VerboseOpt
-from .config import MAX_SHOTS, FinetuneConfig, list_presets
+from .config import MAX_SHOTS, ONE_PHOTO_STEPS, SEVERAL_PHOTOS_STEPS, FinetuneConfig, list_presets
 from .errors import EXIT_CODES, AnimateFaceError, InterruptedRun, UsageError
 
 console = Console(stderr=True)
@@ -140,9 +140,10 @@ CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the g
                                           rich_help_panel="Model")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when present (fp16), else CPU.",
                                            rich_help_panel="Model")]
-StepsOpt = Annotated[int, typer.Option(
-    "--finetune-steps", min=0, help="Fine-tuning steps on the photos (0 = feed-forward, no training).",
-    rich_help_panel="Fine-tuning")]
+StepsOpt = Annotated[Optional[int], typer.Option(
+    "--finetune-steps", min=0, help=f"Fine-tuning steps on the photos (0 = feed-forward, no training). Default: "
+    f"{ONE_PHOTO_STEPS} for one photo, {SEVERAL_PHOTOS_STEPS} for several (measured; see README).",
+    show_default=False, rich_help_panel="Fine-tuning")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed for fine-tuning.", rich_help_panel="Fine-tuning")]
 SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Longest side of the output in pixels "
                                                 "(default: the photo's).", rich_help_panel="Output")]
@@ -173,7 +174,7 @@ HeadMotionOpt = Annotated[bool, typer.Option(
     "--head-motion/--no-head-motion", help="Move the whole head (hair, ears, neck) with the driver over a still "
     "background; --no-head-motion moves only the face inside a fixed crop.", rich_help_panel="Motion")]
 
-DEFAULT_STEPS = FinetuneConfig().steps
+DEFAULT_STEPS = None  # the measured default for the number of photos (config.default_finetune_steps)
 
 
 def _check_person_source(photos: list[Path] | None, person: Path | None) -> None:

@@ -101,8 +101,11 @@ def register_eval_command(app: typer.Typer) -> None:
             "$ANIMATE_FACE_WEIGHTS, else the bundled weights.", rich_help_panel="Model")] = None,
         shots: Annotated[str, typer.Option("--shots", help="Shot counts T, comma-separated (a subject with "
                                            "fewer frames skips the larger ones).")] = "1,8,32",
-        finetune_steps: Annotated[int, typer.Option("--finetune-steps", min=0, help="Fine-tuning steps N: the "
-                                                    "neural renderer is measured at 0 and at N steps.")] = 40,
+        finetune_steps: Annotated[Optional[int], typer.Option(
+            "--finetune-steps", min=0, show_default=False,
+            help="Fine-tuning steps N: crops: the neural renderer is measured at 0 and at N steps (default 40); "
+                 "--full-frame: its neural methods fine-tune N steps (default: the main command's, by the "
+                 "number of photos).")] = None,
         methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated. Crops: neural, warp, "
                                                        "copy (default all). --full-frame: frozen, warp, warp-crop, "
                                                        "neural, neural-crop (default all).")] = None,
@@ -146,10 +149,15 @@ def register_eval_command(app: typer.Typer) -> None:
                 _run_full_frame(data, photo or [], weights, methods, finetune_steps, max_frames or 120, stride,
                                 json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet))
                 return
-            _run_eval(data, weights, shots, finetune_steps, methods or "neural,warp,copy", json_path, max_subjects,
+            _run_eval(data, weights, shots, CROP_EVAL_STEPS if finetune_steps is None else finetune_steps,
+                      methods or "neural,warp,copy", json_path, max_subjects,
                       max_frames or 8,
                       min_photos, people, no_cross, seed, landmarks.value, device.value, overwrite,
                       RichProgress(enabled=not quiet))
+
+
+# The crop protocols compare feed-forward with this many fine-tuning steps unless told otherwise.
+CROP_EVAL_STEPS = 40
 
 
 def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps: int, methods: str,
@@ -275,7 +283,7 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
 
 
 def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None, methods: str | None,
-                    finetune_steps: int, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
+                    finetune_steps: int | None, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
                     device: str, overwrite: bool, progress: Any) -> None:
     import datetime
     import json

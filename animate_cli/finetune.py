@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .config import FinetuneConfig
+from .config import FinetuneConfig, resolve_steps
 from .errors import DivergenceError
 from .landmarks.drawing import draw_landmark_images
 from .landmarks.perturb import perturb_landmarks
@@ -114,7 +114,9 @@ def embed_person(model: TalkingHeadModel, shots: Sequence[Shot], device: torch.d
 def finetune_person(model: TalkingHeadModel, shots: Sequence[Shot], config: FinetuneConfig,
                     content_loss: ContentLoss | None, device: torch.device | str = "cpu",
                     progress: Callable[[int], None] | None = None) -> Person:
-    """Embed the shots, then fine-tune the generator and discriminator on them for ``config.steps``."""
+    """Embed the shots, then fine-tune the generator and discriminator on them for ``config.steps``
+    (None: the default for this many shots); the step that reconstructs the shots best is kept."""
+    config = resolve_steps(config, len(shots))
     device = torch.device(device)
     model = model.to(device)
     person = embed_person(model, shots, device)

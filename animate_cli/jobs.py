@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .config import FinetuneConfig, RenderConfig
+from .config import FinetuneConfig, RenderConfig, resolve_steps
 from .errors import UsageError
 from .finetune import finetune_person
 from .hub import bundled_weights_dir, resolve_weights
@@ -100,6 +100,7 @@ class Engine:
         if self.model is None:
             return Person(shots=shots, embedding=torch.zeros(0), adain_params=torch.zeros(0),
                           discriminator_vector=torch.zeros(0))
+        finetune = resolve_steps(finetune, len(shots))
         torch.manual_seed(finetune.seed)
         with progress.stage("fine-tune", finetune.steps or None) as advance:
             return finetune_person(self.model, shots, finetune, self.content_loss() if finetune.steps else None,

@@ -67,7 +67,7 @@ class FullFrameConfig:
     methods: tuple[str, ...] = ("frozen", "warp", "warp-crop")
     max_frames: int = 120            # frames of each video, from its start
     stride: int = 2                  # metrics on every stride-th frame
-    finetune_steps: int = 0
+    finetune_steps: int | None = None  # None: the main command's default for one photo
     smoothing: float = 1.0
 
     def __post_init__(self) -> None:
@@ -145,7 +145,7 @@ def _track(backend: LandmarkBackend, frames: list[np.ndarray], fps: float, smoot
     return raw, smooth_track(fill_gaps(raw, path=path), smoothing)
 
 
-def _make_person(engine: Any, photo: np.ndarray, finetune_steps: int, folder: Path, name: str) -> Any:
+def _make_person(engine: Any, photo: np.ndarray, finetune_steps: int | None, folder: Path, name: str) -> Any:
     path = folder / f"{name}.png"
     save_image(path, photo)
     return engine.make_person([path], FinetuneConfig(steps=finetune_steps, seed=0))

@@ -93,16 +93,17 @@ def child_render(preset: str, backend: str, compile: bool, frames: int, track_pa
 
 
 def child_finetune(preset: str, photos: str, folder: str) -> dict:
-    from animate_cli.config import FinetuneConfig
+    from animate_cli.config import FinetuneConfig, resolve_steps
     from animate_cli.jobs import build_engine
 
     engine = build_engine(str(untrained_weights(preset, Path(folder))), landmarks="auto", device="auto")
     with Timer() as lookup:
         loss = engine.content_loss()
-    config = FinetuneConfig()
+    count = len(list(Path(photos).iterdir()))
+    config = resolve_steps(FinetuneConfig(), count)
     with Timer() as finetune:
         engine.make_person([photos], config)
-    return {"seconds": finetune.seconds, "steps": config.steps, "photos": len(list(Path(photos).iterdir())),
+    return {"seconds": finetune.seconds, "steps": config.steps, "photos": count,
             "lookup": lookup.seconds, "loss": loss.description, "device": engine.device.type,
             "rss": peak_rss_mb(), "gpu": gpu_peak_mb()}
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from common import (DRIVER, PORTRAIT, ReplayRenderer, TimedRenderer, Timer, print_tables, setup_process,
                     untrained_weights)
 
-from animate_cli.config import FinetuneConfig
+from animate_cli.config import FinetuneConfig, default_finetune_steps
 from animate_cli.jobs import build_engine
 from animate_cli.progress import SilentProgress
 from animate_cli.render.pipeline import RenderConfig, load_driver, render_video
@@ -63,7 +63,8 @@ def run_preset(preset: str, steps: int, backend: str, folder: Path, blend_region
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["small", "paper"])
-    parser.add_argument("--steps", type=int, default=FinetuneConfig().steps, help="fine-tuning steps")
+    parser.add_argument("--steps", type=int, default=default_finetune_steps(1),
+                        help="fine-tuning steps (default: the CLI's for one photo)")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     parser.add_argument("--blend-region", default="mouth_border", choices=["all", "mouth_border"],
                         help="the warp-guided generator's blend region (the bundled weights: mouth_border)")
