@@ -75,7 +75,8 @@ def results_tables(report: dict[str, Any], title: str) -> list[Any]:
     if report.get("paired"):
         table = Table(title=f"{title}: neural minus warp, same targets",
                       caption="paired difference: mean ± its standard error; better = share of targets where "
-                              "the neural output beats the warp (SSIM higher, identity and perceptual distance lower)")
+                              "the neural output beats the warp (SSIM higher, identity and perceptual distance "
+                              "lower)")
         for name in ("T", "steps", "metric", "neural - warp", "better", "n"):
             table.add_column(name, justify="left" if name == "metric" else "right")
         for entry in report["paired"]:
@@ -90,9 +91,9 @@ def register_eval_command(app: typer.Typer) -> None:
     """Add ``eval`` to the CLI app."""
 
     @app.command("eval", help="Measure quality on held-out data like the paper's Table 1: self-reenactment "
-                              "(SSIM, PSNR, CSIM, identity and face-perceptual distance, landmark error) and cross-identity (CSIM, mouth "
-                              "correlation), for the neural renderer (feed-forward and fine-tuned), the warp "
-                              "renderer and the first shot copied unchanged.")
+                              "(SSIM, PSNR, CSIM, identity and face-perceptual distance, landmark error) and "
+                              "cross-identity (CSIM, mouth correlation), for the neural renderer (feed-forward and "
+                              "fine-tuned), the warp renderer and the first shot copied unchanged.")
     def eval_command(
         data: Annotated[list[Path], typer.Argument(help="Video files, folders of videos, folders of person photo "
                                                         "folders (Name/*.jpg) or an LFW .tar.", show_default=False)],

@@ -169,9 +169,8 @@ class FacePerceptual:
 
     def __init__(self, network: torch.nn.Module | None = None):
         from .losses import FaceLoss
-        from .models.face_resnet import load_face_resnet
 
-        self.loss = FaceLoss(network if network is not None else load_face_resnet())
+        self.loss = FaceLoss(network) if network is not None else FaceLoss.installed()
 
     def distances(self, images: np.ndarray, real: np.ndarray, points: np.ndarray) -> np.ndarray:
         """(N,) distances of uint8 images (N, H, W, 3) from ``real`` (same shape), landmarks (N, 68, 2)."""

@@ -313,11 +313,6 @@ class FaceLoss(nn.Module):
 
         return cls(load_face_resnet(), **weights)
 
-    def train(self, mode: bool = True) -> "FaceLoss":
-        super().train(mode)
-        self.network.eval()  # frozen: dlib's affine layers have no batch statistics anyway
-        return self
-
     def terms(self, generated: torch.Tensor, target: torch.Tensor,
               points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(perceptual, identity), each the mean over the batch."""

@@ -3,7 +3,7 @@
     python benchmarks/finetune_cost.py [--weights weights] [--steps 0 10 20 40 100] [--shots 1 8]
                                        [--no-face-loss]
 
-The photos: ``samples/portrait.jpg`` for 1, and 8 frames spread over ``samples/drive.mp4`` for 8 (the
+The photos: ``samples/portrait.jpg`` for 1, and N frames spread over ``samples/drive.mp4`` for N > 1 (the
 same person; no shared data needed). Each cell is the wall time of ``finetune_person`` (embedding,
 the steps, and the checks that keep the best step), after one warm-up run. The content loss is the one
 fine-tuning uses by default on this machine (offline: the pixel substitute plus dlib's face ResNet;
@@ -50,11 +50,11 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loss = ContentLoss.from_available(allow_download=False, face=not args.no_face_loss)
     frames = list(iter_frames(DRIVER))
-    pool = {1: [load_image(PORTRAIT)], 8: [frames[i] for i in np.linspace(0, len(frames) - 1, 8).astype(int)]}
     rows = []
     for count in args.shots:
-        shots = shots_of(pool.get(count) or [frames[i] for i in np.linspace(0, len(frames) - 1, count).astype(int)],
-                         model.config.image_size)
+        images = ([load_image(PORTRAIT)] if count == 1
+                  else [frames[i] for i in np.linspace(0, len(frames) - 1, count).astype(int)])
+        shots = shots_of(images, model.config.image_size)
         finetune_person(model, shots, FinetuneConfig(steps=2), loss, device)  # warm-up
         for steps in args.steps:
             with Timer() as timer:
@@ -63,7 +63,8 @@ def main() -> None:
             rows.append([str(count), str(steps), f"{timer.seconds:.1f}",
                          f"{timer.seconds / steps:.2f}" if steps else "–", str(kept)])
     print_tables([("fine-tuning cost", ["photos", "steps", "seconds", "s/step", "kept step"], rows)], [
-        f"Weights {args.weights} ({model.config.image_size} px), device {device.type}, content loss: {loss.description}.",
+        f"Weights {args.weights} ({model.config.image_size} px), device {device.type}, "
+        f"content loss: {loss.description}.",
         f"Peak RSS {peak_rss_mb():.0f} MB; torch threads {torch.get_num_threads()}.",
     ])
 

@@ -168,7 +168,8 @@ def read_dlib_resnet(path: str | Path) -> dict[str, torch.Tensor]:
     for index, ((weight, _), (gamma, _)) in enumerate(zip(convs, affines)):
         if gamma.size != weight.shape[0]:
             raise reader.fail(f"affine {index} has {gamma.size} channels, expected {weight.shape[0]}")
-    tensors = {"mean": torch.tensor(means, dtype=torch.float32), "fc.weight": torch.from_numpy(np.ascontiguousarray(fc))}
+    tensors = {"mean": torch.tensor(means, dtype=torch.float32),
+               "fc.weight": torch.from_numpy(np.ascontiguousarray(fc))}
     for index, ((weight, bias), (gamma, beta)) in enumerate(zip(convs, affines)):
         name = _conv_name(index)
         tensors[f"{name}.weight"] = torch.from_numpy(weight.copy())
