@@ -136,6 +136,10 @@ RendererOpt = Annotated[Renderer, typer.Option(
 BackendOpt = Annotated[Backend, typer.Option(
     "--backend", help="What runs the generator: torch, onnx (onnxruntime) or auto (torch on a GPU, on a CPU "
     "the faster one measured by benchmarks/speed.py).", rich_help_panel="Model")]
+LearnedPartsOpt = Annotated[bool, typer.Option(
+    "--learned-parts/--no-learned-parts", help="Draw the inside of an opening mouth and changing eyelids with the "
+    "weights' learned mouth and eye models (both renderers); --no-learned-parts paints the synthetic interior.",
+    rich_help_panel="Model")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the generator (torch backend, CUDA).",
                                           rich_help_panel="Model")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto = CUDA when present (fp16), else CPU.",
@@ -219,6 +223,7 @@ def animate_command(
     renderer: RendererOpt = Renderer.neural,
     backend: BackendOpt = Backend.auto,
     compile_generator: CompileOpt = False,
+    learned_parts: LearnedPartsOpt = True,
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
@@ -268,7 +273,7 @@ def animate_command(
 
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
-                              compile_generator, landmark_backend=landmark_backend)
+                              compile_generator, landmark_backend=landmark_backend, learned_parts=learned_parts)
         subject = engine.load_person(person) if person is not None else None
         shots = engine.load_photos(faces) if subject is None else subject.shots
         keep = preview_driver_frames(checked, config.fps) if preview is not None else ()
@@ -301,6 +306,7 @@ def batch_command(
     renderer: RendererOpt = Renderer.neural,
     backend: BackendOpt = Backend.auto,
     compile_generator: CompileOpt = False,
+    learned_parts: LearnedPartsOpt = True,
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
@@ -329,7 +335,7 @@ def batch_command(
         ensure_folder(out_dir, "the output folder")
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
-                              compile_generator)
+                              compile_generator, learned_parts=learned_parts)
         keep = preview_driver_frames(checked, config.fps) if preview else ()
         driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked, keep=keep)
         if not quiet:

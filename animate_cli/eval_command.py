@@ -88,7 +88,28 @@ def results_tables(report: dict[str, Any], title: str) -> list[Any]:
 
 
 def register_eval_command(app: typer.Typer) -> None:
-    """Add ``eval`` to the CLI app."""
+    """Add ``eval`` and ``eval-parts`` to the CLI app."""
+
+    @app.command("eval-parts", help="Measure the learned mouth and eyes against the synthetic interior on real "
+                                   "talking videos (first frame as the photo, the video as the driver): SSIM, L1 "
+                                   "and perceptual distance of the mouth and eye crops, and the mouth's "
+                                   "frame-to-frame steadiness.")
+    def eval_parts_command(
+        videos: Annotated[list[Path], typer.Argument(help="Talking videos (held out from the part models' "
+                                                          "training).", show_default=False)],
+        weights: Annotated[Optional[str], typer.Option(
+            "--weights", "-w", help="Checkpoint with part models (Hub id or folder; default: the bundled).")] = None,
+        max_frames: Annotated[int, typer.Option("--max-frames", min=2, help="Frames used from each video's "
+                                                "start.")] = 150,
+        json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report here (.json).")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ) -> None:
+        from .cli import RichProgress, errors_to_exit_codes, setup_logging
+
+        setup_logging(False, quiet)
+        with errors_to_exit_codes(False):
+            _run_eval_parts(videos, weights, max_frames, json_path, overwrite, RichProgress(enabled=not quiet))
 
     @app.command("eval", help="Measure quality on held-out data like the paper's Table 1: self-reenactment "
                               "(SSIM, PSNR, CSIM, identity and face-perceptual distance, landmark error) and "
@@ -127,6 +148,10 @@ def register_eval_command(app: typer.Typer) -> None:
                                                              rich_help_panel="Full frame")] = None,
         stride: Annotated[int, typer.Option("--stride", min=1, help="--full-frame: measure every N-th frame.",
                                             rich_help_panel="Full frame")] = 2,
+        learned_parts: Annotated[bool, typer.Option("--learned-parts/--no-learned-parts", help="--full-frame: "
+                                                    "draw mouths and eyes with the weights' part models (as the "
+                                                    "main command does) or the synthetic interior.",
+                                                    rich_help_panel="Full frame")] = True,
         min_photos: Annotated[Optional[int], typer.Option("--min-photos", min=2, help="Photo people need this "
                                                           "many photos (default: the largest T + 1).")] = None,
         people: Annotated[Optional[Path], typer.Option("--people", help="Only these people: a text file of names "
@@ -148,7 +173,8 @@ def register_eval_command(app: typer.Typer) -> None:
         with errors_to_exit_codes(verbose):
             if full_frame:
                 _run_full_frame(data, photo or [], weights, methods, finetune_steps, max_frames or 120, stride,
-                                json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet))
+                                json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet),
+                                learned_parts)
                 return
             _run_eval(data, weights, shots, CROP_EVAL_STEPS if finetune_steps is None else finetune_steps,
                       methods or "neural,warp,copy", json_path, max_subjects,
@@ -233,6 +259,60 @@ def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps:
         log.info("wrote %s", json_path)
 
 
+def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, json_path: Path | None,
+                    overwrite: bool, progress: Any) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .errors import UsageError, WeightsError
+    from .evaluate import json_safe, machine_record
+    from .hub import resolve_weights
+    from .io.atomic import atomic_output, check_output_path
+    from .io.driver import check_driver
+    from .landmarks import create_backend
+    from .parts import load_parts
+    from .parts.evaluate import METHODS, evaluate_parts
+
+    if json_path is not None:
+        if json_path.suffix.lower() != ".json":
+            raise UsageError(f"{json_path}: the report must be a .json file")
+        check_output_path(json_path.expanduser(), overwrite)
+    for video in videos:
+        check_driver(video)
+    folder = resolve_weights(weights)
+    parts = load_parts(folder)
+    if parts is None:
+        raise WeightsError("has no part models (train them with animate-face train-parts)", folder)
+    backend = create_backend("dlib")
+    with progress.stage("eval parts", len(videos)) as advance:
+        report = evaluate_parts(videos, parts, backend, max_frames, progress=advance)
+    console = Console()
+    for key, title in (("mouth", "mouth crop (frames opening wider than the photo)"),
+                       ("eyes", "eye crops (frames whose lids differ from the photo's)")):
+        part = report["summary"][key]
+        table = Table(title=f"{title}: {part['count']} crops, {len(videos)} videos")
+        for column in ("method", "SSIM ↑", "L1 ↓", "percept ↓") + (("steadiness (1 = real)",) if key == "mouth" else ()):
+            table.add_column(column)
+        for method in METHODS:
+            row = [method] + [f"{part[method][m]:.4f}" if part[method][m] is not None else "-"
+                              for m in ("ssim", "l1", "perceptual")]
+            if key == "mouth":
+                value = part["steadiness"][method]
+                row.append(f"{value:.2f}" if value is not None else "-")
+            table.add_row(*row)
+        diffs = [part[f"{m}_learned_minus_synthetic"] for m in ("ssim", "l1", "perceptual")]
+        table.add_row("learned - synthetic", *[f"{d[0]:+.4f} ± {d[1]:.4f}" if d else "-" for d in diffs],
+                      *([""] if key == "mouth" else []))
+        console.print(table)
+    if json_path is not None:
+        document = {"command": "animate-face " + " ".join(sys.argv[1:]), "machine": machine_record(),
+                    "weights": str(folder), **report}
+        with atomic_output(json_path.expanduser(), overwrite=overwrite) as tmp:
+            tmp.write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))
+
+
 FULL_FRAME_COLUMNS = (("SSIM ↑", "ssim", 3), ("PSNR ↑", "psnr", 2), ("box SSIM ↑", "box_ssim", 3),
                       ("box PSNR ↑", "box_psnr", 2), ("box L1 ↓", "box_l1", 4), ("AKD ↓", "akd", 3),
                       ("mouth slope", "mouth_slope", 2), ("mouth r ↑", "mouth_corr", 2),
@@ -285,7 +365,7 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
 
 def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None, methods: str | None,
                     finetune_steps: int | None, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
-                    device: str, overwrite: bool, progress: Any) -> None:
+                    device: str, overwrite: bool, progress: Any, learned_parts: bool = True) -> None:
     import datetime
     import json
     import time
@@ -305,10 +385,10 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
         if json_path.suffix.lower() != ".json":
             raise UsageError(f"{json_path}: the report must be a .json file")
         check_output_path(json_path.expanduser(), overwrite)
-    warp = build_engine(landmarks=landmarks, device=device, renderer="warp")
+    warp = build_engine(weights, landmarks=landmarks, device=device, renderer="warp", learned_parts=learned_parts)
     neural = None
     if any(m.startswith("neural") for m in chosen):
-        neural = build_engine(weights, landmarks, device, landmark_backend=warp.backend)
+        neural = build_engine(weights, landmarks, device, landmark_backend=warp.backend, learned_parts=learned_parts)
     renderers = Renderers(warp.backend, warp, neural)
     started = time.perf_counter()
     rows = self_reenactment(videos, renderers, config, progress=progress)

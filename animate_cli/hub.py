@@ -29,8 +29,11 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 MODEL_CARD_FILE = "README.md"
+# The learned mouth and eye models (animate_cli/parts); optional: a checkpoint without them renders
+# the synthetic mouth interior.
+PARTS_FILE = "parts.safetensors"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
-CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_CARD_FILE)
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_CARD_FILE, PARTS_FILE)
 WEIGHTS_ENV = "ANIMATE_FACE_WEIGHTS"
 BUNDLED = "bundled"
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from .config import FinetuneConfig, RenderConfig, resolve_steps
-from .errors import UsageError
+from .errors import UsageError, WeightsError
 from .finetune import finetune_person
 from .hub import bundled_weights_dir, resolve_weights
 from .landmarks import LandmarkBackend, create_backend
 from .losses import ContentLoss
 from .models import TalkingHeadModel
+from .parts import LearnedParts, load_parts
 from .person import Person, Shot
 from .progress import ProgressReporter, SilentProgress
 from .photos import PhotoFace, resolve_photo_paths
@@ -52,6 +53,7 @@ class Engine:
     weights_dir: Path | None = None
     render_backend: str = "torch"   # how the neural renderer runs the generator: "torch" or "onnx"
     compile: bool = False           # torch.compile the generator (torch backend on CUDA)
+    parts: LearnedParts | None = None   # learned mouth and eyes (None: the synthetic mouth interior)
     _content_loss: ContentLoss | None = field(default=None, repr=False)
 
     @property
@@ -64,6 +66,7 @@ class Engine:
             renderer = f"warp renderer ({self.device.type})"
         else:
             renderer = f"neural renderer ({self.render_backend}, {self.device.type})"
+        renderer += " · learned mouth and eyes" if self.parts is not None else " · synthetic mouth"
         weights = ""
         if self.weights_dir is not None and self.weights_dir.resolve() != bundled_weights_dir().resolve():
             weights = f" · weights {self.weights_dir}"
@@ -113,11 +116,12 @@ class Engine:
 
     def frame_renderer(self, person: Person) -> FrameRenderer:
         if self.model is None:
-            return WarpRenderer(person)
+            return WarpRenderer(person, parts=self.parts)
         if self.render_backend == "onnx":
             from .render.onnx_renderer import OnnxRenderer  # onnxruntime loads only when asked for
-            return OnnxRenderer(self.model, person, self.device, detail_size=detail_size(person))
-        return NeuralRenderer(self.model, person, self.device, detail_size=detail_size(person), compile=self.compile)
+            return OnnxRenderer(self.model, person, self.device, detail_size=detail_size(person), parts=self.parts)
+        return NeuralRenderer(self.model, person, self.device, detail_size=detail_size(person), compile=self.compile,
+                              parts=self.parts)
 
     def animate(self, person: Person, driver: Driver, output: str | Path, config: RenderConfig,
                 progress: ProgressReporter | None = None, preview: str | Path | None = None) -> Path:
@@ -126,9 +130,10 @@ class Engine:
 
 def build_engine(weights: str | None = None, landmarks: str = "auto", device: str = "auto",
                  renderer: str = "neural", backend: str = "auto", compile: bool = False,
-                 landmark_backend: LandmarkBackend | None = None) -> Engine:
+                 landmark_backend: LandmarkBackend | None = None, learned_parts: bool = True) -> Engine:
     """Load the landmark backend (unless ``landmark_backend`` is given) and (for the neural renderer)
-    the weights.
+    the weights; with ``learned_parts`` also the weights' mouth and eye models, for either renderer
+    (``--no-learned-parts``, or weights without them: the synthetic mouth interior).
 
     ``backend`` runs the generator: "torch", "onnx" (onnxruntime) or "auto" (see
     ``resolve_render_backend``); ``compile`` applies torch.compile (torch backend, CUDA only).
@@ -142,8 +147,20 @@ def build_engine(weights: str | None = None, landmarks: str = "auto", device: st
                          f"(here: {render_backend} on {torch_device.type})")
     backend = landmark_backend or create_backend(landmarks, device=str(torch_device))
     if renderer == "warp":
-        return Engine(backend=backend, device=torch_device, renderer=renderer)
+        # The warp needs no weights; the part models come from the given (or bundled) ones.
+        weights_dir = None
+        if learned_parts:
+            try:
+                weights_dir = resolve_weights(weights)
+            except WeightsError:
+                if weights is not None:
+                    raise
+                log.warning("default weights unavailable; the warp renderer draws the synthetic mouth")
+        parts = load_parts(weights_dir) if weights_dir is not None else None
+        return Engine(backend=backend, device=torch_device, renderer=renderer, parts=parts,
+                      weights_dir=weights_dir if weights is not None else None)
     weights_dir = resolve_weights(weights)
     model = TalkingHeadModel.from_pretrained(weights_dir, device=torch_device).eval()
+    parts = load_parts(weights_dir) if learned_parts else None
     return Engine(backend=backend, device=torch_device, renderer=renderer, model=model, weights_dir=weights_dir,
-                  render_backend=render_backend, compile=compile)
+                  render_backend=render_backend, compile=compile, parts=parts)

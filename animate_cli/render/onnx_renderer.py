@@ -6,6 +6,8 @@ torch renderer through :class:`GeneratorRenderer`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import logging
 
 import numpy as np
@@ -21,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # onnxruntime's own log: errors and fatal only (its warnings and info are loading noise to a user).
 ORT_LOG_ERRORS_ONLY = 3
+
+if TYPE_CHECKING:
+    from ..parts import LearnedParts
 
 
 def onnx_providers(device: torch.device) -> list[str]:
@@ -53,8 +58,9 @@ class OnnxRenderer(GeneratorRenderer):
     by default it is built here, in memory."""
 
     def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
-                 detail_size: int | None = None, onnx_model: bytes | None = None):
-        super().__init__(model.config, person, detail_size)
+                 detail_size: int | None = None, onnx_model: bytes | None = None,
+                 parts: "LearnedParts | None" = None):
+        super().__init__(model.config, person, detail_size, parts)
         self.device = torch.device(device)
         self.session = create_session(onnx_model or generator_onnx_bytes(model, person), self.device)
         self.input_names = [entry.name for entry in self.session.get_inputs()]

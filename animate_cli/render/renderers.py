@@ -7,7 +7,7 @@ for the neural generator and for the weights-free warp.
 from __future__ import annotations
 
 import contextlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
@@ -20,6 +20,9 @@ from ..landmarks.drawing import draw_landmark_images
 from ..landmarks.regions import blend_regions
 from ..models import TalkingHeadModel
 from ..person import Person
+
+if TYPE_CHECKING:
+    from ..parts import LearnedParts
 from ..tensors import images_to_tensor, tensor_to_images
 from .warp import FaceWarper
 
@@ -51,25 +54,42 @@ def resolve_render_backend(name: str, device: torch.device) -> str:
     return "torch" if device.type == "cuda" else CPU_RENDER_BACKEND
 
 
-class WarpRenderer:
-    """Piecewise-affine warp of the photo's face crop to each target (no weights needed)."""
+def parts_painter(parts: "LearnedParts | None", person: Person, size: int, device: torch.device | str = "cpu"):
+    """A ``PartsPainter`` of the person's photo for crops of ``size`` px, or None without part models."""
+    if parts is None:
+        return None
+    from ..parts import PartsPainter
 
-    def __init__(self, person: Person):
+    shot = person.photo
+    crop = shot.crop.with_size(size)
+    return PartsPainter(parts, crop.crop_image(shot.image), crop.points_to_crop(shot.points), device)
+
+
+class WarpRenderer:
+    """Piecewise-affine warp of the photo's face crop to each target (no weights needed). With
+    ``parts`` the mouth interior and the eyes that change are drawn by the learned part models,
+    else the mouth gets the synthetic interior."""
+
+    def __init__(self, person: Person, parts: "LearnedParts | None" = None):
         shot = person.photo
         self.size = shot.crop_image.shape[0]
         self.warper = FaceWarper(shot.crop_image, shot.crop_points)
         # A warp keeps the crop's border fixed, so the whole crop can be pasted back.
         self.keeps_crop_border = True
+        self.painter = parts_painter(parts, person, self.size)
 
     def render(self, target_points: np.ndarray) -> np.ndarray:
-        return np.stack([self.warper.warp(points) for points in target_points])
+        fill = self.painter is None
+        frames = np.stack([self.warper.warp(points, fill_mouth=fill) for points in target_points])
+        return frames if fill else self.painter.paint(frames, target_points)
 
 
 class GeneratorRenderer:
     """What the neural renderers share: landmark images, the warped shots (warp guidance) and the
     detail path. Subclasses differ only in ``generate``, one batch through the person's generator."""
 
-    def __init__(self, config: ModelConfig, person: Person, detail_size: int | None = None):
+    def __init__(self, config: ModelConfig, person: Person, detail_size: int | None = None,
+                 parts: "LearnedParts | None" = None):
         self.model_size = config.image_size
         self.guidance = config.guidance
         self.blend_region = config.region_input
@@ -88,6 +108,8 @@ class GeneratorRenderer:
         self.keeps_crop_border = self.guidance == "warp" and len(person.shots) == 1
         self.warpers = ([FaceWarper(s.crop_image, s.crop_points) for s in person.shots]
                         if self.guidance == "warp" else [])
+        # The learned mouth and eyes are painted over the finished crop, at its full size.
+        self.painter = parts_painter(parts, person, self.size)
 
     def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None,
                  region: np.ndarray | None = None) -> np.ndarray:
@@ -105,10 +127,13 @@ class GeneratorRenderer:
         regions = (blend_regions(target_points, self.model_size, self.blend_region)
                    if self.blend_region is not None else None)
         frames = self.generate(landmark_images, warped_images, regions)
-        if not self.detail_warpers:
+        if self.detail_warpers:
+            frames = np.stack([self._add_detail(frame, warped_image, self.detail_warpers[i], points)
+                               for frame, warped_image, i, points in zip(frames, warped_images, nearest,
+                                                                         target_points)])
+        if self.painter is None:
             return frames
-        return np.stack([self._add_detail(frame, warped_image, self.detail_warpers[i], points)
-                         for frame, warped_image, i, points in zip(frames, warped_images, nearest, target_points)])
+        return self.painter.paint(frames, np.asarray(target_points) * (self.size / self.model_size))
 
     def _add_detail(self, frame: np.ndarray, warped: np.ndarray, detail_warper: FaceWarper,
                     points: np.ndarray) -> np.ndarray:
@@ -125,8 +150,8 @@ class NeuralRenderer(GeneratorRenderer):
     norm folded, in channels_last; on CUDA in fp16 autocast, optionally through torch.compile."""
 
     def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
-                 detail_size: int | None = None, compile: bool = False):
-        super().__init__(model.config, person, detail_size)
+                 detail_size: int | None = None, compile: bool = False, parts: "LearnedParts | None" = None):
+        super().__init__(model.config, person, detail_size, parts)
         self.device = torch.device(device)
         # NHWC is what tensor cores want, and oneDNN's CPU convolutions too (small preset measured
         # 1.4x faster on this project's 2-core CPU).

@@ -319,12 +319,14 @@ class FaceWarper:
         map_y += coeffs[5]
         return map_x, map_y
 
-    def warp(self, target_points: np.ndarray) -> np.ndarray:
-        """The source face moved to ``target_points`` (68, 2): uint8 (H, W, 3)."""
+    def warp(self, target_points: np.ndarray, fill_mouth: bool = True) -> np.ndarray:
+        """The source face moved to ``target_points`` (68, 2): uint8 (H, W, 3). ``fill_mouth=False``
+        leaves a mouth that opens wider than the source's unfilled (the learned mouth paints it)."""
         map_x, map_y = self.backward_map(target_points)
         out = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        _fill_mouth_inplace(out, np.asarray(target_points, np.float64), self._source_opening,
-                            self.teeth_color)
+        if fill_mouth:
+            _fill_mouth_inplace(out, np.asarray(target_points, np.float64), self._source_opening,
+                                self.teeth_color)
         return out
 
 

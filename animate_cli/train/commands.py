@@ -27,7 +27,7 @@ class BlendRegion(str, Enum):
 
 
 def register_training_commands(app: typer.Typer) -> None:
-    """Add ``prepare`` and ``train`` to the CLI app."""
+    """Add ``prepare``, ``train`` and ``train-parts`` to the CLI app."""
 
     @app.command("prepare", help="Turn photo folders (Name/*.jpg), LFW .tar archives and video folders "
                                  "(person/video/clip.mp4) into a training dataset of face crops with landmarks. "
@@ -150,3 +150,54 @@ def register_training_commands(app: typer.Typer) -> None:
                 console.print(f"trained to step {result.step}: G {losses.get('loss_g', float('nan')):.3f}, "
                               f"D {losses.get('loss_d', float('nan')):.3f}; last checkpoint "
                               f"[bold]{result.checkpoint}[/]", highlight=False)
+
+    @app.command("train-parts", help="Train the learned mouth and eye models on prepared datasets (videos, "
+                                     "and photos such as LFW) and add them to a checkpoint folder "
+                                     "(parts.safetensors and the parts section of config.json).")
+    def train_parts_command(
+        datasets: Annotated[list[Path], typer.Argument(help="Dataset folders written by `animate-face prepare` "
+                                                            "(at least one with videos).", show_default=False)],
+        into: Annotated[Path, typer.Option("--into", help="Checkpoint folder to add the part models to.",
+                                           show_default=False)],
+        preset: Annotated[str, typer.Option("--preset", help="Part model sizes: default or tiny.",
+                                            rich_help_panel="Model")] = "default",
+        steps: Annotated[int, typer.Option("--steps", min=1, help="Training steps (mouth and eye alternate).",
+                                           rich_help_panel="Training")] = 3000,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Samples per step.",
+                                                rich_help_panel="Training")] = 12,
+        lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.",
+                                          rich_help_panel="Training")] = 2e-4,
+        max_photos: Annotated[int, typer.Option("--max-photos", min=0, help="Photos kept from photo datasets "
+                                                "(open mouths first).", rich_help_panel="Training")] = 3000,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.", rich_help_panel="Training")] = 0,
+        num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="Data loader processes.",
+                                                 rich_help_panel="Hardware")] = 1,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace part models already in the "
+                                                "checkpoint.")] = False,
+        verbose: VerboseOpt = False, quiet: QuietOpt = False,
+    ) -> None:
+        from ..cli import RichProgress, console, errors_to_exit_codes, setup_logging
+
+        setup_logging(verbose, quiet)
+        with errors_to_exit_codes(verbose):
+            import cv2
+
+            from ..errors import UsageError, WeightsError
+            from ..parts.model import PARTS_PRESETS, PARTS_WEIGHTS_NAME, read_parts_section
+            from ..parts.train import PartsTrainConfig, train_parts
+
+            cv2.setNumThreads(1)
+            if preset not in PARTS_PRESETS:
+                raise UsageError(f"unknown parts preset {preset!r}; choose from: {', '.join(PARTS_PRESETS)}")
+            if not (into / "config.json").is_file():
+                raise WeightsError("is not a checkpoint folder (no config.json)", into)
+            if not overwrite and ((into / PARTS_WEIGHTS_NAME).exists() or read_parts_section(into) is not None):
+                raise UsageError(f"{into}: already has part models; pass --overwrite to replace them")
+            config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, max_photos=max_photos)
+            with RichProgress(enabled=not quiet).stage("train parts", steps) as advance:
+                record = train_parts(datasets, into, PARTS_PRESETS[preset], config, progress=advance,
+                                     workers=num_workers)
+            losses = record.get("final_losses", {})
+            console.print(f"trained the part models for {record.get('steps')} steps (mouth L1 "
+                          f"{losses.get('mouth_l1', float('nan')):.3f}, eye L1 {losses.get('eye_l1', float('nan')):.3f}); "
+                          f"wrote [bold]{into / PARTS_WEIGHTS_NAME}[/]", highlight=False)

@@ -1,0 +1,114 @@
+"""Painting learned mouths and eyes into rendered face crops.
+
+A ``PartsPainter`` is made once per person, from the photo's face crop (at the renderer's size)
+and its landmarks; ``paint`` then redraws, in a batch of rendered crops, the mouth where the target
+opens wider than the photo and each eye where the lids close or open more than the photo's. The
+strengths fade in over a small range (the synthetic fill's ``MOUTH_FILL_START`` / ``FULL``), so a
+slowly opening mouth does not pop and an unchanged part is left exactly as rendered.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from ..render.warp import MOUTH_FILL_FULL, MOUTH_FILL_START, _smoothstep, mouth_opening
+from .geometry import PARTS, cut_part, eye_openness, part_masks, part_matrix
+from .model import LearnedParts, part_inputs
+
+# An eye is redrawn when its openness (lid gap over eye width) differs from the photo's by this
+# much: fading in from START, full at FULL.
+EYE_CHANGE_START = 0.05
+EYE_CHANGE_FULL = 0.12
+
+
+def part_strength(part: str, source_points: np.ndarray, target_points: np.ndarray) -> float:
+    """How much of the learned part replaces the rendered one (0 to 1)."""
+    if part == "mouth":
+        return float(_smoothstep(mouth_opening(target_points) - mouth_opening(source_points),
+                                 MOUTH_FILL_START, MOUTH_FILL_FULL))
+    change = abs(eye_openness(target_points, part) - eye_openness(source_points, part))
+    return float(_smoothstep(change, EYE_CHANGE_START, EYE_CHANGE_FULL))
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _masks_tensor(masks: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
+
+
+def paste_part(image: np.ndarray, patch: np.ndarray, alpha: np.ndarray, matrix: np.ndarray) -> None:
+    """Blend a part crop (float32 RGB (S, S, 3), alpha (S, S)) back into ``image`` in place, warping
+    only the region the crop covers."""
+    size = patch.shape[0]
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
+    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    height, width = image.shape[:2]
+    x0, y0 = np.maximum(np.floor(mapped.min(axis=0)).astype(int) - 1, 0)
+    x1 = min(int(np.ceil(mapped[:, 0].max())) + 2, width)
+    y1 = min(int(np.ceil(mapped[:, 1].max())) + 2, height)
+    if x1 <= x0 or y1 <= y0:
+        return
+    # ROI pixel (x, y) is image pixel (x + x0, y + y0); ``to_crop`` maps it into the crop.
+    to_crop = matrix.copy()
+    to_crop[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+    roi_size = (x1 - x0, y1 - y0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(patch, to_crop, roi_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    weight = cv2.warpAffine(alpha, to_crop, roi_size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    roi = image[y0:y1, x0:x1].astype(np.float32)
+    blended = roi + (warped - roi) * weight[..., None]
+    image[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+class PartsPainter:
+    """The learned parts of one person, ready to paint into rendered crops of one size."""
+
+    def __init__(self, parts: LearnedParts, source_image: np.ndarray, source_points: np.ndarray,
+                 device: torch.device | str = "cpu"):
+        self.parts = parts
+        self.device = torch.device(device)
+        self.source_points = np.asarray(source_points, np.float32)
+        self._sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for part in PARTS:
+            size = parts.config.size_of(part)
+            matrix = part_matrix(self.source_points, part, size)
+            crop = cut_part(np.asarray(source_image), matrix, size)
+            shape, _ = part_masks(self.source_points, part, size, matrix)
+            self._sources[part] = (_to_tensor(crop[None]).to(self.device), _masks_tensor([shape]).to(self.device))
+
+    @torch.inference_mode()
+    def paint(self, frames: np.ndarray, target_points: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8 rendered crops and their (B, 68, 2) target landmarks -> the crops with
+        the changed parts redrawn (a new array; frames no part applies to are copied unchanged)."""
+        out = np.array(frames, dtype=np.uint8, copy=True)
+        for part in PARTS:
+            size = self.parts.config.size_of(part)
+            jobs = []
+            for index, points in enumerate(target_points):
+                strength = part_strength(part, self.source_points, points)
+                if strength > 0.0:
+                    jobs.append((index, strength, part_matrix(points, part, size)))
+            if not jobs:
+                continue
+            crops, shapes, holes = [], [], []
+            for index, _, matrix in jobs:
+                crops.append(cut_part(out[index], matrix, size))
+                shape, hole = part_masks(target_points[index], part, size, matrix)
+                shapes.append(shape)
+                holes.append(hole)
+            hole_t = _masks_tensor(holes).to(self.device)
+            source, source_shape = self._sources[part]
+            count = len(jobs)
+            inputs = part_inputs(_to_tensor(np.stack(crops)).to(self.device), hole_t,
+                                 _masks_tensor(shapes).to(self.device), source.expand(count, -1, -1, -1),
+                                 source_shape.expand(count, -1, -1, -1))
+            painted = ((self.parts.net(part)(inputs) + 1.0) * 127.5).clamp(0, 255)
+            painted = painted.permute(0, 2, 3, 1).float().cpu().numpy()
+            for (index, strength, matrix), patch, hole in zip(jobs, painted, holes):
+                paste_part(out[index], np.ascontiguousarray(patch), hole * strength, matrix)
+        return out

@@ -1,0 +1,368 @@
+"""Training the mouth and eye models on prepared datasets (``animate-face prepare``).
+
+Every sample is what a renderer will ask of the model: a photo A of a person, warped to the
+landmarks of a real frame B of the same person (``FaceWarper``, without the synthetic mouth fill),
+with the hole of B's part blanked; the model redraws the hole and is compared with the real B.
+
+- Mouth, frames of a video: B is a frame with the mouth open; A another frame of the video
+  (a closed-mouth one half the time), or B itself with its lips closed by the warp
+  (``closed_mouth``), as a closed-mouth photo would be.
+- Mouth, photos (LFW): B is a photo with the mouth open; A is B with its lips closed by the
+  warp: self-supervised, the real interior is masked and redrawn from the lips' shape, the
+  surroundings and the (closed) photo.
+- Eyes, frames of a video: B is a frame with that eye half or fully closed half the time (else
+  any frame), A a frame of the video with the eye open.
+
+Augmentation: a mirror of the whole sample, one colour gain per sample. Losses on the composite
+(the model's output inside the hole, the input outside): L1, a perceptual distance through the
+first stages of dlib's face ResNet (``models/face_resnet.py``) when it is installed, and a hinge
+patch discriminator (spectral norm) at a small weight. Each sample is a pure function of
+``(seed, step, index)``, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DivergenceError, InputError, UsageError
+from ..render.warp import FaceWarper, mouth_opening
+from .geometry import closed_mouth, cut_part, eye_openness, part_masks, part_matrix
+from .model import LearnedParts, PartsConfig, part_inputs
+
+log = logging.getLogger(__name__)
+
+MOUTH_OPEN = 0.03          # B's mouth opening (of the face size) for a mouth sample
+MOUTH_CLOSED = 0.015       # frames this closed count as closed-mouth photos
+PHOTO_SAMPLE_SHARE = 0.4   # mouth samples drawn from photo people (when the data has both kinds)
+SELF_CLOSED_SHARE = 0.2    # video mouth samples whose photo is B itself with its lips closed
+BLINK_SHARE = 0.5          # eye samples whose target eye is at most BLINK_FRACTION of the open eye
+BLINK_FRACTION = 0.6
+L1_WEIGHT = 1.0
+PERCEPTUAL_WEIGHT = 0.3
+ADVERSARIAL_WEIGHT = 0.02
+PERCEPTUAL_STAGES = 3
+PERCEPTUAL_MIN_SIZE = 64
+
+
+@dataclass
+class FrameBank:
+    """All face crops of some prepared datasets, in memory, with what sampling needs per frame."""
+
+    images: np.ndarray          # uint8 (N, S, S, 3)
+    points: np.ndarray          # float32 (N, 68, 2) in crop pixels
+    group: np.ndarray           # int (N,): one id per video, or per photo person
+    is_video: np.ndarray        # bool (N,)
+    mouth: np.ndarray           # mouth opening per frame
+    eyes: np.ndarray            # (N, 2) openness of the right and left eye
+
+    @classmethod
+    def load(cls, folders: Sequence[str | Path], max_photos: int | None = None, seed: int = 0) -> "FrameBank":
+        images, points, groups, videos = [], [], [], []
+        offset = 0
+        for folder in folders:
+            folder = Path(folder)
+            index_path = folder / "index.json"
+            if not index_path.is_file():
+                raise InputError("is not a prepared dataset (no index.json; make one with animate-face prepare)",
+                                 folder)
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            kinds = {entry_id: entry.get("kind") == "video" for entry_id, entry in enumerate(index["videos"])}
+            for shard in index["shards"]:
+                data = np.load(folder / shard["file"])
+                images.append(data["images"])
+                points.append(data["points"].astype(np.float32))
+                groups.append(data["video"].astype(np.int64) + offset)
+                videos.append(np.array([kinds.get(int(v), False) for v in data["video"]]))
+            offset += len(index["videos"])
+        if not images:
+            raise InputError("no face crops in the given datasets", folders[0] if folders else "")
+        bank = cls(np.concatenate(images), np.concatenate(points), np.concatenate(groups), np.concatenate(videos),
+                   np.zeros(0), np.zeros((0, 2)))
+        if max_photos is not None:
+            photos = np.flatnonzero(~bank.is_video)
+            if len(photos) > max_photos:
+                # Photo people add teeth and lips of many people, but are mostly closed-mouthed: keep
+                # the open mouths first.
+                openings = np.array([mouth_opening(p) for p in bank.points[photos]])
+                order = np.random.default_rng(seed).permutation(len(photos))
+                ranked = order[np.argsort(~(openings[order] > MOUTH_OPEN), kind="stable")]
+                keep = np.sort(np.concatenate([np.flatnonzero(bank.is_video), photos[ranked[:max_photos]]]))
+                bank = cls(bank.images[keep], bank.points[keep], bank.group[keep], bank.is_video[keep],
+                           np.zeros(0), np.zeros((0, 2)))
+        bank.mouth = np.array([mouth_opening(p) for p in bank.points])
+        bank.eyes = np.array([[eye_openness(p, "right_eye"), eye_openness(p, "left_eye")] for p in bank.points])
+        return bank
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class PairSampler:
+    """Training samples (see the module docstring), a pure function of (seed, step, index)."""
+
+    def __init__(self, bank: FrameBank, config: PartsConfig, seed: int = 0):
+        self.bank = bank
+        self.config = config
+        self.seed = seed
+        groups = {}
+        for index, group in enumerate(bank.group):
+            groups.setdefault(int(group), []).append(index)
+        self.groups = {g: np.array(v) for g, v in groups.items()}
+        self.video_groups = [g for g, v in self.groups.items() if bank.is_video[v[0]] and len(v) > 1]
+        open_mouth = bank.mouth > MOUTH_OPEN
+        self.open_video_frames = np.flatnonzero(open_mouth & bank.is_video)
+        self.open_photo_frames = np.flatnonzero(open_mouth & ~bank.is_video)
+        if not len(self.open_video_frames) and not len(self.open_photo_frames):
+            raise InputError("no open mouths in the datasets (nothing to learn a mouth from)", "")
+        if not self.video_groups:
+            raise InputError("the datasets have no video (the eye model learns blinks from videos)", "")
+
+    def sample(self, part: str, step: int, index: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, step, index, 0 if part == "mouth" else 1])
+        if part == "mouth":
+            source_image, source_points, target = self._mouth_pair(rng)
+            eye = "mouth"
+        else:
+            eye = "right_eye" if rng.random() < 0.5 else "left_eye"
+            source_image, source_points, target = self._eye_pair(rng, 0 if eye == "right_eye" else 1)
+        target_image, target_points = self.bank.images[target], self.bank.points[target]
+        warped = FaceWarper(source_image, source_points).warp(target_points, fill_mouth=False)
+        size = self.config.size_of(eye)
+        matrix = part_matrix(target_points, eye, size)
+        source_matrix = part_matrix(source_points, eye, size)
+        shape, hole = part_masks(target_points, eye, size, matrix)
+        source_shape, _ = part_masks(source_points, eye, size, source_matrix)
+        crops = [cut_part(warped, matrix, size), cut_part(target_image, matrix, size),
+                 cut_part(source_image, source_matrix, size)]
+        masks = [hole, shape, source_shape]
+        if rng.random() < 0.5:
+            crops = [c[:, ::-1] for c in crops]
+            masks = [m[:, ::-1] for m in masks]
+        gain = rng.uniform(0.85, 1.15, size=3).astype(np.float32)
+        crops = [np.clip(c.astype(np.float32) * gain, 0, 255).astype(np.uint8) for c in crops]
+        return {"warped": np.ascontiguousarray(crops[0]), "target": np.ascontiguousarray(crops[1]),
+                "source": np.ascontiguousarray(crops[2]), "hole": np.ascontiguousarray(masks[0]),
+                "shape": np.ascontiguousarray(masks[1]), "source_shape": np.ascontiguousarray(masks[2])}
+
+    def _mouth_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+        bank = self.bank
+        photos = len(self.open_photo_frames) > 0
+        videos = len(self.open_video_frames) > 0
+        from_photo = photos and (not videos or rng.random() < PHOTO_SAMPLE_SHARE)
+        pool = self.open_photo_frames if from_photo else self.open_video_frames
+        target = int(rng.choice(pool))
+        if from_photo or rng.random() < SELF_CLOSED_SHARE:
+            return self._closed(target)
+        frames = self.groups[int(bank.group[target])]
+        frames = frames[frames != target]
+        closed = frames[bank.mouth[frames] < MOUTH_CLOSED]
+        if len(closed) and rng.random() < 0.5:
+            frames = closed
+        if not len(frames):
+            return self._closed(target)
+        source = int(rng.choice(frames))
+        return bank.images[source], bank.points[source], target
+
+    def _closed(self, target: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Frame ``target`` with its lips closed by the warp, standing in for a closed-mouth photo."""
+        image, points = self.bank.images[target], self.bank.points[target]
+        closed = closed_mouth(points)
+        return FaceWarper(image, points).warp(closed, fill_mouth=False), closed, target
+
+    def _eye_pair(self, rng: np.random.Generator, eye: int) -> tuple[np.ndarray, np.ndarray, int]:
+        bank = self.bank
+        group = self.video_groups[int(rng.integers(len(self.video_groups)))]
+        frames = self.groups[group]
+        openness = bank.eyes[frames, eye]
+        median = float(np.median(openness))
+        closed = frames[openness <= BLINK_FRACTION * median]
+        if len(closed) and rng.random() < BLINK_SHARE:
+            target = int(rng.choice(closed))
+        else:
+            target = int(rng.choice(frames))
+        opened = frames[(openness >= median) & (frames != target)]
+        source = int(rng.choice(opened if len(opened) else frames[frames != target]))
+        return bank.images[source], bank.points[source], target
+
+
+def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    batch = {}
+    for key in samples[0]:
+        stacked = np.stack([s[key] for s in samples])
+        if stacked.dtype == np.uint8:
+            batch[key] = torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        else:
+            batch[key] = torch.from_numpy(stacked.astype(np.float32))[:, None]
+    return batch
+
+
+class PatchDiscriminator(nn.Module):
+    """Hinge patch discriminator on (RGB, hole): about 22 px patches of a part crop."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        c = channels
+        self.body = nn.Sequential(
+            sn(nn.Conv2d(4, c, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(2 * c, 4 * c, 3, 1, 1)), nn.LeakyReLU(0.2, inplace=True),
+            sn(nn.Conv2d(4 * c, 1, 3, 1, 1)))
+
+    def forward(self, images: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([images, hole], dim=1))
+
+
+class PartPerceptual(nn.Module):
+    """Relative L1 of the face ResNet's first stages (as ``FaceLoss``'s perceptual term), on part crops."""
+
+    def __init__(self, network: nn.Module, stages: int = PERCEPTUAL_STAGES):
+        super().__init__()
+        self.network = network.requires_grad_(False).eval()
+        self.stages = stages
+
+    def _stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+        net = self.network
+        if images.shape[-1] < PERCEPTUAL_MIN_SIZE:
+            # The network's stride-4 stem and its stages need a few pixels to work on.
+            images = F.interpolate(images, size=(PERCEPTUAL_MIN_SIZE, PERCEPTUAL_MIN_SIZE), mode="bilinear",
+                                   align_corners=False)
+        x = ((images + 1.0) * 127.5 - net.mean.view(1, 3, 1, 1)) / 256.0
+        x = F.max_pool2d(F.relu(net.stem(x)), 3, 2)
+        out = []
+        for index, block in enumerate(net.blocks):
+            x = block(x)
+            if index in net.stage_ends:
+                out.append(x)
+                if len(out) == self.stages:
+                    break
+        return out
+
+    def forward(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            real = self._stages(target)
+        fake = self._stages(generated)
+        return sum(F.l1_loss(f, r) / (r.abs().mean() + 1e-6) for f, r in zip(fake, real)) / len(real)
+
+
+@dataclass(frozen=True)
+class PartsTrainConfig:
+    steps: int = 2000
+    batch_size: int = 12
+    lr: float = 2e-4
+    lr_discriminator: float = 2e-4
+    seed: int = 0
+    max_photos: int | None = 3000
+    log_every: int = 50
+    save_every: int = 500
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise UsageError("--steps and --batch-size must be at least 1")
+        if self.lr <= 0 or self.lr_discriminator <= 0:
+            raise UsageError("learning rates must be positive")
+
+
+def _perceptual() -> PartPerceptual | None:
+    try:
+        from ..models.face_resnet import load_face_resnet
+        return PartPerceptual(load_face_resnet())
+    except Exception as error:  # noqa: BLE001 - any failure to find or read the network: train without it
+        log.warning("face ResNet not available (%s); part models train on L1 and the discriminator only", error)
+        return None
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    def __init__(self, sampler: PairSampler, batch_size: int, first_step: int, steps: int):
+        self.sampler, self.batch_size, self.first_step, self.steps = sampler, batch_size, first_step, steps
+
+    def __iter__(self) -> Iterator[tuple[int, str, dict[str, torch.Tensor]]]:
+        import cv2
+        cv2.setNumThreads(1)
+        for step in range(self.first_step, self.steps):
+            part = "mouth" if step % 2 == 0 else "eye"
+            yield step, part, collate([self.sampler.sample(part, step, i) for i in range(self.batch_size)])
+
+
+def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: PartsConfig,
+                train: PartsTrainConfig, progress: Callable[[int], None] | None = None,
+                workers: int = 1) -> dict[str, Any]:
+    """Train both part models and write them into the checkpoint ``folder`` (``LearnedParts.save``,
+    also every ``save_every`` steps). Returns the training record saved with them."""
+    torch.manual_seed(train.seed)
+    bank = FrameBank.load(datasets, train.max_photos, train.seed)
+    sampler = PairSampler(bank, config, train.seed)
+    log.info("part models: %d face crops (%d from videos), %d open mouths", len(bank), int(bank.is_video.sum()),
+             len(sampler.open_video_frames) + len(sampler.open_photo_frames))
+    parts = LearnedParts(config).train()
+    critics = nn.ModuleDict({"mouth": PatchDiscriminator(config.channels), "eye": PatchDiscriminator(config.channels)})
+    perceptual = _perceptual()
+    optim_g = {p: torch.optim.Adam(parts.net(p).parameters(), lr=train.lr, betas=(0.5, 0.999))
+               for p in ("mouth", "eye")}
+    optim_d = {p: torch.optim.Adam(critics[p].parameters(), lr=train.lr_discriminator, betas=(0.5, 0.999))
+               for p in ("mouth", "eye")}
+    loader = torch.utils.data.DataLoader(_Batches(sampler, train.batch_size, 0, train.steps), batch_size=None,
+                                         num_workers=workers, prefetch_factor=4 if workers else None)
+    history: dict[str, list[float]] = {f"{p}_{k}": [] for p in ("mouth", "eye") for k in ("l1", "perceptual", "d")}
+    worst_d = 0.0
+    started = time.monotonic()
+    record: dict[str, Any] = {}
+    for step, part, batch in loader:
+        net, critic = parts.net(part), critics[part]
+        hole = batch["hole"]
+        target = hole * batch["target"] + (1.0 - hole) * batch["warped"]
+        generated = net(part_inputs(batch["warped"], hole, batch["shape"], batch["source"], batch["source_shape"]))
+        composite = hole * generated + (1.0 - hole) * batch["warped"]
+
+        d_loss = (F.relu(1.0 - critic(target, hole)).mean() + F.relu(1.0 + critic(composite.detach(), hole)).mean())
+        optim_d[part].zero_grad(set_to_none=True)
+        d_loss.backward()
+        optim_d[part].step()
+
+        area = hole.sum(dim=(1, 2, 3)).clamp_min(1.0) * 3.0
+        l1 = ((composite - target).abs().sum(dim=(1, 2, 3)) / area).mean()
+        loss = L1_WEIGHT * l1 - ADVERSARIAL_WEIGHT * critic(composite, hole).mean()
+        p_loss = perceptual(composite, target) if perceptual is not None else torch.zeros(())
+        loss = loss + PERCEPTUAL_WEIGHT * p_loss
+        if not torch.isfinite(loss) or not torch.isfinite(d_loss):
+            raise DivergenceError(f"part model loss is not finite at step {step} ({part})")
+        optim_g[part].zero_grad(set_to_none=True)
+        loss.backward()
+        optim_g[part].step()
+
+        for key, value in (("l1", l1), ("perceptual", p_loss), ("d", d_loss)):
+            history[f"{part}_{key}"].append(float(value.detach()))
+        worst_d = max(worst_d, float(d_loss.detach()))
+        if progress is not None:
+            progress(1)
+        done = step + 1
+        if done % train.log_every == 0 or done == train.steps:
+            recent = {k: float(np.mean(v[-train.log_every // 2:])) for k, v in history.items() if v}
+            log.info("step %d/%d: %s (%.2f s a step)", done, train.steps,
+                     ", ".join(f"{k} {v:.4f}" for k, v in recent.items()), (time.monotonic() - started) / done)
+        if done % train.save_every == 0 or done == train.steps:
+            recent = {k: round(float(np.mean(v[-100:])), 5) for k, v in history.items() if v}
+            record = {"steps": done, "batch_size": train.batch_size, "lr": train.lr, "seed": train.seed,
+                      "datasets": [Path(d).name for d in datasets], "frames": len(bank),
+                      "video_frames": int(bank.is_video.sum()), "final_losses": recent,
+                      "max_discriminator_loss": round(worst_d, 4),
+                      "perceptual": perceptual is not None,
+                      "seconds": round(time.monotonic() - started, 1)}
+            parts.eval()
+            parts.save(folder, record)
+            parts.train()
+    if not math.isfinite(worst_d):
+        raise DivergenceError("part model discriminator diverged")
+    return record

@@ -1,0 +1,240 @@
+"""The learned mouth and eye models: geometry, networks, painting, checkpoints, training, fallback."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data as skimage_data
+
+from animate_cli.errors import UsageError, WeightsError
+from animate_cli.landmarks.crop import crop_from_landmarks
+from animate_cli.parts import PARTS_WEIGHTS_NAME, LearnedParts, PartsPainter, load_parts
+from animate_cli.parts.geometry import closed_mouth, eye_openness, part_masks, part_matrix, to_part
+from animate_cli.parts.model import PARTS_PRESETS, PartNet, PartsConfig, read_parts_section
+from animate_cli.parts.paint import part_strength
+from animate_cli.render.warp import FaceWarper, mouth_opening
+
+from conftest import make_checkpoint
+
+TINY = PARTS_PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def face():
+    """The astronaut's face crop (256 px) and its dlib landmarks."""
+    from animate_cli.landmarks import create_backend
+    from animate_cli.landmarks.tracking import detect_photo_landmarks
+
+    image = skimage_data.astronaut()
+    points = detect_photo_landmarks(create_backend("dlib"), image)
+    crop = crop_from_landmarks(points, 256)
+    return crop.crop_image(image), crop.points_to_crop(points)
+
+
+def opened(points: np.ndarray, amount: float) -> np.ndarray:
+    """The lower lip and chin moved down by ``amount`` of the face size."""
+    out = points.astype(np.float64).copy()
+    size = float(np.ptp(points, axis=0).max())
+    for index in (55, 56, 57, 58, 59, 65, 66, 67, 6, 7, 8, 9, 10):
+        out[index, 1] += amount * size
+    return out.astype(np.float32)
+
+
+def blinked(points: np.ndarray) -> np.ndarray:
+    out = points.astype(np.float64).copy()
+    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        out[upper] += (out[lower] - out[upper]) * 0.9
+    return out.astype(np.float32)
+
+
+def test_part_crops_are_aligned_and_the_left_eye_is_mirrored(face):
+    _, points = face
+    mouth = to_part(part_matrix(points, "mouth", 96), points[[48, 54]])
+    assert mouth[0, 0] < 48 < mouth[1, 0] and abs(mouth[0, 1] - mouth[1, 1]) < 6    # corners level, either side
+    right = to_part(part_matrix(points, "right_eye", 64), points[[36, 39]])
+    left = to_part(part_matrix(points, "left_eye", 64), points[[45, 42]])
+    # Both eyes have their outer corner on the crop's left: one eye model serves both.
+    assert right[0, 0] < right[1, 0] and left[0, 0] < left[1, 0]
+    # A blink does not move the eye crop; an opening mouth does not rescale the mouth crop.
+    assert np.allclose(part_matrix(blinked(points), "right_eye", 64), part_matrix(points, "right_eye", 64))
+    assert np.allclose(part_matrix(opened(points, 0.05), "mouth", 96)[:, :2],
+                       part_matrix(points, "mouth", 96)[:, :2], rtol=0.1)
+
+
+def test_masks_follow_the_opening(face):
+    _, points = face
+    closed = closed_mouth(points)
+    assert mouth_opening(closed) < 1e-3
+    shape_closed, _ = part_masks(closed, "mouth", 96)
+    shape_open, hole_open = part_masks(opened(closed, 0.08), "mouth", 96)
+    assert shape_closed.sum() < 0.2 * shape_open.sum() and shape_open.sum() > 50
+    assert hole_open.sum() > shape_open.sum()           # the lips' inner rim is redrawn too
+    assert eye_openness(blinked(points), "right_eye") < 0.5 * eye_openness(points, "right_eye")
+
+
+def test_part_network_shapes_and_range():
+    torch.manual_seed(0)
+    net = PartNet(TINY.channels)
+    inputs = torch.rand(2, 9, TINY.mouth_size, TINY.mouth_size) * 2 - 1
+    out = net(inputs)
+    assert out.shape == (2, 3, TINY.mouth_size, TINY.mouth_size)
+    assert out.abs().max() <= 1.0
+    with pytest.raises(UsageError):
+        PartsConfig(mouth_size=30)
+
+
+def test_painter_leaves_unchanged_parts_alone_and_paints_only_near_the_part(face):
+    image, points = face
+    torch.manual_seed(0)
+    parts = LearnedParts(TINY).eval()
+    closed = closed_mouth(points)
+    source = FaceWarper(image, points).warp(closed)
+    painter = PartsPainter(parts, source, closed)
+    warper = FaceWarper(source, closed)
+    same = warper.warp(closed, fill_mouth=False)
+    # The photo's own expression: nothing is redrawn, the lips stay exactly as rendered.
+    assert np.array_equal(painter.paint(same[None], closed[None])[0], same)
+    assert part_strength("mouth", closed, closed) == 0.0
+
+    target = opened(closed, 0.1)
+    assert part_strength("mouth", closed, target) == 1.0
+    frame = warper.warp(target, fill_mouth=False)
+    painted = painter.paint(frame[None], target[None])[0]
+    changed = np.abs(painted.astype(int) - frame.astype(int)).max(axis=2) > 0
+    assert changed.any()
+    ys, xs = np.nonzero(changed)
+    lips = target[48:68]
+    margin = 0.1 * float(np.ptp(target, axis=0).max())
+    assert xs.min() >= lips[:, 0].min() - margin and xs.max() <= lips[:, 0].max() + margin
+    assert ys.min() >= lips[:, 1].min() - margin and ys.max() <= lips[:, 1].max() + margin
+
+    blink = blinked(closed)
+    assert part_strength("right_eye", closed, blink) == 1.0
+    eyes = painter.paint(warper.warp(blink)[None], blink[None])[0]
+    assert not np.array_equal(eyes, warper.warp(blink))
+
+
+def test_checkpoint_round_trip_and_bad_files(tmp_path):
+    folder = make_checkpoint(tmp_path / "ckpt")
+    torch.manual_seed(1)
+    parts = LearnedParts(TINY)
+    parts.save(folder, {"steps": 3})
+    assert read_parts_section(folder) == (TINY, {"steps": 3})
+    loaded = load_parts(folder)
+    inputs = torch.rand(1, 9, TINY.eye_size, TINY.eye_size)
+    with torch.no_grad():
+        assert torch.equal(loaded.eye(inputs), parts.eval().eye(inputs))
+    # The main networks still load from the folder the part models were added to.
+    from animate_cli.models import TalkingHeadModel
+    TalkingHeadModel.from_pretrained(folder)
+    assert load_parts(make_checkpoint(tmp_path / "plain")) is None
+
+    (folder / PARTS_WEIGHTS_NAME).write_bytes(b"not safetensors")
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_parts(folder)
+    LearnedParts(PartsConfig(mouth_size=32, eye_size=16, channels=8)).save(tmp_path / "other")
+    config = json.loads((folder / "config.json").read_text())
+    config["parts"]["config"] = {"mouth_size": 32, "eye_size": 16, "channels": 8}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / PARTS_WEIGHTS_NAME).write_bytes((tmp_path / "other" / PARTS_WEIGHTS_NAME).read_bytes())
+    assert load_parts(folder) is not None
+    config["parts"]["config"]["channels"] = 4
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="do not match"):
+        load_parts(folder)
+
+
+def test_renderers_use_the_part_models_and_fall_back_without_them(tmp_path, portrait_path):
+    from animate_cli.jobs import build_engine
+    from animate_cli.render.renderers import WarpRenderer
+
+    folder = make_checkpoint(tmp_path / "ckpt")
+    LearnedParts(TINY).save(folder)
+    with_parts = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp")
+    without = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp", learned_parts=False)
+    neural = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="neural", backend="torch")
+    assert with_parts.parts is not None and neural.parts is not None and without.parts is None
+    assert "learned mouth and eyes" in with_parts.summary() and "synthetic mouth" in without.summary()
+
+    shots = without.load_photos([portrait_path])
+    person = without.make_person(shots, finetune=__import__("animate_cli.config", fromlist=["x"]).FinetuneConfig())
+    points = shots[0].crop_points
+    target = opened(closed_mouth(points), 0.1)[None]
+    synthetic = WarpRenderer(person).render(target)[0]
+    learned = WarpRenderer(person, parts=with_parts.parts).render(target)[0]
+    # Without part models the warp paints the synthetic interior, as before.
+    assert np.array_equal(synthetic, FaceWarper(shots[0].crop_image, points).warp(target[0]))
+    assert not np.array_equal(learned, synthetic)
+    neural_frames = neural.frame_renderer(neural.make_person(neural.load_photos([portrait_path]),
+                                                             finetune=__import__("animate_cli.config",
+                                                                                 fromlist=["x"]).FinetuneConfig()))
+    assert neural_frames.painter is not None
+    out = neural_frames.render(target * (neural_frames.model_size / without.crop_size))
+    assert out.shape == (1, neural_frames.size, neural_frames.size, 3)
+
+
+def test_train_parts_writes_a_loadable_checkpoint(tmp_path, short_driver):
+    from animate_cli.parts.train import FrameBank, PairSampler, PartsTrainConfig, train_parts
+    from animate_cli.train.dataset import prepare_dataset
+
+    source = tmp_path / "videos"
+    source.mkdir()
+    (source / "speaker.mp4").symlink_to(short_driver)
+    prepare_dataset([source], tmp_path / "data", size=64, frames_per_video=20, workers=1)
+    bank = FrameBank.load([tmp_path / "data"])
+    sampler = PairSampler(bank, TINY, seed=3)
+    first, again = sampler.sample("mouth", 5, 1), sampler.sample("mouth", 5, 1)
+    assert all(np.array_equal(first[k], again[k]) for k in first)        # a pure function of (seed, step, index)
+    assert first["target"].shape == (TINY.mouth_size, TINY.mouth_size, 3) and first["hole"].max() > 0.5
+    assert sampler.sample("eye", 6, 0)["source"].shape == (TINY.eye_size, TINY.eye_size, 3)
+
+    folder = make_checkpoint(tmp_path / "ckpt")
+    torch.manual_seed(0)
+    record = train_parts([tmp_path / "data"], folder, TINY, PartsTrainConfig(steps=4, batch_size=2, save_every=2),
+                         workers=0)
+    assert record["steps"] == 4 and np.isfinite(record["max_discriminator_loss"])
+    assert load_parts(folder).config == TINY
+
+
+def test_cli_train_parts_refuses_to_replace_existing_models(tmp_path):
+    from typer.testing import CliRunner
+
+    from animate_cli.cli import app
+
+    folder = make_checkpoint(tmp_path / "ckpt")
+    LearnedParts(TINY).save(folder)
+    before = (folder / PARTS_WEIGHTS_NAME).read_bytes()
+    result = CliRunner().invoke(app, ["train-parts", str(tmp_path), "--into", str(folder)])
+    assert result.exit_code == 2 and "already has part models" in result.output
+    assert (folder / PARTS_WEIGHTS_NAME).read_bytes() == before
+    result = CliRunner().invoke(app, ["train-parts", str(tmp_path), "--into", str(tmp_path / "none")])
+    assert result.exit_code == 5
+
+
+def test_photo_people_are_kept_open_mouths_first_and_closed_by_the_warp(tmp_path, short_driver, face):
+    from test_train import write_photos
+
+    from animate_cli.parts.train import MOUTH_OPEN, FrameBank, PairSampler
+    from animate_cli.train.dataset import prepare_dataset
+
+    source = tmp_path / "videos"
+    source.mkdir()
+    (source / "speaker.mp4").symlink_to(short_driver)
+    prepare_dataset([source], tmp_path / "video-data", size=64, frames_per_video=6, workers=1)
+    prepare_dataset([write_photos(tmp_path / "photos", {"Alice": 2, "Bob": 2}, corrupt=False)],
+                    tmp_path / "photo-data", size=64, workers=1)
+    everything = FrameBank.load([tmp_path / "video-data", tmp_path / "photo-data"])
+    assert everything.is_video.sum() == 6 and (~everything.is_video).sum() == 4
+    kept = FrameBank.load([tmp_path / "video-data", tmp_path / "photo-data"], max_photos=1)
+    assert kept.is_video.sum() == 6 and (~kept.is_video).sum() == 1
+    assert len(set(everything.group[~everything.is_video])) == 2        # photo people keep their own ids
+    # A photo stands in for a closed-mouth photo of itself: its lips closed by the warp.
+    sampler = PairSampler(everything, TINY)
+    target = int(np.argmax(everything.mouth))
+    assert everything.mouth[target] > MOUTH_OPEN
+    image, points, same = sampler._closed(target)
+    assert same == target and image.shape == everything.images[target].shape and mouth_opening(points) < 1e-3
