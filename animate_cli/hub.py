@@ -33,7 +33,9 @@ MODEL_CARD_FILE = "README.md"
 # the synthetic mouth interior.
 PARTS_FILE = "parts.safetensors"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
-CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_CARD_FILE, PARTS_FILE)
+# What a published checkpoint must have, and everything a download or an upload takes.
+PUBLISHED_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_CARD_FILE)
+CHECKPOINT_FILES = (*PUBLISHED_FILES, PARTS_FILE)
 WEIGHTS_ENV = "ANIMATE_FACE_WEIGHTS"
 BUNDLED = "bundled"
 
@@ -237,6 +239,12 @@ def verify_checkpoint(folder: Path, label: str | None = None) -> dict:
         raise WeightsError(f"model.safetensors is corrupt ({error})", label) from error
     if count == 0:
         raise WeightsError("model.safetensors holds no tensors", label)
+    if (folder / PARTS_FILE).exists():
+        try:
+            with safe_open(str(folder / PARTS_FILE), framework="numpy") as parts:
+                list(parts.keys())
+        except (SafetensorError, OSError) as error:
+            raise WeightsError(f"{PARTS_FILE} is corrupt ({error})", label) from error
     return config
 
 
@@ -254,7 +262,8 @@ def publish(
     token: str | None = None,
     commit_message: str = "Upload animate-face weights",
 ) -> str:
-    """Upload a checkpoint folder (config.json, model.safetensors, README.md only) to the Hub.
+    """Upload a checkpoint folder (config.json, model.safetensors, README.md and parts.safetensors when
+    present, nothing else) to the Hub.
 
     Creates the repository when needed and returns its URL. Raises UsageError for a malformed
     repo id and WeightsError when the folder is incomplete or the upload fails.
@@ -266,7 +275,7 @@ def publish(
         raise UsageError(f"{repo_id!r} is not a valid Hub repository id (owner/name)")
     folder = Path(folder).expanduser()
     local = WeightsSpec("local", str(folder), None)
-    _check_folder(folder, local, CHECKPOINT_FILES)
+    _check_folder(folder, local, PUBLISHED_FILES)
     verify_checkpoint(folder)
 
     api = HfApi(token=token)
