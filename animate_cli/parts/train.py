@@ -267,6 +267,8 @@ class PartsTrainConfig:
     max_photos: int | None = 3000
     log_every: int = 50
     save_every: int = 500
+    adversarial_weight: float = ADVERSARIAL_WEIGHT
+    perceptual_weight: float = PERCEPTUAL_WEIGHT
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -298,15 +300,23 @@ class _Batches(torch.utils.data.IterableDataset):
 
 def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: PartsConfig,
                 train: PartsTrainConfig, progress: Callable[[int], None] | None = None,
-                workers: int = 1) -> dict[str, Any]:
+                workers: int = 1, start_from: LearnedParts | None = None,
+                earlier: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train both part models and write them into the checkpoint ``folder`` (``LearnedParts.save``,
-    also every ``save_every`` steps). Returns the training record saved with them."""
+    also every ``save_every`` steps). ``start_from``: part models to go on training (their
+    discriminators start afresh), ``earlier`` their training record, kept in the new one.
+    Returns the training record saved with them."""
     torch.manual_seed(train.seed)
     bank = FrameBank.load(datasets, train.max_photos, train.seed)
     sampler = PairSampler(bank, config, train.seed)
     log.info("part models: %d face crops (%d from videos), %d open mouths", len(bank), int(bank.is_video.sum()),
              len(sampler.open_video_frames) + len(sampler.open_photo_frames))
-    parts = LearnedParts(config).train()
+    parts = LearnedParts(config)
+    if start_from is not None:
+        if start_from.config != config:
+            raise UsageError("the part models to start from have another size than the chosen preset")
+        parts.load_state_dict(start_from.state_dict())
+    parts.train().requires_grad_(True)
     critics = nn.ModuleDict({"mouth": PatchDiscriminator(config.channels), "eye": PatchDiscriminator(config.channels)})
     perceptual = _perceptual()
     optim_g = {p: torch.optim.Adam(parts.net(p).parameters(), lr=train.lr, betas=(0.5, 0.999))
@@ -333,9 +343,9 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
 
         area = hole.sum(dim=(1, 2, 3)).clamp_min(1.0) * 3.0
         l1 = ((composite - target).abs().sum(dim=(1, 2, 3)) / area).mean()
-        loss = L1_WEIGHT * l1 - ADVERSARIAL_WEIGHT * critic(composite, hole).mean()
+        loss = L1_WEIGHT * l1 - train.adversarial_weight * critic(composite, hole).mean()
         p_loss = perceptual(composite, target) if perceptual is not None else torch.zeros(())
-        loss = loss + PERCEPTUAL_WEIGHT * p_loss
+        loss = loss + train.perceptual_weight * p_loss
         if not torch.isfinite(loss) or not torch.isfinite(d_loss):
             raise DivergenceError(f"part model loss is not finite at step {step} ({part})")
         optim_g[part].zero_grad(set_to_none=True)
@@ -358,6 +368,8 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                       "datasets": [Path(d).name for d in datasets], "frames": len(bank),
                       "video_frames": int(bank.is_video.sum()), "final_losses": recent,
                       "max_discriminator_loss": round(worst_d, 4),
+                      "adversarial_weight": train.adversarial_weight, "perceptual_weight": train.perceptual_weight,
+                      **({"started_from": earlier} if earlier is not None else {}),
                       "perceptual": perceptual is not None,
                       "seconds": round(time.monotonic() - started, 1)}
             parts.eval()

@@ -14,6 +14,9 @@ from ..cli_options import Device, QuietOpt, VerboseOpt
 from ..config import list_presets
 
 PRESET_HELP = f"Model size preset: {', '.join(list_presets())}."
+# The part models' default adversarial weight (animate_cli/parts/train.py), kept here so --help does
+# not import torch.
+ADVERSARIAL = 0.02
 
 
 class Guidance(str, Enum):
@@ -170,6 +173,12 @@ def register_training_commands(app: typer.Typer) -> None:
         max_photos: Annotated[int, typer.Option("--max-photos", min=0, help="Photos kept from photo datasets "
                                                 "(open mouths first).", rich_help_panel="Training")] = 3000,
         seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.", rich_help_panel="Training")] = 0,
+        adversarial_weight: Annotated[float, typer.Option("--adversarial-weight", min=0.0, help="Weight of the "
+                                                          "patch discriminator's term (sharpness against L1's "
+                                                          "blur).", rich_help_panel="Training")] = ADVERSARIAL,
+        start_from: Annotated[Optional[Path], typer.Option("--start-from", help="Go on training the part "
+                                                           "models of this checkpoint folder.",
+                                                           rich_help_panel="Training")] = None,
         num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="Data loader processes.",
                                                  rich_help_panel="Hardware")] = 1,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace part models already in the "
@@ -193,10 +202,19 @@ def register_training_commands(app: typer.Typer) -> None:
                 raise WeightsError("is not a checkpoint folder (no config.json)", into)
             if not overwrite and ((into / PARTS_WEIGHTS_NAME).exists() or read_parts_section(into) is not None):
                 raise UsageError(f"{into}: already has part models; pass --overwrite to replace them")
-            config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, max_photos=max_photos)
+            config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, max_photos=max_photos,
+                                      adversarial_weight=adversarial_weight)
+            initial = earlier = None
+            if start_from is not None:
+                from ..parts import load_parts
+
+                initial = load_parts(start_from)
+                if initial is None:
+                    raise WeightsError("has no part models to start from", start_from)
+                earlier = read_parts_section(start_from)[1]
             with RichProgress(enabled=not quiet).stage("train parts", steps) as advance:
                 record = train_parts(datasets, into, PARTS_PRESETS[preset], config, progress=advance,
-                                     workers=num_workers)
+                                     workers=num_workers, start_from=initial, earlier=earlier)
             losses = record.get("final_losses", {})
             console.print(f"trained the part models for {record.get('steps')} steps (mouth L1 "
                           f"{losses.get('mouth_l1', float('nan')):.3f}, eye L1 {losses.get('eye_l1', float('nan')):.3f}); "
