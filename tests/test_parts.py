@@ -127,7 +127,7 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
     loaded = load_parts(folder)
     inputs = torch.rand(1, 9, TINY.eye_size, TINY.eye_size)
     with torch.no_grad():
-        assert torch.equal(loaded.eye(inputs), parts.eval().eye(inputs))
+        assert torch.allclose(loaded.eye(inputs), parts.eval().eye(inputs), atol=1e-5)   # NHWC sums in another order
     # The main networks still load from the folder the part models were added to.
     from animate_cli.models import TalkingHeadModel
     TalkingHeadModel.from_pretrained(folder)

@@ -106,7 +106,7 @@ class PartsPainter:
             count = len(jobs)
             inputs = part_inputs(_to_tensor(np.stack(crops)).to(self.device), hole_t,
                                  _masks_tensor(shapes).to(self.device), source.expand(count, -1, -1, -1),
-                                 source_shape.expand(count, -1, -1, -1))
+                                 source_shape.expand(count, -1, -1, -1)).contiguous(memory_format=torch.channels_last)
             painted = ((self.parts.net(part)(inputs) + 1.0) * 127.5).clamp(0, 255)
             painted = painted.permute(0, 2, 3, 1).float().cpu().numpy()
             for (index, strength, matrix), patch, hole in zip(jobs, painted, holes):
