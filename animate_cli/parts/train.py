@@ -112,8 +112,9 @@ class FrameBank:
 class PairSampler:
     """Training samples (see the module docstring), a pure function of (seed, step, index)."""
 
-    def __init__(self, bank: FrameBank, config: PartsConfig, seed: int = 0):
+    def __init__(self, bank: FrameBank, config: PartsConfig, seed: int = 0, photo_share: float = PHOTO_SAMPLE_SHARE):
         self.bank = bank
+        self.photo_share = photo_share
         self.config = config
         self.seed = seed
         groups = {}
@@ -160,7 +161,7 @@ class PairSampler:
         bank = self.bank
         photos = len(self.open_photo_frames) > 0
         videos = len(self.open_video_frames) > 0
-        from_photo = photos and (not videos or rng.random() < PHOTO_SAMPLE_SHARE)
+        from_photo = photos and (not videos or rng.random() < self.photo_share)
         pool = self.open_photo_frames if from_photo else self.open_video_frames
         target = int(rng.choice(pool))
         if from_photo or rng.random() < SELF_CLOSED_SHARE:
@@ -269,6 +270,7 @@ class PartsTrainConfig:
     save_every: int = 500
     adversarial_weight: float = ADVERSARIAL_WEIGHT
     perceptual_weight: float = PERCEPTUAL_WEIGHT
+    photo_share: float = PHOTO_SAMPLE_SHARE
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -308,7 +310,7 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
     Returns the training record saved with them."""
     torch.manual_seed(train.seed)
     bank = FrameBank.load(datasets, train.max_photos, train.seed)
-    sampler = PairSampler(bank, config, train.seed)
+    sampler = PairSampler(bank, config, train.seed, train.photo_share)
     log.info("part models: %d face crops (%d from videos), %d open mouths", len(bank), int(bank.is_video.sum()),
              len(sampler.open_video_frames) + len(sampler.open_photo_frames))
     parts = LearnedParts(config)
@@ -369,6 +371,7 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                       "video_frames": int(bank.is_video.sum()), "final_losses": recent,
                       "max_discriminator_loss": round(worst_d, 4),
                       "adversarial_weight": train.adversarial_weight, "perceptual_weight": train.perceptual_weight,
+                      "photo_share": train.photo_share,
                       **({"started_from": earlier} if earlier is not None else {}),
                       "perceptual": perceptual is not None,
                       "seconds": round(time.monotonic() - started, 1)}

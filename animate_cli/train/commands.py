@@ -176,6 +176,9 @@ def register_training_commands(app: typer.Typer) -> None:
         adversarial_weight: Annotated[float, typer.Option("--adversarial-weight", min=0.0, help="Weight of the "
                                                           "patch discriminator's term (sharpness against L1's "
                                                           "blur).", rich_help_panel="Training")] = ADVERSARIAL,
+        photo_share: Annotated[float, typer.Option("--photo-share", min=0.0, max=1.0, help="Share of mouth samples "
+                                                   "drawn from photo people (the rest from videos).",
+                                                   rich_help_panel="Training")] = 0.4,
         start_from: Annotated[Optional[Path], typer.Option("--start-from", help="Go on training the part "
                                                            "models of this checkpoint folder.",
                                                            rich_help_panel="Training")] = None,
@@ -203,7 +206,7 @@ def register_training_commands(app: typer.Typer) -> None:
             if not overwrite and ((into / PARTS_WEIGHTS_NAME).exists() or read_parts_section(into) is not None):
                 raise UsageError(f"{into}: already has part models; pass --overwrite to replace them")
             config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, max_photos=max_photos,
-                                      adversarial_weight=adversarial_weight)
+                                      adversarial_weight=adversarial_weight, photo_share=photo_share)
             initial = earlier = None
             if start_from is not None:
                 from ..parts import load_parts
