@@ -453,7 +453,11 @@ def test_ctrl_c_while_rendering_leaves_nothing(out, made, portrait_path, tiny_we
     process = subprocess.Popen(
         [sys.executable, "-m", "animate_cli.cli", str(portrait_path), "--drive", str(made["long.npz"]), "-o",
          str(target), "--weights", str(tiny_weights), *FAST, "--size", "128"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A test run started in the background by a non-interactive shell inherits SIGINT ignored, and a
+        # child that starts with SIGINT ignored never gets Python's KeyboardInterrupt: start it as a
+        # terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not any(name.startswith(".result.partial-") for name in os.listdir(out)):
