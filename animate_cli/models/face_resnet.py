@@ -273,7 +273,8 @@ class FaceResNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.fc = nn.Linear(STAGES[-1][0], DESCRIPTOR_SIZE, bias=False)
 
-    def features(self, chips: torch.Tensor) -> FaceFeatures:
+    def stage_outputs(self, chips: torch.Tensor, count: int | None = None) -> list[torch.Tensor]:
+        """The outputs of the first ``count`` stages (all by default); later blocks are not run."""
         x = (chips - self.mean.view(1, 3, 1, 1)) / 256.0
         x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
         stages = []
@@ -281,7 +282,13 @@ class FaceResNet(nn.Module):
             x = block(x)
             if index in self.stage_ends:
                 stages.append(x)
-        return FaceFeatures(stages=stages, descriptor=self.fc(x.mean(dim=(2, 3))))
+                if len(stages) == count:
+                    break
+        return stages
+
+    def features(self, chips: torch.Tensor) -> FaceFeatures:
+        stages = self.stage_outputs(chips)   # the last block ends the last stage
+        return FaceFeatures(stages=stages, descriptor=self.fc(stages[-1].mean(dim=(2, 3))))
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         """The 128-d descriptors (N, 128)."""

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..evaluate import ssim
+from ..tensors import images_to_tensor
 from ..io.video import iter_frames, probe_video
 from ..landmarks import LandmarkBackend, track_video
 from ..landmarks.crop import crop_from_landmarks
@@ -37,16 +38,13 @@ CROP_SIZE = 256
 METHODS = ("synthetic", "learned")
 
 
-def _perceptual_distance(network: Any, a: np.ndarray, b: np.ndarray) -> float:
-    from .train import PartPerceptual
-
-    to_tensor = lambda image: torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # noqa: E731
+def _perceptual_distance(perceptual: Any, a: np.ndarray, b: np.ndarray) -> float:
     with torch.no_grad():
-        return float(PartPerceptual(network)(to_tensor(a), to_tensor(b)))
+        return float(perceptual(images_to_tensor(a), images_to_tensor(b)))
 
 
 def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBackend, max_frames: int = 150,
-                   network: Any = None) -> dict[str, Any]:
+                   perceptual: Any = None) -> dict[str, Any]:
     """Per-part metrics of one video (see the module docstring)."""
     info = probe_video(path)
     frames = []
@@ -89,8 +87,8 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
             for real, made in zip(cuts[part]["real"], cuts[part][method]):
                 entry[method]["ssim"].append(ssim(made, real))
                 entry[method]["l1"].append(float(np.abs(made.astype(np.float32) - real.astype(np.float32)).mean()))
-                if network is not None:
-                    entry[method]["perceptual"].append(_perceptual_distance(network, made, real))
+                if perceptual is not None:
+                    entry[method]["perceptual"].append(_perceptual_distance(perceptual, made, real))
     # Steadiness of the mouth over consecutive redrawn frames.
     indices = kept["mouth"]
     pairs = [i for i in range(1, len(indices)) if indices[i] == indices[i - 1] + 1]
@@ -108,15 +106,12 @@ def evaluate_parts(videos: Sequence[str | Path], parts: LearnedParts, backend: L
                    max_frames: int = 150, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Every video's record and the summary over all of them (per-frame means, and per-method means of
     the per-video steadiness)."""
-    try:
-        from ..models.face_resnet import load_face_resnet
-        network = load_face_resnet()
-    except Exception as error:  # noqa: BLE001 - the perceptual column is left out when the network is missing
-        log.warning("face ResNet not available (%s); no perceptual column", error)
-        network = None
+    from .train import installed_perceptual
+
+    perceptual = installed_perceptual()   # None (and no perceptual column) without the face ResNet
     records = []
     for video in videos:
-        records.append(evaluate_video(video, parts, backend, max_frames, network))
+        records.append(evaluate_video(video, parts, backend, max_frames, perceptual))
         if progress is not None:
             progress(1)
     summary: dict[str, Any] = {}

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..landmarks.crop import face_size
+from ..render.warp import INNER_LIP_PAIRS, INNER_LIPS, LEFT_EYE, RIGHT_EYE
 
 PARTS = ("mouth", "right_eye", "left_eye")
 # Crop sides as fractions of the face size: the mouth crop holds the lips wide open with some
@@ -33,8 +34,7 @@ MOUTH_RIM = 0.025
 EYE_HOLE_WIDTH = 1.2
 EYE_HOLE_MARGIN = 0.22
 
-INNER_LIPS = tuple(range(60, 68))
-EYE_POINTS = {"right_eye": tuple(range(36, 42)), "left_eye": tuple(range(42, 48))}
+EYE_POINTS = {"right_eye": RIGHT_EYE, "left_eye": LEFT_EYE}
 # Corners: the outer and inner corner of each eye, and the two mouth corners.
 EYE_CORNERS = {"right_eye": (36, 39), "left_eye": (45, 42)}
 MOUTH_CORNERS = (48, 54)
@@ -141,7 +141,7 @@ def closed_mouth(points: np.ndarray) -> np.ndarray:
     eyes = points[36:48].mean(axis=0)
     mouth = points[48:68].mean(axis=0)
     down = (mouth - eyes) / max(float(np.linalg.norm(mouth - eyes)), 1e-6)
-    gap = max(float(np.mean([(points[lo] - points[up]) @ down for up, lo in ((61, 67), (62, 66), (63, 65))])), 0.0)
+    gap = max(float(np.mean([(points[lo] - points[up]) @ down for up, lo in INNER_LIP_PAIRS])), 0.0)
     weights = {65: 1.0, 66: 1.0, 67: 1.0, 55: 0.9, 56: 0.9, 57: 0.9, 58: 0.9, 59: 0.9, 54: 0.3, 48: 0.3,
                64: 0.3, 60: 0.3}
     for index, weight in weights.items():

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..tensors import images_to_tensor
 from ..render.warp import MOUTH_FILL_FULL, MOUTH_FILL_START, _smoothstep, mouth_opening
 from .geometry import PARTS, cut_part, eye_openness, part_masks, part_matrix
 from .model import LearnedParts, part_inputs
@@ -30,10 +31,6 @@ def part_strength(part: str, source_points: np.ndarray, target_points: np.ndarra
                                  MOUTH_FILL_START, MOUTH_FILL_FULL))
     change = abs(eye_openness(target_points, part) - eye_openness(source_points, part))
     return float(_smoothstep(change, EYE_CHANGE_START, EYE_CHANGE_FULL))
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def _masks_tensor(masks: list[np.ndarray]) -> torch.Tensor:
@@ -79,7 +76,7 @@ class PartsPainter:
             matrix = part_matrix(self.source_points, part, size)
             crop = cut_part(np.asarray(source_image), matrix, size)
             shape, _ = part_masks(self.source_points, part, size, matrix)
-            self._sources[part] = (_to_tensor(crop[None]).to(self.device), _masks_tensor([shape]).to(self.device))
+            self._sources[part] = (images_to_tensor(crop, self.device), _masks_tensor([shape]).to(self.device))
 
     @torch.inference_mode()
     def paint(self, frames: np.ndarray, target_points: np.ndarray) -> np.ndarray:
@@ -104,7 +101,7 @@ class PartsPainter:
             hole_t = _masks_tensor(holes).to(self.device)
             source, source_shape = self._sources[part]
             count = len(jobs)
-            inputs = part_inputs(_to_tensor(np.stack(crops)).to(self.device), hole_t,
+            inputs = part_inputs(images_to_tensor(crops, self.device), hole_t,
                                  _masks_tensor(shapes).to(self.device), source.expand(count, -1, -1, -1),
                                  source_shape.expand(count, -1, -1, -1)).contiguous(memory_format=torch.channels_last)
             painted = ((self.parts.net(part)(inputs) + 1.0) * 127.5).clamp(0, 255)

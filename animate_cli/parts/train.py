@@ -235,21 +235,11 @@ class PartPerceptual(nn.Module):
         self.stages = stages
 
     def _stages(self, images: torch.Tensor) -> list[torch.Tensor]:
-        net = self.network
         if images.shape[-1] < PERCEPTUAL_MIN_SIZE:
             # The network's stride-4 stem and its stages need a few pixels to work on.
             images = F.interpolate(images, size=(PERCEPTUAL_MIN_SIZE, PERCEPTUAL_MIN_SIZE), mode="bilinear",
                                    align_corners=False)
-        x = ((images + 1.0) * 127.5 - net.mean.view(1, 3, 1, 1)) / 256.0
-        x = F.max_pool2d(F.relu(net.stem(x)), 3, 2)
-        out = []
-        for index, block in enumerate(net.blocks):
-            x = block(x)
-            if index in net.stage_ends:
-                out.append(x)
-                if len(out) == self.stages:
-                    break
-        return out
+        return self.network.stage_outputs((images + 1.0) * 127.5, self.stages)
 
     def forward(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -279,12 +269,12 @@ class PartsTrainConfig:
             raise UsageError("learning rates must be positive")
 
 
-def _perceptual() -> PartPerceptual | None:
+def installed_perceptual() -> PartPerceptual | None:
     try:
         from ..models.face_resnet import load_face_resnet
         return PartPerceptual(load_face_resnet())
     except Exception as error:  # noqa: BLE001 - any failure to find or read the network: train without it
-        log.warning("face ResNet not available (%s); part models train on L1 and the discriminator only", error)
+        log.warning("face ResNet not available (%s); part models are trained and measured without the perceptual distance", error)
         return None
 
 
@@ -320,7 +310,7 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
         parts.load_state_dict(start_from.state_dict())
     parts.train().requires_grad_(True)
     critics = nn.ModuleDict({"mouth": PatchDiscriminator(config.channels), "eye": PatchDiscriminator(config.channels)})
-    perceptual = _perceptual()
+    perceptual = installed_perceptual()
     optim_g = {p: torch.optim.Adam(parts.net(p).parameters(), lr=train.lr, betas=(0.5, 0.999))
                for p in ("mouth", "eye")}
     optim_d = {p: torch.optim.Adam(critics[p].parameters(), lr=train.lr_discriminator, betas=(0.5, 0.999))
