@@ -19,6 +19,11 @@ MIN_MATCH_IOU = 0.3
 # centre may move by at most this fraction of its size; beyond that the fit is treated as lost.
 MAX_SIZE_CHANGE = 1.35
 MAX_CENTER_JUMP = 0.5
+# A fit in the box made from the previous frame's landmarks is steadier than one in the
+# detector's box, but it can drift off a turned or fast-moving face, shrinking frame by frame (a
+# 3/4-view clip lost the face for seconds while every step looked plausible). Both are fitted;
+# when they differ by more than this (mean point distance over the face's size), the detector's wins.
+MAX_DRIFT = 0.05
 # Photos longer than this are first searched for big faces only (at least 1/8 of the longest
 # side), at a coarse scale: the default search for faces down to a few dozen pixels enlarges the
 # whole photo, which on an 8000 px photo costs ~10 s and ~1.5 GB.
@@ -131,9 +136,12 @@ class FaceTracker:
             return None
         refresh = self.since_detection + 1 >= self.redetect_every
         points = self._fit(frame, match.box if refresh else box)
-        if not refresh and not plausible_step(points, self.previous, frame_size):
-            # The previous frame's box misled the fit (fast motion): retry in the detection's box.
-            points, refresh = self._fit(frame, match.box), True
+        if not refresh:
+            anchored = self._fit(frame, match.box)
+            drift = float(np.linalg.norm(points - anchored, axis=1).mean()) / _center_size(anchored)[1]
+            if drift > MAX_DRIFT or not plausible_step(points, self.previous, frame_size):
+                # The previous frame's box misled the fit (drift, fast motion): take the detection's.
+                points, refresh = anchored, True
         if not plausible_step(points, self.previous, frame_size):
             return None
         self.since_detection = 0 if refresh else self.since_detection + 1

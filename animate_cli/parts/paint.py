@@ -24,13 +24,20 @@ EYE_CHANGE_START = 0.05
 EYE_CHANGE_FULL = 0.12
 
 
+def part_measure(part: str, points: np.ndarray) -> float:
+    """What a part's strength compares: the mouth's opening, or an eye's openness."""
+    return mouth_opening(points) if part == "mouth" else eye_openness(points, part)
+
+
+def _strength(part: str, source_measure: float, target_measure: float) -> float:
+    if part == "mouth":
+        return float(_smoothstep(target_measure - source_measure, MOUTH_FILL_START, MOUTH_FILL_FULL))
+    return float(_smoothstep(abs(target_measure - source_measure), EYE_CHANGE_START, EYE_CHANGE_FULL))
+
+
 def part_strength(part: str, source_points: np.ndarray, target_points: np.ndarray) -> float:
     """How much of the learned part replaces the rendered one (0 to 1)."""
-    if part == "mouth":
-        return float(_smoothstep(mouth_opening(target_points) - mouth_opening(source_points),
-                                 MOUTH_FILL_START, MOUTH_FILL_FULL))
-    change = abs(eye_openness(target_points, part) - eye_openness(source_points, part))
-    return float(_smoothstep(change, EYE_CHANGE_START, EYE_CHANGE_FULL))
+    return _strength(part, part_measure(part, source_points), part_measure(part, target_points))
 
 
 def _masks_tensor(masks: list[np.ndarray]) -> torch.Tensor:
@@ -39,10 +46,13 @@ def _masks_tensor(masks: list[np.ndarray]) -> torch.Tensor:
 
 def paste_part(image: np.ndarray, patch: np.ndarray, alpha: np.ndarray, matrix: np.ndarray) -> None:
     """Blend a part crop (float32 RGB (S, S, 3), alpha (S, S)) back into ``image`` in place, warping
-    only the region the crop covers."""
-    size = patch.shape[0]
+    only the region where alpha is not zero."""
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if not len(rows):
+        return
     inverse = cv2.invertAffineTransform(matrix)
-    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
+    corners = np.array([[cols[0] - 1, rows[0] - 1], [cols[-1] + 1, rows[0] - 1], [cols[0] - 1, rows[-1] + 1],
+                        [cols[-1] + 1, rows[-1] + 1]], np.float64)
     mapped = corners @ inverse[:, :2].T + inverse[:, 2]
     height, width = image.shape[:2]
     x0, y0 = np.maximum(np.floor(mapped.min(axis=0)).astype(int) - 1, 0)
@@ -70,6 +80,7 @@ class PartsPainter:
         self.parts = parts
         self.device = torch.device(device)
         self.source_points = np.asarray(source_points, np.float32)
+        self._source_measures = {part: part_measure(part, self.source_points) for part in PARTS}
         self._sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for part in PARTS:
             size = parts.config.size_of(part)
@@ -79,15 +90,18 @@ class PartsPainter:
             self._sources[part] = (images_to_tensor(crop, self.device), _masks_tensor([shape]).to(self.device))
 
     @torch.inference_mode()
-    def paint(self, frames: np.ndarray, target_points: np.ndarray) -> np.ndarray:
+    def paint(self, frames: np.ndarray, target_points: np.ndarray, in_place: bool = False) -> np.ndarray:
         """(B, H, W, 3) uint8 rendered crops and their (B, 68, 2) target landmarks -> the crops with
-        the changed parts redrawn (a new array; frames no part applies to are copied unchanged)."""
-        out = np.array(frames, dtype=np.uint8, copy=True)
+        the changed parts redrawn: a new array, or ``frames`` itself painted over with ``in_place``
+        (a renderer's own fresh frames). Frames no part applies to are left unchanged."""
+        out = frames if in_place else np.array(frames, dtype=np.uint8, copy=True)
+        if out.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames, got {out.dtype}")
         for part in PARTS:
             size = self.parts.config.size_of(part)
             jobs = []
             for index, points in enumerate(target_points):
-                strength = part_strength(part, self.source_points, points)
+                strength = _strength(part, self._source_measures[part], part_measure(part, points))
                 if strength > 0.0:
                     jobs.append((index, strength, part_matrix(points, part, size)))
             if not jobs:

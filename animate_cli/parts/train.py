@@ -225,6 +225,17 @@ class PatchDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         return self.body(torch.cat([images, hole], dim=1))
 
+    @staticmethod
+    def patch_weights(hole: torch.Tensor) -> torch.Tensor:
+        """1 for the output patches that see the hole, else 0: (N, 1, S/4, S/4). Outside the hole
+        a composite is the real frame, so those patches carry no signal and are left out of the
+        losses' means (the hole is about 7 % of a mouth crop)."""
+        return F.max_pool2d(F.max_pool2d(hole, 4, 4), 3, 1, 1).gt(0).float()
+
+
+def _patch_mean(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (scores * weights).sum() / weights.sum().clamp_min(1.0)
+
 
 class PartPerceptual(nn.Module):
     """Relative L1 of the face ResNet's first stages (as ``FaceLoss``'s perceptual term), on part crops."""
@@ -328,14 +339,16 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
         generated = net(part_inputs(batch["warped"], hole, batch["shape"], batch["source"], batch["source_shape"]))
         composite = hole * generated + (1.0 - hole) * batch["warped"]
 
-        d_loss = (F.relu(1.0 - critic(target, hole)).mean() + F.relu(1.0 + critic(composite.detach(), hole)).mean())
+        patches = PatchDiscriminator.patch_weights(hole)
+        d_loss = (_patch_mean(F.relu(1.0 - critic(target, hole)), patches)
+                  + _patch_mean(F.relu(1.0 + critic(composite.detach(), hole)), patches))
         optim_d[part].zero_grad(set_to_none=True)
         d_loss.backward()
         optim_d[part].step()
 
         area = hole.sum(dim=(1, 2, 3)).clamp_min(1.0) * 3.0
         l1 = ((composite - target).abs().sum(dim=(1, 2, 3)) / area).mean()
-        loss = L1_WEIGHT * l1 - train.adversarial_weight * critic(composite, hole).mean()
+        loss = L1_WEIGHT * l1 - train.adversarial_weight * _patch_mean(critic(composite, hole), patches)
         p_loss = perceptual(composite, target) if perceptual is not None else torch.zeros(())
         loss = loss + train.perceptual_weight * p_loss
         if not torch.isfinite(loss) or not torch.isfinite(d_loss):
@@ -356,7 +369,8 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                      ", ".join(f"{k} {v:.4f}" for k, v in recent.items()), (time.monotonic() - started) / done)
         if done % train.save_every == 0 or done == train.steps:
             recent = {k: round(float(np.mean(v[-100:])), 5) for k, v in history.items() if v}
-            record = {"steps": done, "batch_size": train.batch_size, "lr": train.lr, "seed": train.seed,
+            record = {"steps": done, "batch_size": train.batch_size, "lr": train.lr,
+                      "lr_discriminator": train.lr_discriminator, "seed": train.seed,
                       "datasets": [Path(d).name for d in datasets], "frames": len(bank),
                       "video_frames": int(bank.is_video.sum()), "final_losses": recent,
                       "max_discriminator_loss": round(worst_d, 4),

@@ -81,7 +81,7 @@ class WarpRenderer:
     def render(self, target_points: np.ndarray) -> np.ndarray:
         fill = self.painter is None
         frames = np.stack([self.warper.warp(points, fill_mouth=fill) for points in target_points])
-        return frames if fill else self.painter.paint(frames, target_points)
+        return frames if fill else self.painter.paint(frames, target_points, in_place=True)
 
 
 class GeneratorRenderer:
@@ -133,7 +133,7 @@ class GeneratorRenderer:
                                                                          target_points)])
         if self.painter is None:
             return frames
-        return self.painter.paint(frames, np.asarray(target_points) * (self.size / self.model_size))
+        return self.painter.paint(frames, np.asarray(target_points) * (self.size / self.model_size), in_place=True)
 
     def _add_detail(self, frame: np.ndarray, warped: np.ndarray, detail_warper: FaceWarper,
                     points: np.ndarray) -> np.ndarray:
