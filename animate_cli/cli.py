@@ -137,8 +137,11 @@ BackendOpt = Annotated[Backend, typer.Option(
     "--backend", help="What runs the generator: torch, onnx (onnxruntime) or auto (torch on a GPU, on a CPU "
     "the faster one measured by benchmarks/speed.py).", rich_help_panel="Model")]
 LearnedPartsOpt = Annotated[bool, typer.Option(
-    "--learned-parts/--no-learned-parts", help="Draw the inside of an opening mouth and changing eyelids with the "
-    "weights' learned mouth and eye models (both renderers); --no-learned-parts paints the synthetic interior.",
+    "--learned-parts/--no-learned-parts", help="Redraw eyes whose lids close or open with the weights' learned eye "
+    "model (both renderers); --no-learned-parts: the warp's own eyes.", rich_help_panel="Model")]
+LearnedMouthOpt = Annotated[bool, typer.Option(
+    "--learned-mouth/--synthetic-mouth", help="Draw the inside of an opening mouth with the weights' learned mouth "
+    "model instead of the synthetic interior (off by default: it reads as less open, see README).",
     rich_help_panel="Model")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the generator (torch backend, CUDA).",
                                           rich_help_panel="Model")]
@@ -224,6 +227,7 @@ def animate_command(
     backend: BackendOpt = Backend.auto,
     compile_generator: CompileOpt = False,
     learned_parts: LearnedPartsOpt = True,
+    learned_mouth: LearnedMouthOpt = False,
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
@@ -273,7 +277,8 @@ def animate_command(
 
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
-                              compile_generator, landmark_backend=landmark_backend, learned_parts=learned_parts)
+                              compile_generator, landmark_backend=landmark_backend, learned_parts=learned_parts,
+                              learned_mouth=learned_mouth)
         subject = engine.load_person(person) if person is not None else None
         shots = engine.load_photos(faces) if subject is None else subject.shots
         keep = preview_driver_frames(checked, config.fps) if preview is not None else ()
@@ -307,6 +312,7 @@ def batch_command(
     backend: BackendOpt = Backend.auto,
     compile_generator: CompileOpt = False,
     learned_parts: LearnedPartsOpt = True,
+    learned_mouth: LearnedMouthOpt = False,
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
@@ -335,7 +341,7 @@ def batch_command(
         ensure_folder(out_dir, "the output folder")
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
-                              compile_generator, learned_parts=learned_parts)
+                              compile_generator, learned_parts=learned_parts, learned_mouth=learned_mouth)
         keep = preview_driver_frames(checked, config.fps) if preview else ()
         driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked, keep=keep)
         if not quiet:

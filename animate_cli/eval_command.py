@@ -149,9 +149,12 @@ def register_eval_command(app: typer.Typer) -> None:
         stride: Annotated[int, typer.Option("--stride", min=1, help="--full-frame: measure every N-th frame.",
                                             rich_help_panel="Full frame")] = 2,
         learned_parts: Annotated[bool, typer.Option("--learned-parts/--no-learned-parts", help="--full-frame: "
-                                                    "draw mouths and eyes with the weights' part models (as the "
-                                                    "main command does) or the synthetic interior.",
+                                                    "redraw changing eyes with the weights' eye model (as the "
+                                                    "main command does) or keep the warp's.",
                                                     rich_help_panel="Full frame")] = True,
+        learned_mouth: Annotated[bool, typer.Option("--learned-mouth/--synthetic-mouth", help="--full-frame: the "
+                                                    "learned mouth interior instead of the synthetic one.",
+                                                    rich_help_panel="Full frame")] = False,
         min_photos: Annotated[Optional[int], typer.Option("--min-photos", min=2, help="Photo people need this "
                                                           "many photos (default: the largest T + 1).")] = None,
         people: Annotated[Optional[Path], typer.Option("--people", help="Only these people: a text file of names "
@@ -174,7 +177,7 @@ def register_eval_command(app: typer.Typer) -> None:
             if full_frame:
                 _run_full_frame(data, photo or [], weights, methods, finetune_steps, max_frames or 120, stride,
                                 json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet),
-                                learned_parts)
+                                learned_parts, learned_mouth)
                 return
             _run_eval(data, weights, shots, CROP_EVAL_STEPS if finetune_steps is None else finetune_steps,
                       methods or "neural,warp,copy", json_path, max_subjects,
@@ -365,7 +368,8 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
 
 def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None, methods: str | None,
                     finetune_steps: int | None, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
-                    device: str, overwrite: bool, progress: Any, learned_parts: bool = True) -> None:
+                    device: str, overwrite: bool, progress: Any, learned_parts: bool = True,
+                    learned_mouth: bool = False) -> None:
     import datetime
     import json
     import time
@@ -385,10 +389,12 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
         if json_path.suffix.lower() != ".json":
             raise UsageError(f"{json_path}: the report must be a .json file")
         check_output_path(json_path.expanduser(), overwrite)
-    warp = build_engine(weights, landmarks=landmarks, device=device, renderer="warp", learned_parts=learned_parts)
+    warp = build_engine(weights, landmarks=landmarks, device=device, renderer="warp", learned_parts=learned_parts,
+                        learned_mouth=learned_mouth)
     neural = None
     if any(m.startswith("neural") for m in chosen):
-        neural = build_engine(weights, landmarks, device, landmark_backend=warp.backend, learned_parts=learned_parts)
+        neural = build_engine(weights, landmarks, device, landmark_backend=warp.backend, learned_parts=learned_parts,
+                              learned_mouth=learned_mouth)
     renderers = Renderers(warp.backend, warp, neural)
     started = time.perf_counter()
     rows = self_reenactment(videos, renderers, config, progress=progress)

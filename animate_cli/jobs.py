@@ -21,6 +21,7 @@ from .landmarks import LandmarkBackend, create_backend
 from .losses import ContentLoss
 from .models import TalkingHeadModel
 from .parts import LearnedParts, load_parts
+from .parts.geometry import EYES, PARTS
 from .person import Person, Shot
 from .progress import ProgressReporter, SilentProgress
 from .photos import PhotoFace, resolve_photo_paths
@@ -42,6 +43,13 @@ def detail_size(person: Person) -> int:
     return int(min(MAX_DETAIL_SIZE, max(32, round(side / 32) * 32)))
 
 
+def describe_parts(part_names: tuple[str, ...]) -> str:
+    """The engine summary's words for what draws the mouth and the eyes."""
+    if "mouth" in part_names:
+        return "learned mouth and eyes"
+    return "learned eyes · synthetic mouth" if part_names else "synthetic mouth"
+
+
 @dataclass
 class Engine:
     """Models, landmark backend and device, loaded once and reused for every person."""
@@ -54,6 +62,7 @@ class Engine:
     render_backend: str = "torch"   # how the neural renderer runs the generator: "torch" or "onnx"
     compile: bool = False           # torch.compile the generator (torch backend on CUDA)
     parts: LearnedParts | None = None   # learned mouth and eyes (None: the synthetic mouth interior)
+    part_names: tuple[str, ...] = EYES  # which of them are drawn (a mouth not drawn: the synthetic one)
     _content_loss: ContentLoss | None = field(default=None, repr=False)
 
     @property
@@ -66,7 +75,7 @@ class Engine:
             renderer = f"warp renderer ({self.device.type})"
         else:
             renderer = f"neural renderer ({self.render_backend}, {self.device.type})"
-        renderer += " · learned mouth and eyes" if self.parts is not None else " · synthetic mouth"
+        renderer += f" · {describe_parts(self.part_names if self.parts is not None else ())}"
         weights = ""
         if self.weights_dir is not None and self.weights_dir.resolve() != bundled_weights_dir().resolve():
             weights = f" · weights {self.weights_dir}"
@@ -116,12 +125,13 @@ class Engine:
 
     def frame_renderer(self, person: Person) -> FrameRenderer:
         if self.model is None:
-            return WarpRenderer(person, parts=self.parts)
+            return WarpRenderer(person, parts=self.parts, part_names=self.part_names)
         if self.render_backend == "onnx":
             from .render.onnx_renderer import OnnxRenderer  # onnxruntime loads only when asked for
-            return OnnxRenderer(self.model, person, self.device, detail_size=detail_size(person), parts=self.parts)
+            return OnnxRenderer(self.model, person, self.device, detail_size=detail_size(person), parts=self.parts,
+                                part_names=self.part_names)
         return NeuralRenderer(self.model, person, self.device, detail_size=detail_size(person), compile=self.compile,
-                              parts=self.parts)
+                              parts=self.parts, part_names=self.part_names)
 
     def animate(self, person: Person, driver: Driver, output: str | Path, config: RenderConfig,
                 progress: ProgressReporter | None = None, preview: str | Path | None = None) -> Path:
@@ -130,10 +140,12 @@ class Engine:
 
 def build_engine(weights: str | None = None, landmarks: str = "auto", device: str = "auto",
                  renderer: str = "neural", backend: str = "auto", compile: bool = False,
-                 landmark_backend: LandmarkBackend | None = None, learned_parts: bool = True) -> Engine:
+                 landmark_backend: LandmarkBackend | None = None, learned_parts: bool = True,
+                 learned_mouth: bool = False) -> Engine:
     """Load the landmark backend (unless ``landmark_backend`` is given) and (for the neural renderer)
-    the weights; with ``learned_parts`` also the weights' mouth and eye models, for either renderer
-    (``--no-learned-parts``, or weights without them: the synthetic mouth interior).
+    the weights; with ``learned_parts`` also the weights' part models, for either renderer: the eyes,
+    and with ``learned_mouth`` the mouth interior too (``--no-learned-parts``, or weights without
+    them: the warp's eyes and the synthetic mouth interior).
 
     ``backend`` runs the generator: "torch", "onnx" (onnxruntime) or "auto" (see
     ``resolve_render_backend``); ``compile`` applies torch.compile (torch backend, CUDA only).
@@ -146,6 +158,7 @@ def build_engine(weights: str | None = None, landmarks: str = "auto", device: st
         raise UsageError("--compile applies to the torch backend on a CUDA GPU "
                          f"(here: {render_backend} on {torch_device.type})")
     backend = landmark_backend or create_backend(landmarks, device=str(torch_device))
+    part_names = PARTS if learned_mouth else EYES
     if renderer == "warp":
         # The warp needs no weights; the part models come from the given (or bundled) ones.
         weights_dir = None
@@ -158,9 +171,9 @@ def build_engine(weights: str | None = None, landmarks: str = "auto", device: st
                 log.warning("default weights unavailable; the warp renderer draws the synthetic mouth")
         parts = load_parts(weights_dir) if weights_dir is not None else None
         return Engine(backend=backend, device=torch_device, renderer=renderer, parts=parts,
-                      weights_dir=weights_dir if weights is not None else None)
+                      part_names=part_names, weights_dir=weights_dir if weights is not None else None)
     weights_dir = resolve_weights(weights)
     model = TalkingHeadModel.from_pretrained(weights_dir, device=torch_device).eval()
     parts = load_parts(weights_dir) if learned_parts else None
     return Engine(backend=backend, device=torch_device, renderer=renderer, model=model, weights_dir=weights_dir,
-                  render_backend=render_backend, compile=compile, parts=parts)
+                  render_backend=render_backend, compile=compile, parts=parts, part_names=part_names)

@@ -5,7 +5,8 @@
 The photo is samples/portrait.jpg; the driver is a real talking video from ../shared/realdata
 when present (its mouth opens wider than the portrait's in most frames, so the part models run in
 most frames), else the sample driver. Each renderer (warp; neural through the CPU's default
-backend) renders the same targets in batches of 8 with ``--learned-parts`` and without; fps come
+backend) renders the same targets in batches of 8 without part models, with the default learned eyes, and
+with the learned mouth too (``--learned-mouth``); fps come
 from the median batch after two warm-up batches. The table says in how many frames each part was
 redrawn.
 """
@@ -33,7 +34,7 @@ def main() -> None:
 
     from animate_cli.config import FinetuneConfig
     from animate_cli.io.video import iter_frames, probe_video
-    from animate_cli.jobs import build_engine
+    from animate_cli.jobs import build_engine, describe_parts
     from animate_cli.landmarks import create_backend, track_video
     from animate_cli.parts.geometry import PARTS
     from animate_cli.parts.paint import part_strength
@@ -45,9 +46,9 @@ def main() -> None:
     track = track_video(backend, frames, info.fps)
     rows = []
     for renderer_name in ("warp", "neural"):
-        for learned in (False, True):
+        for learned, mouth in ((False, False), (True, False), (True, True)):
             engine = build_engine(args.weights, landmarks="dlib", device="cpu", renderer=renderer_name,
-                                  landmark_backend=backend, learned_parts=learned)
+                                  landmark_backend=backend, learned_parts=learned, learned_mouth=mouth)
             person = engine.make_person([PORTRAIT], FinetuneConfig(steps=0))
             targets = target_crop_points(person.photo, track)
             renderer = engine.frame_renderer(person)
@@ -63,8 +64,9 @@ def main() -> None:
                 scale = renderer.size / (getattr(renderer, "model_size", None) or renderer.size)
                 source = person.photo.crop.with_size(renderer.size).points_to_crop(person.photo.points)
                 counts = {part: sum(part_strength(part, source, p * scale) > 0 for p in targets) for part in PARTS}
-                painted = f"mouth {counts['mouth']}, eyes {counts['right_eye'] + counts['left_eye']} of {len(targets)}"
-            label = "learned parts" if learned and engine.parts is not None else "synthetic mouth"
+                painted = (f"mouth {counts['mouth'] if mouth else 0}, eyes {counts['right_eye'] + counts['left_eye']}"
+                           f" of {len(targets)}")
+            label = describe_parts(engine.part_names if engine.parts is not None else ())
             rows.append([renderer_name, label, str(renderer.size), f"{BATCH / np.median(times):.1f}", painted])
     print_tables([(f"render fps, {args.driver.name} driving samples/portrait.jpg", ["renderer", "mouth and eyes",
                                                                                  "crop px", "fps", "redrawn"],

@@ -154,11 +154,14 @@ def test_renderers_use_the_part_models_and_fall_back_without_them(tmp_path, port
 
     folder = make_checkpoint(tmp_path / "ckpt")
     LearnedParts(TINY).save(folder)
-    with_parts = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp")
+    with_parts = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp", learned_mouth=True)
+    eyes_only = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp")
     without = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp", learned_parts=False)
-    neural = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="neural", backend="torch")
+    neural = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="neural", backend="torch",
+                          learned_mouth=True)
     assert with_parts.parts is not None and neural.parts is not None and without.parts is None
-    assert "learned mouth and eyes" in with_parts.summary() and "synthetic mouth" in without.summary()
+    assert "learned mouth and eyes" in with_parts.summary() and without.summary().endswith("synthetic mouth")
+    assert "learned eyes · synthetic mouth" in eyes_only.summary()
 
     shots = without.load_photos([portrait_path])
     person = without.make_person(shots, finetune=__import__("animate_cli.config", fromlist=["x"]).FinetuneConfig())
@@ -169,6 +172,11 @@ def test_renderers_use_the_part_models_and_fall_back_without_them(tmp_path, port
     # Without part models the warp paints the synthetic interior, as before.
     assert np.array_equal(synthetic, FaceWarper(shots[0].crop_image, points).warp(target[0]))
     assert not np.array_equal(learned, synthetic)
+    # The default draws the learned eyes only: an opening mouth with unchanged eyes is the synthetic one.
+    assert eyes_only.frame_renderer(person).painter.draw == ("right_eye", "left_eye")
+    assert np.array_equal(eyes_only.frame_renderer(person).render(target)[0], synthetic)
+    blink = blinked(points)[None]
+    assert not np.array_equal(eyes_only.frame_renderer(person).render(blink)[0], WarpRenderer(person).render(blink)[0])
     neural_frames = neural.frame_renderer(neural.make_person(neural.load_photos([portrait_path]),
                                                              finetune=__import__("animate_cli.config",
                                                                                  fromlist=["x"]).FinetuneConfig()))

@@ -20,6 +20,7 @@ from ..landmarks.crop import face_size
 from ..render.warp import INNER_LIP_PAIRS, INNER_LIPS, LEFT_EYE, RIGHT_EYE
 
 PARTS = ("mouth", "right_eye", "left_eye")
+EYES = ("right_eye", "left_eye")
 # Crop sides as fractions of the face size: the mouth crop holds the lips wide open with some
 # skin around them; an eye crop holds the eye, its lids and the lower edge of the brow.
 MOUTH_SIDE = 0.62

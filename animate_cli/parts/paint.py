@@ -76,13 +76,17 @@ class PartsPainter:
     """The learned parts of one person, ready to paint into rendered crops of one size."""
 
     def __init__(self, parts: LearnedParts, source_image: np.ndarray, source_points: np.ndarray,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", draw: tuple[str, ...] = PARTS):
+        unknown = set(draw) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
         self.parts = parts
+        self.draw = tuple(part for part in PARTS if part in draw)
         self.device = torch.device(device)
         self.source_points = np.asarray(source_points, np.float32)
         self._source_measures = {part: part_measure(part, self.source_points) for part in PARTS}
         self._sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for part in PARTS:
+        for part in self.draw:
             size = parts.config.size_of(part)
             matrix = part_matrix(self.source_points, part, size)
             crop = cut_part(np.asarray(source_image), matrix, size)
@@ -97,7 +101,7 @@ class PartsPainter:
         out = frames if in_place else np.array(frames, dtype=np.uint8, copy=True)
         if out.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames, got {out.dtype}")
-        for part in PARTS:
+        for part in self.draw:
             size = self.parts.config.size_of(part)
             jobs = []
             for index, points in enumerate(target_points):

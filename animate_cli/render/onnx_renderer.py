@@ -59,8 +59,8 @@ class OnnxRenderer(GeneratorRenderer):
 
     def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
                  detail_size: int | None = None, onnx_model: bytes | None = None,
-                 parts: "LearnedParts | None" = None):
-        super().__init__(model.config, person, detail_size, parts)
+                 parts: "LearnedParts | None" = None, part_names: tuple[str, ...] | None = None):
+        super().__init__(model.config, person, detail_size, parts, part_names)
         self.device = torch.device(device)
         self.session = create_session(onnx_model or generator_onnx_bytes(model, person), self.device)
         self.input_names = [entry.name for entry in self.session.get_inputs()]

@@ -54,34 +54,41 @@ def resolve_render_backend(name: str, device: torch.device) -> str:
     return "torch" if device.type == "cuda" else CPU_RENDER_BACKEND
 
 
-def parts_painter(parts: "LearnedParts | None", person: Person, size: int, device: torch.device | str = "cpu"):
-    """A ``PartsPainter`` of the person's photo for crops of ``size`` px, or None without part models."""
-    if parts is None:
-        return None
+def parts_painter(parts: "LearnedParts | None", person: Person, size: int, device: torch.device | str = "cpu",
+                  part_names: tuple[str, ...] | None = None):
+    """A ``PartsPainter`` of the person's photo for crops of ``size`` px drawing ``part_names``
+    (default: all), or None without part models or parts to draw."""
     from ..parts import PartsPainter
+    from ..parts.geometry import PARTS
+
+    part_names = PARTS if part_names is None else part_names
+    if parts is None or not part_names:
+        return None
 
     shot = person.photo
     crop = shot.crop.with_size(size)
-    return PartsPainter(parts, crop.crop_image(shot.image), crop.points_to_crop(shot.points), device)
+    return PartsPainter(parts, crop.crop_image(shot.image), crop.points_to_crop(shot.points), device, part_names)
 
 
 class WarpRenderer:
     """Piecewise-affine warp of the photo's face crop to each target (no weights needed). With
-    ``parts`` the mouth interior and the eyes that change are drawn by the learned part models,
-    else the mouth gets the synthetic interior."""
+    ``parts`` the learned part models draw ``part_names`` (default all: the mouth interior and the
+    eyes that change); a mouth they do not draw gets the synthetic interior."""
 
-    def __init__(self, person: Person, parts: "LearnedParts | None" = None):
+    def __init__(self, person: Person, parts: "LearnedParts | None" = None,
+                 part_names: tuple[str, ...] | None = None):
         shot = person.photo
         self.size = shot.crop_image.shape[0]
         self.warper = FaceWarper(shot.crop_image, shot.crop_points)
         # A warp keeps the crop's border fixed, so the whole crop can be pasted back.
         self.keeps_crop_border = True
-        self.painter = parts_painter(parts, person, self.size)
+        self.painter = parts_painter(parts, person, self.size, part_names=part_names)
 
     def render(self, target_points: np.ndarray) -> np.ndarray:
-        fill = self.painter is None
+        # The synthetic interior unless the learned mouth draws it.
+        fill = self.painter is None or "mouth" not in self.painter.draw
         frames = np.stack([self.warper.warp(points, fill_mouth=fill) for points in target_points])
-        return frames if fill else self.painter.paint(frames, target_points, in_place=True)
+        return frames if self.painter is None else self.painter.paint(frames, target_points, in_place=True)
 
 
 class GeneratorRenderer:
@@ -89,7 +96,7 @@ class GeneratorRenderer:
     detail path. Subclasses differ only in ``generate``, one batch through the person's generator."""
 
     def __init__(self, config: ModelConfig, person: Person, detail_size: int | None = None,
-                 parts: "LearnedParts | None" = None):
+                 parts: "LearnedParts | None" = None, part_names: tuple[str, ...] | None = None):
         self.model_size = config.image_size
         self.guidance = config.guidance
         self.blend_region = config.region_input
@@ -109,7 +116,7 @@ class GeneratorRenderer:
         self.warpers = ([FaceWarper(s.crop_image, s.crop_points) for s in person.shots]
                         if self.guidance == "warp" else [])
         # The learned mouth and eyes are painted over the finished crop, at its full size.
-        self.painter = parts_painter(parts, person, self.size)
+        self.painter = parts_painter(parts, person, self.size, part_names=part_names)
 
     def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None,
                  region: np.ndarray | None = None) -> np.ndarray:
@@ -150,8 +157,9 @@ class NeuralRenderer(GeneratorRenderer):
     norm folded, in channels_last; on CUDA in fp16 autocast, optionally through torch.compile."""
 
     def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
-                 detail_size: int | None = None, compile: bool = False, parts: "LearnedParts | None" = None):
-        super().__init__(model.config, person, detail_size, parts)
+                 detail_size: int | None = None, compile: bool = False, parts: "LearnedParts | None" = None,
+                 part_names: tuple[str, ...] | None = None):
+        super().__init__(model.config, person, detail_size, parts, part_names)
         self.device = torch.device(device)
         # NHWC is what tensor cores want, and oneDNN's CPU convolutions too (small preset measured
         # 1.4x faster on this project's 2-core CPU).
