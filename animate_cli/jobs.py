@@ -169,11 +169,11 @@ def build_engine(weights: str | None = None, landmarks: str = "auto", device: st
                 if weights is not None:
                     raise
                 log.warning("default weights unavailable; the warp renderer draws the synthetic mouth")
-        parts = load_parts(weights_dir) if weights_dir is not None else None
+        parts = load_parts(weights_dir, torch_device) if weights_dir is not None else None
         return Engine(backend=backend, device=torch_device, renderer=renderer, parts=parts,
                       part_names=part_names, weights_dir=weights_dir if weights is not None else None)
     weights_dir = resolve_weights(weights)
     model = TalkingHeadModel.from_pretrained(weights_dir, device=torch_device).eval()
-    parts = load_parts(weights_dir) if learned_parts else None
+    parts = load_parts(weights_dir, torch_device) if learned_parts else None
     return Engine(backend=backend, device=torch_device, renderer=renderer, model=model, weights_dir=weights_dir,
                   render_backend=render_backend, compile=compile, parts=parts, part_names=part_names)

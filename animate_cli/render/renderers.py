@@ -54,10 +54,10 @@ def resolve_render_backend(name: str, device: torch.device) -> str:
     return "torch" if device.type == "cuda" else CPU_RENDER_BACKEND
 
 
-def parts_painter(parts: "LearnedParts | None", person: Person, size: int, device: torch.device | str = "cpu",
+def parts_painter(parts: "LearnedParts | None", person: Person, size: int,
                   part_names: tuple[str, ...] | None = None):
     """A ``PartsPainter`` of the person's photo for crops of ``size`` px drawing ``part_names``
-    (default: all), or None without part models or parts to draw."""
+    (default: all), on the part models' device, or None without part models or parts to draw."""
     from ..parts import PartsPainter
     from ..parts.geometry import PARTS
 
@@ -67,6 +67,7 @@ def parts_painter(parts: "LearnedParts | None", person: Person, size: int, devic
 
     shot = person.photo
     crop = shot.crop.with_size(size)
+    device = next(parts.parameters()).device
     return PartsPainter(parts, crop.crop_image(shot.image), crop.points_to_crop(shot.points), device, part_names)
 
 
