@@ -139,10 +139,19 @@ def test_fill_mouth_interior_only_when_target_opens_more(astronaut):
     # The teeth band grows with the opening.
     wider = fill_mouth_interior(skin, open_mouth(points, 0.2), points)
 
+    # Through the middle of a central incisor (the mouth's midline is the gap between the two).
+    incisor_x = int(round((points[62, 0] + points[63, 0]) / 2))
+
     def teeth_rows(image: np.ndarray) -> int:
-        column = image[:, int(round(points[62, 0]))].astype(np.float32) @ LUMA
+        column = image[:, incisor_x].astype(np.float32) @ LUMA
         return int((column > 180).sum())
     assert teeth_rows(wider) > teeth_rows(filled) > 0
+    # Single teeth, not a flat band: across the band the midline gap is darker than the incisors.
+    rows = np.flatnonzero(wider[:, incisor_x].astype(np.float32) @ LUMA > 180)
+    across = wider[int(rows.mean())].astype(np.float32) @ LUMA
+    midline = int(round(points[62, 0]))
+    mirrored = 2 * midline - incisor_x
+    assert across[midline] < min(across[incisor_x], across[mirrored]) - 25
     assert mouth_opening(open_mouth(points, 0.2)) > mouth_opening(points) + 0.12
 
 

@@ -375,6 +375,25 @@ _LOWER_TEETH = np.array([200.0, 194.0, 178.0], np.float32)
 _REFERENCE_LUMA = 150.0
 
 
+# Where one tooth meets the next, seen from the front, as fractions of the half-width from the
+# middle of the mouth to a corner: upper teeth narrow from the central incisors outwards in about
+# the golden proportion (the arch turns away from the camera); the lower incisors are narrow and even.
+UPPER_TOOTH_EDGES = (0.0, 0.335, 0.556, 0.707, 0.807, 0.88)
+LOWER_TOOTH_EDGES = (0.0, 0.2, 0.39, 0.56, 0.7)
+
+
+def _tooth_gaps(u: np.ndarray, centre: float, length: float, edges: tuple[float, ...],
+                spread: float = 1.0) -> np.ndarray:
+    """0-1 lines where teeth meet, at ``edges`` either side of ``centre`` (u: 0 at one mouth corner,
+    1 at the other; ``length`` the corners' distance in pixels), about a pixel wide (x ``spread``)."""
+    width = spread * max(0.6, 0.006 * length) / length
+    lines = np.zeros_like(u)
+    for fraction in edges:
+        for place in {centre - fraction * centre, centre + fraction * (1.0 - centre)}:
+            lines = np.maximum(lines, np.exp(-((u - place) / width) ** 2))
+    return lines
+
+
 def fill_mouth_interior(image: np.ndarray, target_points: np.ndarray, source_points: np.ndarray,
                         teeth_color: np.ndarray | None = None) -> np.ndarray:
     """Paint a plausible mouth interior inside the target inner lips where the mouth opened.
@@ -458,12 +477,18 @@ def _fill_mouth_inplace(image: np.ndarray, target: np.ndarray, source_opening: f
         colour = colour * (1.0 - tongue) + _TONGUE * light * tongue
 
     # Upper teeth: a band under the upper lip, taller as the mouth opens, soft at its lower edge
-    # and fading towards the corners (the corners stay dark).
-    band = np.minimum(0.3 * gap, 0.065 * size)
+    # and fading towards the corners (the corners stay dark), split into single teeth.
+    centre = float((target[62] - corner_a) @ axis / length)     # the middle of the upper inner lip
+    upper_gaps = _tooth_gaps(u, centre, length, UPPER_TOOTH_EDGES)
+    band = np.minimum(0.3 * gap, 0.065 * size) * (1.0 - 0.12 * _tooth_gaps(u, centre, length, UPPER_TOOTH_EDGES,
+                                                                             spread=2.5))
     below_lip = v - upper
     teeth = ((1.0 - _smoothstep(below_lip - band, -0.7, 0.7)) * _smoothstep(u, 0.1, 0.28)
              * (1.0 - _smoothstep(u, 0.72, 0.9)))
-    shade = (0.78 + 0.22 * (1.0 - np.abs(u - 0.5) * 2.0))[..., None]
+    # Darker at the sides and in the lip's shadow; the gaps darkest towards the biting edge.
+    edge = np.clip(below_lip / np.maximum(band, 1e-3), 0.0, 1.0)
+    sides = 0.78 + 0.22 * (1.0 - np.abs(u - 0.5) * 2.0)
+    shade = (sides * (0.88 + 0.12 * edge) * (1.0 - (0.25 + 0.25 * edge) * upper_gaps))[..., None]
     teeth = teeth[..., None]
     colour = colour * (1.0 - teeth) + upper_teeth * shade * teeth
 
@@ -472,7 +497,8 @@ def _fill_mouth_inplace(image: np.ndarray, target: np.ndarray, source_opening: f
         lower_band = np.minimum(0.12 * gap, 0.03 * size)
         lower_teeth_alpha = (wide * (1.0 - _smoothstep((lower - v) - lower_band, -0.6, 0.6))
                              * _smoothstep(u, 0.22, 0.36) * (1.0 - _smoothstep(u, 0.64, 0.78)))[..., None]
-        colour = colour * (1.0 - lower_teeth_alpha) + lower_teeth * shade * lower_teeth_alpha
+        lower_shade = (sides * (1.0 - 0.35 * _tooth_gaps(u, centre, length, LOWER_TOOTH_EDGES)))[..., None]
+        colour = colour * (1.0 - lower_teeth_alpha) + lower_teeth * lower_shade * lower_teeth_alpha
     colour = np.clip(colour, 0.0, 255.0)
 
     a = alpha[..., None]
