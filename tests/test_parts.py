@@ -246,3 +246,24 @@ def test_photo_people_are_kept_open_mouths_first_and_closed_by_the_warp(tmp_path
     assert everything.mouth[target] > MOUTH_OPEN
     image, points, same = sampler._closed(target)
     assert same == target and image.shape == everything.images[target].shape and mouth_opening(points) < 1e-3
+
+
+def test_main_command_draws_the_learned_mouth_only_when_asked(tmp_path, portrait_path, short_driver):
+    from typer.testing import CliRunner
+
+    from animate_cli.cli import app
+
+    folder = make_checkpoint(tmp_path / "ckpt")
+    LearnedParts(TINY).save(folder)
+    said = {}
+    for flags in ((), ("--learned-mouth",), ("--no-learned-parts",)):
+        out = tmp_path / f"out{len(said)}.mp4"
+        result = CliRunner().invoke(app, [str(portrait_path), "--drive", str(short_driver), "-o", str(out),
+                                          "--renderer", "warp", "--weights", str(folder), "--landmarks", "dlib",
+                                          "--size", "96", *flags])
+        assert result.exit_code == 0, result.output
+        assert out.is_file()
+        said[flags] = " ".join(result.output.split())
+    assert "learned eyes · synthetic mouth" in said[()]
+    assert "learned mouth and eyes" in said[("--learned-mouth",)]
+    assert "· synthetic mouth" in said[("--no-learned-parts",)] and "learned" not in said[("--no-learned-parts",)]
