@@ -154,6 +154,12 @@ class FinetuneConfig:
 
 MAX_SHOTS = 32
 
+# Part-model training defaults (animate_cli/parts/train.py), here so that `train-parts --help` shows
+# them without importing torch: the patch discriminator's weight, and the share of mouth samples
+# drawn from photo people (when the data has both kinds).
+PARTS_ADVERSARIAL_WEIGHT = 0.02
+PARTS_PHOTO_SHARE = 0.4
+
 # Default fine-tuning steps, measured on held-out video frames and LFW people (README, "Fine-tuning
 # that pays"): with one photo no step count gained anything measurable over feed-forward, so one photo
 # is not fine-tuned; with 8 photos and the bundled weights SSIM gains grow to 40 steps, but from 40 on

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_PHOTO_SHARE
 from ..errors import DivergenceError, InputError, UsageError
 from ..render.warp import FaceWarper, mouth_opening
 from .geometry import closed_mouth, cut_part, eye_openness, part_masks, part_matrix
@@ -45,13 +46,11 @@ log = logging.getLogger(__name__)
 
 MOUTH_OPEN = 0.03          # B's mouth opening (of the face size) for a mouth sample
 MOUTH_CLOSED = 0.015       # frames this closed count as closed-mouth photos
-PHOTO_SAMPLE_SHARE = 0.4   # mouth samples drawn from photo people (when the data has both kinds)
 SELF_CLOSED_SHARE = 0.2    # video mouth samples whose photo is B itself with its lips closed
 BLINK_SHARE = 0.5          # eye samples whose target eye is at most BLINK_FRACTION of the open eye
 BLINK_FRACTION = 0.6
 L1_WEIGHT = 1.0
 PERCEPTUAL_WEIGHT = 0.3
-ADVERSARIAL_WEIGHT = 0.02
 PERCEPTUAL_STAGES = 3
 PERCEPTUAL_MIN_SIZE = 64
 
@@ -112,7 +111,7 @@ class FrameBank:
 class PairSampler:
     """Training samples (see the module docstring), a pure function of (seed, step, index)."""
 
-    def __init__(self, bank: FrameBank, config: PartsConfig, seed: int = 0, photo_share: float = PHOTO_SAMPLE_SHARE):
+    def __init__(self, bank: FrameBank, config: PartsConfig, seed: int = 0, photo_share: float = PARTS_PHOTO_SHARE):
         self.bank = bank
         self.photo_share = photo_share
         self.config = config
@@ -269,9 +268,9 @@ class PartsTrainConfig:
     max_photos: int | None = 3000
     log_every: int = 50
     save_every: int = 500
-    adversarial_weight: float = ADVERSARIAL_WEIGHT
+    adversarial_weight: float = PARTS_ADVERSARIAL_WEIGHT
     perceptual_weight: float = PERCEPTUAL_WEIGHT
-    photo_share: float = PHOTO_SAMPLE_SHARE
+    photo_share: float = PARTS_PHOTO_SHARE
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

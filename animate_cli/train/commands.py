@@ -11,12 +11,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..cli_options import Device, QuietOpt, VerboseOpt
-from ..config import list_presets
+from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_PHOTO_SHARE, list_presets
 
 PRESET_HELP = f"Model size preset: {', '.join(list_presets())}."
-# The part models' default adversarial weight (animate_cli/parts/train.py), kept here so --help does
-# not import torch.
-ADVERSARIAL = 0.02
 
 
 class Guidance(str, Enum):
@@ -175,10 +172,10 @@ def register_training_commands(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.", rich_help_panel="Training")] = 0,
         adversarial_weight: Annotated[float, typer.Option("--adversarial-weight", min=0.0, help="Weight of the "
                                                           "patch discriminator's term (sharpness against L1's "
-                                                          "blur).", rich_help_panel="Training")] = ADVERSARIAL,
+                                                          "blur).", rich_help_panel="Training")] = PARTS_ADVERSARIAL_WEIGHT,
         photo_share: Annotated[float, typer.Option("--photo-share", min=0.0, max=1.0, help="Share of mouth samples "
                                                    "drawn from photo people (the rest from videos).",
-                                                   rich_help_panel="Training")] = 0.4,
+                                                   rich_help_panel="Training")] = PARTS_PHOTO_SHARE,
         start_from: Annotated[Optional[Path], typer.Option("--start-from", help="Go on training the part "
                                                            "models of this checkpoint folder.",
                                                            rich_help_panel="Training")] = None,
