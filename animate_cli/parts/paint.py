@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..tensors import images_to_tensor
-from ..render.warp import MOUTH_FILL_FULL, MOUTH_FILL_START, _smoothstep, mouth_opening
+from ..render.warp import _smoothstep, mouth_fill_strength, mouth_opening
 from .geometry import PARTS, cut_part, eye_openness, part_masks, part_matrix
 from .model import LearnedParts, part_inputs
 
@@ -31,7 +31,7 @@ def part_measure(part: str, points: np.ndarray) -> float:
 
 def _strength(part: str, source_measure: float, target_measure: float) -> float:
     if part == "mouth":
-        return float(_smoothstep(target_measure - source_measure, MOUTH_FILL_START, MOUTH_FILL_FULL))
+        return mouth_fill_strength(source_measure, target_measure)
     return float(_smoothstep(abs(target_measure - source_measure), EYE_CHANGE_START, EYE_CHANGE_FULL))
 
 

@@ -394,6 +394,12 @@ def _tooth_gaps(u: np.ndarray, centre: float, length: float, edges: tuple[float,
     return lines
 
 
+def mouth_fill_strength(source_opening: float, target_opening: float) -> float:
+    """How much of a new interior a mouth opening from ``source_opening`` to ``target_opening`` (both of
+    the face size) gets: 0 up to MOUTH_FILL_START wider than the source, 1 from MOUTH_FILL_FULL."""
+    return float(_smoothstep(target_opening - source_opening, MOUTH_FILL_START, MOUTH_FILL_FULL))
+
+
 def fill_mouth_interior(image: np.ndarray, target_points: np.ndarray, source_points: np.ndarray,
                         teeth_color: np.ndarray | None = None) -> np.ndarray:
     """Paint a plausible mouth interior inside the target inner lips where the mouth opened.
@@ -415,7 +421,7 @@ def fill_mouth_interior(image: np.ndarray, target_points: np.ndarray, source_poi
 def _fill_mouth_inplace(image: np.ndarray, target: np.ndarray, source_opening: float,
                         teeth_color: np.ndarray | None = None) -> None:
     opening = mouth_opening(target)
-    strength = float(_smoothstep(opening - source_opening, MOUTH_FILL_START, MOUTH_FILL_FULL))
+    strength = mouth_fill_strength(source_opening, opening)
     if strength <= 0.0:
         return
     height, width = image.shape[:2]
