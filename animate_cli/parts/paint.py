@@ -84,7 +84,7 @@ class PartsPainter:
         self.draw = tuple(part for part in PARTS if part in draw)
         self.device = torch.device(device)
         self.source_points = np.asarray(source_points, np.float32)
-        self._source_measures = {part: part_measure(part, self.source_points) for part in PARTS}
+        self._source_measures = {part: part_measure(part, self.source_points) for part in self.draw}
         self._sources: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for part in self.draw:
             size = parts.config.size_of(part)
