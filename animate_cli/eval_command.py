@@ -130,7 +130,8 @@ def register_eval_command(app: typer.Typer) -> None:
                  "number of photos).")] = None,
         methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated. Crops: neural, warp, "
                                                        "copy (default all). --full-frame: frozen, warp, warp-crop, "
-                                                       "neural, neural-crop (default all).")] = None,
+                                                       "neural, neural-crop, real (the real frames: the "
+                                                       "metrics' floor) (default all).")] = None,
         json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report (rows, per-target "
                                                            "records, settings, machine) to this file.")] = None,
         max_subjects: Annotated[Optional[int], typer.Option("--max-subjects", min=1, help="Evaluate at most this "
@@ -325,6 +326,12 @@ CROSS_COLUMNS = (("driver max", "driver_max", 2), ("output max", "output_max", 2
                  ("mouth r ↑", "mouth_corr", 2))
 
 
+def _format_paired(mean: float | None, se: float | None, digits: int) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:+.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+
 def full_frame_tables(report: dict[str, Any]) -> list[Any]:
     """Rich tables: self-reenactment per video and method, the mean per method, and the mouth-open
     cross-identity rows."""
@@ -347,6 +354,17 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
             previous = row["video"]
             table.add_row(row["video"], row["method"], *(_format(row.get(key), digits, percent=key == "face_found")
                                                          for _, key, digits in FULL_FRAME_COLUMNS))
+        tables.append(table)
+    paired = report.get("self_reenactment_paired") or []
+    if paired:
+        table = Table(title="paired against the motion before whole-head motion, per video",
+                      caption="per-frame difference, method minus baseline, on the frames both measured: "
+                              "mean ± its standard error (box SSIM: higher is better; AKD: lower is better)")
+        for name in ("video", "method", "baseline", "box SSIM diff", "AKD diff"):
+            table.add_column(name, justify="right" if name.endswith("diff") else "left")
+        for entry in paired:
+            table.add_row(entry["video"], entry["method"], entry["baseline"],
+                          *(_format_paired(entry[key], entry[f"{key}_se"], 4) for key in ("box_ssim", "akd")))
         tables.append(table)
     cross = report["mouth_open_cross"]
     if cross:
@@ -381,7 +399,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
     from .io.atomic import atomic_output, check_output_path
     from .jobs import build_engine
     from .reenact import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows, mouth_open_cross_identity,
-                          self_reenactment)
+                          paired_rows, self_reenactment)
 
     chosen = tuple(m.strip() for m in (methods or ",".join(FULL_FRAME_METHODS)).split(",") if m.strip())
     config = FullFrameConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps)
@@ -401,6 +419,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
     keys = [key for _, key, _ in FULL_FRAME_COLUMNS]
     cross = mouth_open_cross_identity(photos, videos, renderers, config, progress=progress) if photos else []
     report = {"self_reenactment": rows, "self_reenactment_mean": average_rows(rows, keys),
+              "self_reenactment_paired": paired_rows(rows),
               "mouth_open_cross": cross, "mouth_open_cross_mean": average_rows(cross, ["mouth_slope", "mouth_corr"])}
     seconds = time.perf_counter() - started
     console = Console()

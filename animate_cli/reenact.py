@@ -20,9 +20,15 @@ Cross-identity with drivers that start mid-word: each driver is cut at an open-m
 photos of other people, and the output's mouth opening is compared with the driver's (slope and
 correlation): a renderer that measures motion from a blindly chosen first frame fails this.
 
-Methods: ``frozen`` (the first frame, unchanged), ``warp`` and ``neural`` (today's motion), and
+Methods: ``frozen`` (the first frame, unchanged), ``warp`` and ``neural`` (today's motion),
 ``warp-crop`` / ``neural-crop``: the motion before whole-head motion (the face moves inside a fixed
-crop, frame 0 is the reference, the photo's own expression is kept), for comparison.
+crop, frame 0 is the reference, the photo's own expression is kept), for comparison, and ``real``:
+the real frames scored against themselves, the floor of the landmark metrics (the detector's own
+scatter) and of the identity distance.
+
+Per video, each method is also paired frame by frame with the motion before whole-head motion
+(``paired_rows``): per-video means of a few dozen frames differ by detector noise, and a difference
+within its standard error is not a measured change.
 """
 
 from __future__ import annotations
@@ -51,7 +57,10 @@ from .render.pipeline import Driver, render_frames
 
 log = logging.getLogger(__name__)
 
-FULL_FRAME_METHODS = ("frozen", "warp", "warp-crop", "neural", "neural-crop")
+FULL_FRAME_METHODS = ("frozen", "warp", "warp-crop", "neural", "neural-crop", "real")
+# Methods that render nothing: the first frame frozen, and the real frames themselves (the floor of
+# every metric's noise: dlib re-detecting the real frames lands 0.009-0.011 eye distances from the track).
+BASELINE_METHODS = ("frozen", "real")
 # The face box is the landmarks' box grown to this many times its size (forehead, hair, chin).
 FACE_BOX_SCALE = 1.5
 # A driver for the mouth-open protocol starts at a frame whose mouth is at least this open
@@ -189,6 +198,8 @@ def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config:
                 for method in config.methods:
                     if method == "frozen":
                         outputs = [frames[0]] * len(frames)
+                    elif method == "real":
+                        outputs = frames
                     else:
                         engine = renderers.engine(method)
                         key = id(engine)
@@ -208,6 +219,7 @@ def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: li
     values: dict[str, list[float]] = {k: [] for k in ("ssim", "psnr", "l1", "box_ssim", "box_psnr", "box_l1",
                                                       "akd", "identity_distance", "perceptual")}
     real_mouth, output_mouth, found = [], [], 0
+    frame_akd: list[float | None] = []
     for i in measured:
         real, out, points = frames[i], outputs[i], raw.points[i]
         if out.shape != real.shape:
@@ -223,8 +235,11 @@ def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: li
         if detected is not None:
             found += 1
             values["akd"].append(float(landmark_error(points, detected)))
+            frame_akd.append(values["akd"][-1])
             real_mouth.append(float(mouth_opening(points)))
             output_mouth.append(float(mouth_opening(detected)))
+        else:
+            frame_akd.append(None)
         values["identity_distance"].append(identity_distance(
             identity.descriptor(out, detected if detected is not None else points), real_ids[i]))
         # At the real frame's landmarks: a face in the wrong place costs here too.
@@ -233,6 +248,8 @@ def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: li
                            "size": [frames[0].shape[1], frames[0].shape[0]]}
     row.update({key: _summary(v) for key, v in values.items()})
     row["face_found"] = found / max(len(measured), 1)
+    # Per measured frame, for paired comparisons between methods (``paired_rows``).
+    row["per_frame"] = {"frame": list(measured), "box_ssim": values["box_ssim"], "akd": frame_akd}
     row["mouth_slope"] = regression_slope(real_mouth, output_mouth)
     row["mouth_corr"] = pearson(real_mouth, output_mouth) if len(real_mouth) >= 3 else math.nan
     row["head_motion"] = float(np.mean([np.linalg.norm(raw.points[i].mean(0) - raw.points[0].mean(0))
@@ -275,7 +292,7 @@ def mouth_open_cross_identity(photos: Sequence[str | Path], drivers: Sequence[st
         cut_raw = LandmarkTrack(raw.points[start:end], raw.valid[start:end], fps, raw.frame_size)
         track = smooth_track(fill_gaps(cut_raw, path=str(video)), config.smoothing)
         cut_drivers.append((video, start, cut_raw, Driver(path=video, track=track, video=None)))
-    methods = [m for m in config.methods if m != "frozen"]
+    methods = [m for m in config.methods if m not in BASELINE_METHODS]
     for photo_path in map(Path, photos):
         image = load_image(photo_path)
         photo_points = detect_photo_landmarks(backend, image, path=photo_path)
@@ -304,6 +321,48 @@ def mouth_open_cross_identity(photos: Sequence[str | Path], drivers: Sequence[st
                                  "mouth_corr": pearson(driven, produced) if len(driven) >= 3 else math.nan})
                     advance(1)
     return rows
+
+
+PAIRED_KEYS = ("box_ssim", "akd")
+
+
+def paired_baseline(method: str, methods: Sequence[str]) -> str | None:
+    """The method ``method`` is paired with: its ``-crop`` variant (the motion before whole-head
+    motion) when that ran, else ``warp-crop`` when that ran; None for the baselines themselves."""
+    if method in BASELINE_METHODS or method.endswith("-crop"):
+        return None
+    for candidate in (f"{method}-crop", "warp-crop"):
+        if candidate in methods:
+            return candidate
+    return None
+
+
+def paired_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per video and method, the per-frame difference from its baseline (``paired_baseline``) on
+    the frames both measured: mean and its standard error, for box SSIM and AKD.
+
+    Per-video means of a few dozen frames differ by detector noise; a difference within its
+    standard error is not a measured change.
+    """
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by_key = {(r["video"], r["method"]): r for r in rows}
+    out = []
+    for row in rows:
+        baseline = paired_baseline(row["method"], methods)
+        other = by_key.get((row["video"], baseline)) if baseline else None
+        if other is None or "per_frame" not in row or "per_frame" not in other:
+            continue
+        entry: dict[str, Any] = {"video": row["video"], "method": row["method"], "baseline": baseline}
+        theirs = dict(zip(other["per_frame"]["frame"], zip(*(other["per_frame"][k] for k in PAIRED_KEYS))))
+        for k, key in enumerate(PAIRED_KEYS):
+            diffs = [mine - theirs[f][k] for f, mine in zip(row["per_frame"]["frame"], row["per_frame"][key])
+                     if f in theirs and mine is not None and theirs[f][k] is not None]
+            entry[key] = float(np.mean(diffs)) if diffs else None
+            entry[f"{key}_se"] = (float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1
+                                  else None)
+            entry[f"{key}_frames"] = len(diffs)
+        out.append(entry)
+    return out
 
 
 def average_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:

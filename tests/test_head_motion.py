@@ -224,6 +224,17 @@ def test_segmentation_finds_the_astronaut_and_not_the_sky(astronaut, points):
     assert matte[10, 10] < 0.1 and matte[10, 500] < 0.1           # the corners above the head
 
 
+def test_segmentation_is_the_same_whatever_ran_before_it(astronaut, points):
+    """GrabCut draws from OpenCV's random generator: in a batch, the second photo's matte must not
+    depend on the first (unseeded, 0.3 % of the astronaut's pixels flipped between two runs)."""
+    import cv2
+
+    first = segment_person(astronaut, points)
+    samples = np.random.default_rng(0).random((200, 2)).astype(np.float32)
+    cv2.kmeans(samples, 4, None, (cv2.TERM_CRITERIA_MAX_ITER, 5, 0), 3, cv2.KMEANS_RANDOM_CENTERS)
+    np.testing.assert_array_equal(segment_person(astronaut, points), first)
+
+
 def test_a_one_colour_photo_falls_back_to_the_prior_shapes(points):
     flat = np.full((512, 512, 3), 128, np.uint8)
     matte = segment_person(flat, points)
@@ -235,13 +246,13 @@ def test_a_one_colour_photo_falls_back_to_the_prior_shapes(points):
 @pytest.mark.slow
 def test_full_frame_self_reenactment_on_a_tiny_clip(short_driver):
     from animate_cli.jobs import build_engine
-    from animate_cli.reenact import FullFrameConfig, Renderers, average_rows, self_reenactment
+    from animate_cli.reenact import FullFrameConfig, Renderers, average_rows, paired_rows, self_reenactment
 
     warp = build_engine(landmarks="dlib", renderer="warp")
-    config = FullFrameConfig(methods=("frozen", "warp", "warp-crop"), max_frames=12, stride=2)
+    config = FullFrameConfig(methods=("frozen", "warp", "warp-crop", "real"), max_frames=12, stride=2)
     rows = self_reenactment([short_driver], Renderers(warp.backend, warp), config)
     by_method = {row["method"]: row for row in rows}
-    assert set(by_method) == {"frozen", "warp", "warp-crop"}
+    assert set(by_method) == {"frozen", "warp", "warp-crop", "real"}
     frozen, warp_row = by_method["frozen"], by_method["warp"]
     assert warp_row["frames"] == frozen["frames"] == 6
     for key in ("ssim", "box_ssim", "psnr", "akd", "identity_distance", "perceptual"):
@@ -252,8 +263,36 @@ def test_full_frame_self_reenactment_on_a_tiny_clip(short_driver):
     assert warp_row["akd"] < frozen["akd"]
     assert warp_row["perceptual"] < frozen["perceptual"]
     assert frozen["mouth_slope"] == pytest.approx(0.0, abs=0.05)
+    # The real frames against themselves: a perfect picture, and the landmark detector's own scatter,
+    # which no output beats.
+    real = by_method["real"]
+    assert real["ssim"] == pytest.approx(1.0) and real["box_ssim"] == pytest.approx(1.0)
+    assert 0 <= real["akd"] < warp_row["akd"]
     mean = average_rows(rows, ["ssim"])
-    assert [entry["method"] for entry in mean] == ["frozen", "warp", "warp-crop"]
+    assert [entry["method"] for entry in mean] == ["frozen", "warp", "warp-crop", "real"]
+    (paired,) = paired_rows(rows)
+    assert (paired["method"], paired["baseline"], paired["box_ssim_frames"]) == ("warp", "warp-crop", 6)
+    assert paired["box_ssim"] == pytest.approx(warp_row["box_ssim"] - by_method["warp-crop"]["box_ssim"], abs=1e-9)
+
+
+def test_paired_rows_compare_the_same_frames_with_their_standard_error():
+    from animate_cli.reenact import paired_rows
+
+    def row(method, frames, box, akd):
+        return {"video": "v.mp4", "method": method, "per_frame": {"frame": frames, "box_ssim": box, "akd": akd}}
+
+    rows = [row("frozen", [1, 4, 7], [0.1, 0.1, 0.1], [0.5, 0.5, 0.5]),
+            row("warp", [1, 4, 7], [0.8, 0.7, 0.9], [0.010, None, 0.030]),
+            row("warp-crop", [1, 4, 7, 10], [0.7, 0.7, 0.7, 0.0], [0.020, 0.015, 0.020, 0.9])]
+    (entry,) = paired_rows(rows)
+    assert (entry["method"], entry["baseline"]) == ("warp", "warp-crop")
+    # Frame 10 only the baseline measured; frame 4 has no face in the output: both left out of AKD.
+    assert entry["box_ssim_frames"] == 3 and entry["box_ssim"] == pytest.approx(0.1)
+    assert entry["box_ssim_se"] == pytest.approx(np.std([0.1, 0.0, 0.2], ddof=1) / np.sqrt(3))
+    assert entry["akd_frames"] == 2 and entry["akd"] == pytest.approx(0.0)
+    assert entry["akd_se"] == pytest.approx(0.01)
+    # Without a baseline run there is nothing to pair.
+    assert paired_rows(rows[:2]) == []
 
 
 # --- through the command line ----------------------------------------------------------------------

@@ -49,6 +49,10 @@ YAW_SHIFT_SHARE = 0.5
 # Segmentation runs on the photo shrunk to about this longest side (GrabCut is slow at full size).
 SEGMENT_SIDE = 320
 GRABCUT_ITERATIONS = 4
+# GrabCut starts its colour models with k-means from OpenCV's per-thread random generator: seeded
+# before each segmentation, a photo gets the same matte whatever ran before it in the process (a
+# batch, an eval over many videos).
+GRABCUT_SEED = 0
 # The matte's edge is softened by this fraction of the face size.
 MATTE_SOFTNESS = 0.015
 # The plate is filled where the person's moving part is, grown by this fraction of the face size
@@ -188,6 +192,7 @@ def segment_person(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     foreground = likely.astype(bool)
     try:
         background_model, foreground_model = np.zeros((1, 65)), np.zeros((1, 65))
+        cv2.setRNGSeed(GRABCUT_SEED)
         cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, background_model, foreground_model,
                     GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
         found = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
