@@ -5,6 +5,8 @@ The library is imported inside the command body, so ``animate-face --help`` stay
 
 from __future__ import annotations
 
+import math
+
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -28,7 +30,7 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 
 
 def _format(value: Any, digits: int, percent: bool = False) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if percent:
         return f"{100 * value:.0f}%"

@@ -295,6 +295,14 @@ def test_paired_rows_compare_the_same_frames_with_their_standard_error():
     assert paired_rows(rows[:2]) == []
 
 
+def test_full_frame_tables_show_undefined_values_as_a_dash():
+    """A frozen frame's mouth never moves, so its correlation is undefined: shown as –, not "nan"."""
+    from animate_cli.eval_command import _format, _format_paired
+
+    assert _format(float("nan"), 2) == "–" and _format(None, 2) == "–" and _format(0.5, 2) == "0.50"
+    assert _format_paired(None, None, 4) == "–" and _format_paired(0.001, 0.0005, 4) == "+0.0010 ± 0.0005"
+
+
 # --- through the command line ----------------------------------------------------------------------
 
 def test_cli_reference_and_head_motion_options(tmp_path, portrait_path, short_driver):

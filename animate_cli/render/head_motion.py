@@ -48,7 +48,9 @@ SIDE_END = 2.0
 # - clothes below the mouth (colour unlike the cheeks' and the hair's) kept out of the head weight, so a
 #   rigid collar does not bend: on 12 videos box SSIM 0.8046 vs 0.8055; +0.012 on liveportrait_d13, but
 #   -0.022 on styletalk_feifeili_clip2_short (dark hair by the neck taken for clothes) and -0.014 on
-#   mimictalk_German_20s (a real speaker's collar moves with the head).)
+#   mimictalk_German_20s (a real speaker's collar moves with the head);
+# - the pasted face mask grown with the turn (1 + 20 |yaw change| blur sigmas, at most 3): AKD 0.0160 vs
+#   0.0161 on the 23 videos but box SSIM 0.7937 vs 0.7976. Each of these trades landmarks for picture.)
 # Share of the jaw's width that the face's landmarks shift per unit of yaw proxy while the head's
 # outline stays (see ``outline_similarity``). Full-frame self-reenactment, face-box SSIM on three
 # talking videos (liveportrait_d10, tpsmm_driving, vretalking_face4) at shares 0 / 0.5 / 0.75 / 1:
