@@ -6,7 +6,6 @@ The library is imported inside the command body, so ``animate-face --help`` stay
 from __future__ import annotations
 
 import math
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
