@@ -50,7 +50,13 @@ SIDE_END = 2.0
 #   -0.022 on styletalk_feifeili_clip2_short (dark hair by the neck taken for clothes) and -0.014 on
 #   mimictalk_German_20s (a real speaker's collar moves with the head);
 # - the pasted face mask grown with the turn (1 + 20 |yaw change| blur sigmas, at most 3): AKD 0.0160 vs
-#   0.0161 on the 23 videos but box SSIM 0.7937 vs 0.7976. Each of these trades landmarks for picture.)
+#   0.0161 on the 23 videos but box SSIM 0.7937 vs 0.7976. Each of these trades landmarks for picture;
+# - a turn that respects the head's depth: each head pixel takes the face's motion by its depth on a
+#   head-shaped surface (1 on the pasted face, 0 at the matte's silhouette, distance-based, with fall-off
+#   t ** 0.5 or t ** 2), the outline's share 0.5 or 1: on liveportrait_d10, tpsmm_driving, vretalking_face4
+#   and the 3/4-view styletalk furious clip box SSIM fell by 0.0026 / 0.0033 / 0.0023 on average (worse
+#   on furious by 0.003-0.005 in each), AKD unchanged within its standard error; no fall-off suited all
+#   four (t ** 2 with share 1: vretalking_face4 +0.004, liveportrait_d10 -0.009).)
 # Share of the jaw's width that the face's landmarks shift per unit of yaw proxy while the head's
 # outline stays (see ``outline_similarity``). Full-frame self-reenactment, face-box SSIM on three
 # talking videos (liveportrait_d10, tpsmm_driving, vretalking_face4) at shares 0 / 0.5 / 0.75 / 1:
