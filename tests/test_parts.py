@@ -172,6 +172,10 @@ def test_renderers_use_the_part_models_and_fall_back_without_them(tmp_path, port
     # Without part models the warp paints the synthetic interior, as before.
     assert np.array_equal(synthetic, FaceWarper(shots[0].crop_image, points).warp(target[0]))
     assert not np.array_equal(learned, synthetic)
+    # A residual mouth model is given the synthetic interior to correct; untrained, it changes nothing.
+    import dataclasses
+    residual = LearnedParts(dataclasses.replace(TINY, mouth_residual=True)).eval()
+    assert np.array_equal(WarpRenderer(person, parts=residual, part_names=("mouth",)).render(target)[0], synthetic)
     # The default draws the learned eyes only: an opening mouth with unchanged eyes is the synthetic one.
     assert eyes_only.frame_renderer(person).painter.draw == ("right_eye", "left_eye")
     assert np.array_equal(eyes_only.frame_renderer(person).render(target)[0], synthetic)
@@ -267,3 +271,63 @@ def test_main_command_draws_the_learned_mouth_only_when_asked(tmp_path, portrait
     assert "learned eyes · synthetic mouth" in said[()]
     assert "learned mouth and eyes" in said[("--learned-mouth",)]
     assert "· synthetic mouth" in said[("--no-learned-parts",)] and "learned" not in said[("--no-learned-parts",)]
+
+
+def test_a_residual_mouth_model_starts_as_the_synthetic_interior_and_corrects_it(face):
+    import dataclasses
+
+    image, points = face
+    residual = dataclasses.replace(TINY, mouth_residual=True)
+    torch.manual_seed(0)
+    parts = LearnedParts(residual).eval()
+    closed = closed_mouth(points)
+    source = FaceWarper(image, points).warp(closed)
+    painter = PartsPainter(parts, source, closed)
+    assert painter.needs_synthetic_mouth and not PartsPainter(LearnedParts(TINY), source, closed).needs_synthetic_mouth
+    warper = FaceWarper(source, closed)
+    target = opened(closed, 0.1)
+    synthetic = warper.warp(target)
+    assert not np.array_equal(synthetic, warper.warp(target, fill_mouth=False))
+    # Untrained, it leaves the synthetic interior exactly as drawn at full size (only a change is pasted).
+    assert np.array_equal(painter.paint(synthetic[None], target[None])[0], synthetic)
+    # Its last layer changes the hole: the correction is added to the interior.
+    with torch.no_grad():
+        parts.mouth.dec0[-1].bias.fill_(0.5)
+    brighter = painter.paint(synthetic[None], target[None])[0].astype(int)
+    changed = np.abs(brighter - synthetic.astype(int)).max(axis=2) > 0
+    assert (brighter >= synthetic).all() and changed.any()
+    ys, xs = np.nonzero(changed)
+    lips = target[48:68]
+    margin = 0.1 * float(np.ptp(target, axis=0).max())
+    assert xs.min() >= lips[:, 0].min() - margin and ys.max() <= lips[:, 1].max() + margin
+    # Saved and loaded, it is still a residual model.
+    inputs = torch.rand(1, 9, residual.mouth_size, residual.mouth_size) * 2 - 1
+    assert torch.equal(PartNet(residual.channels, residual=True)(inputs), inputs[:, :3].clamp(-1, 1))
+
+
+def test_training_only_the_mouth_keeps_the_eye_model(tmp_path, short_driver):
+    import dataclasses
+
+    from animate_cli.parts.train import PartsTrainConfig, train_parts
+    from animate_cli.train.dataset import prepare_dataset
+
+    source = tmp_path / "videos"
+    source.mkdir()
+    (source / "speaker.mp4").symlink_to(short_driver)
+    prepare_dataset([source], tmp_path / "data", size=64, frames_per_video=20, workers=1)
+    torch.manual_seed(0)
+    start = LearnedParts(TINY).eval()
+    residual = dataclasses.replace(TINY, mouth_residual=True)
+    folder = make_checkpoint(tmp_path / "ckpt")
+    record = train_parts([tmp_path / "data"], folder, residual,
+                         PartsTrainConfig(steps=2, batch_size=2, save_every=2, parts=("mouth",)), workers=0,
+                         start_from=start)
+    assert record["parts_trained"] == ["mouth"]
+    loaded = load_parts(folder)
+    assert loaded.config.mouth_residual and read_parts_section(folder)[0] == residual
+    for name, tensor in start.eye.state_dict().items():
+        assert torch.allclose(loaded.eye.state_dict()[name], tensor)
+    # The mouth changed mode, so it did not start from the blank-hole model's weights.
+    assert not torch.allclose(loaded.mouth.dec0[-1].weight, start.mouth.dec0[-1].weight)
+    with pytest.raises(UsageError):
+        PartsTrainConfig(parts=("nose",))

@@ -70,7 +70,8 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
             continue
         real = crop.crop_image(frames[index])
         synthetic = warper.warp(points)
-        learned = painter.paint(warper.warp(points, fill_mouth=False)[None], points[None])[0]
+        unfilled = synthetic if painter.needs_synthetic_mouth else warper.warp(points, fill_mouth=False)
+        learned = painter.paint(unfilled[None], points[None])[0]
         for part in PARTS:
             if strengths[part] <= 0:
                 continue

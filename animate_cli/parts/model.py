@@ -2,7 +2,9 @@
 
 Each sees, at the part crop's resolution (``PartsConfig.mouth_size`` / ``eye_size``):
 
-- the frame's part crop with the hole blanked (RGB, 3 channels) and the hole (1),
+- the frame's part crop with the hole blanked (RGB, 3 channels) and the hole (1); a mouth model with
+  ``mouth_residual`` sees the hole filled with the synthetic interior instead, and adds a correction
+  to it (it starts as that interior: a dark opening with single teeth),
 - the target's opening (``shape``: inside the inner lips, or inside the lids; 1),
 - the person's own part from the photo (RGB, 3) and its opening (1): their teeth when the photo
   shows them, their lips' and skin's colour, their iris,
@@ -42,6 +44,9 @@ class PartsConfig:
     mouth_size: int = 96
     eye_size: int = 64
     channels: int = 16
+    # The mouth model corrects the synthetic interior (render/warp.py) rather than drawing the hole
+    # from a blank: its output is the interior plus a learned change, zero before training.
+    mouth_residual: bool = False
 
     def __post_init__(self) -> None:
         for name in ("mouth_size", "eye_size"):
@@ -53,6 +58,13 @@ class PartsConfig:
 
     def size_of(self, part: str) -> int:
         return self.mouth_size if part == "mouth" else self.eye_size
+
+    def residual(self, part: str) -> bool:
+        """Whether ``part``'s model corrects the synthetic fill in its hole (else the hole is blanked)."""
+        return part == "mouth" and self.mouth_residual
+
+    def same_sizes(self, other: "PartsConfig") -> bool:
+        return (self.mouth_size, self.eye_size, self.channels) == (other.mouth_size, other.eye_size, other.channels)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,10 +102,12 @@ class _Residual(nn.Module):
 class PartNet(nn.Module):
     """U-Net over three halvings, dilated residual blocks at the bottom (a receptive field as wide
     as the crop, so the teeth line up across the whole mouth). In: (N, 9, S, S) in [-1, 1] (masks in
-    [0, 1]); out: (N, 3, S, S) RGB in [-1, 1]."""
+    [0, 1]); out: (N, 3, S, S) RGB in [-1, 1]. ``residual``: the output is the input image plus the
+    network's change (its last layer starts at zero, so an untrained net returns its input)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, residual: bool = False):
         super().__init__()
+        self.residual = residual
         c = channels
         self.enc0 = nn.Sequential(_conv(INPUT_CHANNELS, c), _conv(c, c))
         self.enc1 = nn.Sequential(_conv(c, 2 * c, stride=2), _conv(2 * c, 2 * c))
@@ -103,6 +117,9 @@ class PartNet(nn.Module):
         self.dec2 = nn.Sequential(_conv(8 * c, 4 * c), _conv(4 * c, 2 * c))
         self.dec1 = nn.Sequential(_conv(4 * c, 2 * c), _conv(2 * c, c))
         self.dec0 = nn.Sequential(_conv(2 * c, c), nn.Conv2d(c, 3, 3, padding=1))
+        if residual:
+            nn.init.zeros_(self.dec0[-1].weight)
+            nn.init.zeros_(self.dec0[-1].bias)
 
     @staticmethod
     def _up(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -115,13 +132,18 @@ class PartNet(nn.Module):
         x = self.middle(self.enc3(e2))
         x = self.dec2(self._up(x, e2))
         x = self.dec1(self._up(x, e1))
-        return torch.tanh(self.dec0(self._up(x, e0)))
+        x = self.dec0(self._up(x, e0))
+        if self.residual:
+            return torch.clamp(inputs[:, :3] + x, -1.0, 1.0)
+        return torch.tanh(x)
 
 
 def part_inputs(masked: torch.Tensor, hole: torch.Tensor, shape: torch.Tensor, source: torch.Tensor,
-                source_shape: torch.Tensor) -> torch.Tensor:
-    """The network's input: images (N, 3, S, S) in [-1, 1], masks (N, 1, S, S) in [0, 1]."""
-    return torch.cat([masked * (1.0 - hole), hole, shape, source, source_shape], dim=1)
+                source_shape: torch.Tensor, keep_hole: bool = False) -> torch.Tensor:
+    """The network's input: images (N, 3, S, S) in [-1, 1], masks (N, 1, S, S) in [0, 1]; the hole
+    of ``masked`` is blanked unless ``keep_hole`` (a residual model sees what fills it)."""
+    image = masked if keep_hole else masked * (1.0 - hole)
+    return torch.cat([image, hole, shape, source, source_shape], dim=1)
 
 
 class LearnedParts(nn.Module):
@@ -130,7 +152,7 @@ class LearnedParts(nn.Module):
     def __init__(self, config: PartsConfig):
         super().__init__()
         self.config = config
-        self.mouth = PartNet(config.channels)
+        self.mouth = PartNet(config.channels, residual=config.mouth_residual)
         self.eye = PartNet(config.channels)
 
     def net(self, part: str) -> PartNet:

@@ -44,9 +44,11 @@ def _masks_tensor(masks: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
 
 
-def paste_part(image: np.ndarray, patch: np.ndarray, alpha: np.ndarray, matrix: np.ndarray) -> None:
+def paste_part(image: np.ndarray, patch: np.ndarray, alpha: np.ndarray, matrix: np.ndarray,
+               additive: bool = False) -> None:
     """Blend a part crop (float32 RGB (S, S, 3), alpha (S, S)) back into ``image`` in place, warping
-    only the region where alpha is not zero."""
+    only the region where alpha is not zero; ``additive``: ``patch`` is a change, added times alpha
+    (a residual model's correction keeps the detail of what it corrects)."""
     rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
     if not len(rows):
         return
@@ -68,7 +70,7 @@ def paste_part(image: np.ndarray, patch: np.ndarray, alpha: np.ndarray, matrix: 
     warped = cv2.warpAffine(patch, to_crop, roi_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
     weight = cv2.warpAffine(alpha, to_crop, roi_size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     roi = image[y0:y1, x0:x1].astype(np.float32)
-    blended = roi + (warped - roi) * weight[..., None]
+    blended = roi + (warped if additive else warped - roi) * weight[..., None]
     image[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -92,6 +94,12 @@ class PartsPainter:
             crop = cut_part(np.asarray(source_image), matrix, size)
             shape, _ = part_masks(self.source_points, part, size, matrix)
             self._sources[part] = (images_to_tensor(crop, self.device), _masks_tensor([shape]).to(self.device))
+
+    @property
+    def needs_synthetic_mouth(self) -> bool:
+        """Whether the crops to paint must carry the synthetic mouth interior: the mouth is not drawn
+        here, or its model corrects that interior."""
+        return "mouth" not in self.draw or self.parts.config.mouth_residual
 
     @torch.inference_mode()
     def paint(self, frames: np.ndarray, target_points: np.ndarray, in_place: bool = False) -> np.ndarray:
@@ -121,9 +129,13 @@ class PartsPainter:
             count = len(jobs)
             inputs = part_inputs(images_to_tensor(crops, self.device), hole_t,
                                  _masks_tensor(shapes).to(self.device), source.expand(count, -1, -1, -1),
-                                 source_shape.expand(count, -1, -1, -1)).contiguous(memory_format=torch.channels_last)
+                                 source_shape.expand(count, -1, -1, -1),
+                                 keep_hole=self.parts.config.residual(part)).contiguous(memory_format=torch.channels_last)
             painted = ((self.parts.net(part)(inputs) + 1.0) * 127.5).clamp(0, 255)
+            residual = self.parts.config.residual(part)
+            if residual:  # only the correction is pasted, so the full-size interior keeps its detail
+                painted = painted - (inputs[:, :3] + 1.0) * 127.5
             painted = painted.permute(0, 2, 3, 1).float().cpu().numpy()
             for (index, strength, matrix), patch, hole in zip(jobs, painted, holes):
-                paste_part(out[index], np.ascontiguousarray(patch), hole * strength, matrix)
+                paste_part(out[index], np.ascontiguousarray(patch), hole * strength, matrix, additive=residual)
         return out

@@ -2,7 +2,9 @@
 
 Every sample is what a renderer will ask of the model: a photo A of a person, warped to the
 landmarks of a real frame B of the same person (``FaceWarper``, without the synthetic mouth fill),
-with the hole of B's part blanked; the model redraws the hole and is compared with the real B.
+with the hole of B's part blanked; the model redraws the hole and is compared with the real B. A
+residual mouth model (``PartsConfig.mouth_residual``) sees the hole with the synthetic fill in it
+instead, and learns the change that makes it B's.
 
 - Mouth, frames of a video: B is a frame with the mouth open; A another frame of the video
   (a closed-mouth one half the time), or B itself with its lips closed by the warp
@@ -138,7 +140,8 @@ class PairSampler:
             eye = "right_eye" if rng.random() < 0.5 else "left_eye"
             source_image, source_points, target = self._eye_pair(rng, 0 if eye == "right_eye" else 1)
         target_image, target_points = self.bank.images[target], self.bank.points[target]
-        warped = FaceWarper(source_image, source_points).warp(target_points, fill_mouth=False)
+        # A residual mouth model learns to correct the synthetic interior, so it sees it in the hole.
+        warped = FaceWarper(source_image, source_points).warp(target_points, fill_mouth=self.config.residual(eye))
         size = self.config.size_of(eye)
         matrix = part_matrix(target_points, eye, size)
         source_matrix = part_matrix(source_points, eye, size)
@@ -271,10 +274,14 @@ class PartsTrainConfig:
     adversarial_weight: float = PARTS_ADVERSARIAL_WEIGHT
     perceptual_weight: float = PERCEPTUAL_WEIGHT
     photo_share: float = PARTS_PHOTO_SHARE
+    # The part models trained (steps alternate between them); the others are kept as they start.
+    parts: tuple[str, ...] = ("mouth", "eye")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise UsageError("--steps and --batch-size must be at least 1")
+        if not self.parts or set(self.parts) - {"mouth", "eye"}:
+            raise UsageError(f"parts to train must be mouth, eye or both, got {', '.join(self.parts) or 'none'}")
         if self.lr <= 0 or self.lr_discriminator <= 0:
             raise UsageError("learning rates must be positive")
 
@@ -289,14 +296,16 @@ def installed_perceptual() -> PartPerceptual | None:
 
 
 class _Batches(torch.utils.data.IterableDataset):
-    def __init__(self, sampler: PairSampler, batch_size: int, first_step: int, steps: int):
+    def __init__(self, sampler: PairSampler, batch_size: int, first_step: int, steps: int,
+                 parts: tuple[str, ...] = ("mouth", "eye")):
         self.sampler, self.batch_size, self.first_step, self.steps = sampler, batch_size, first_step, steps
+        self.parts = parts
 
     def __iter__(self) -> Iterator[tuple[int, str, dict[str, torch.Tensor]]]:
         import cv2
         cv2.setNumThreads(1)
         for step in range(self.first_step, self.steps):
-            part = "mouth" if step % 2 == 0 else "eye"
+            part = self.parts[step % len(self.parts)]
             yield step, part, collate([self.sampler.sample(part, step, i) for i in range(self.batch_size)])
 
 
@@ -315,9 +324,14 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
              len(sampler.open_video_frames) + len(sampler.open_photo_frames))
     parts = LearnedParts(config)
     if start_from is not None:
-        if start_from.config != config:
+        if not start_from.config.same_sizes(config):
             raise UsageError("the part models to start from have another size than the chosen preset")
-        parts.load_state_dict(start_from.state_dict())
+        for part in ("mouth", "eye"):
+            if start_from.config.residual(part) == config.residual(part):
+                parts.net(part).load_state_dict(start_from.net(part).state_dict())
+            else:  # a blank-hole model is no start for one that corrects the synthetic fill, or back
+                log.info("the %s model starts afresh (it now %s the synthetic interior)", part,
+                         "corrects" if config.residual(part) else "no longer sees")
     parts.train().requires_grad_(True)
     critics = nn.ModuleDict({"mouth": PatchDiscriminator(config.channels), "eye": PatchDiscriminator(config.channels)})
     perceptual = installed_perceptual()
@@ -325,7 +339,8 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                for p in ("mouth", "eye")}
     optim_d = {p: torch.optim.Adam(critics[p].parameters(), lr=train.lr_discriminator, betas=(0.5, 0.999))
                for p in ("mouth", "eye")}
-    loader = torch.utils.data.DataLoader(_Batches(sampler, train.batch_size, 0, train.steps), batch_size=None,
+    loader = torch.utils.data.DataLoader(_Batches(sampler, train.batch_size, 0, train.steps, train.parts),
+                                         batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None)
     history: dict[str, list[float]] = {f"{p}_{k}": [] for p in ("mouth", "eye") for k in ("l1", "perceptual", "d")}
     worst_d = 0.0
@@ -335,7 +350,8 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
         net, critic = parts.net(part), critics[part]
         hole = batch["hole"]
         target = hole * batch["target"] + (1.0 - hole) * batch["warped"]
-        generated = net(part_inputs(batch["warped"], hole, batch["shape"], batch["source"], batch["source_shape"]))
+        generated = net(part_inputs(batch["warped"], hole, batch["shape"], batch["source"], batch["source_shape"],
+                                    keep_hole=config.residual(part)))
         composite = hole * generated + (1.0 - hole) * batch["warped"]
 
         patches = PatchDiscriminator.patch_weights(hole)
@@ -374,7 +390,7 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                       "video_frames": int(bank.is_video.sum()), "final_losses": recent,
                       "max_discriminator_loss": round(worst_d, 4),
                       "adversarial_weight": train.adversarial_weight, "perceptual_weight": train.perceptual_weight,
-                      "photo_share": train.photo_share,
+                      "photo_share": train.photo_share, "parts_trained": list(train.parts),
                       **({"started_from": earlier} if earlier is not None else {}),
                       "perceptual": perceptual is not None,
                       "seconds": round(time.monotonic() - started, 1)}

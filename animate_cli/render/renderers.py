@@ -86,8 +86,8 @@ class WarpRenderer:
         self.painter = parts_painter(parts, person, self.size, part_names=part_names)
 
     def render(self, target_points: np.ndarray) -> np.ndarray:
-        # The synthetic interior unless the learned mouth draws it.
-        fill = self.painter is None or "mouth" not in self.painter.draw
+        # The synthetic interior unless the learned mouth draws it from a blank.
+        fill = self.painter is None or self.painter.needs_synthetic_mouth
         frames = np.stack([self.warper.warp(points, fill_mouth=fill) for points in target_points])
         return frames if self.painter is None else self.painter.paint(frames, target_points, in_place=True)
 

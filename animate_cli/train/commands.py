@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from enum import Enum
 from pathlib import Path
@@ -179,6 +180,12 @@ def register_training_commands(app: typer.Typer) -> None:
         start_from: Annotated[Optional[Path], typer.Option("--start-from", help="Go on training the part "
                                                            "models of this checkpoint folder.",
                                                            rich_help_panel="Training")] = None,
+        only: Annotated[Optional[str], typer.Option("--only", help="Train only this part model (mouth or eye); "
+                                                    "the other is kept from --start-from.",
+                                                    rich_help_panel="Training")] = None,
+        mouth_residual: Annotated[bool, typer.Option("--mouth-residual", help="The mouth model corrects the "
+                                                     "synthetic interior instead of drawing the opening from "
+                                                     "a blank.", rich_help_panel="Model")] = False,
         num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="Data loader processes.",
                                                  rich_help_panel="Hardware")] = 1,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace part models already in the "
@@ -202,8 +209,13 @@ def register_training_commands(app: typer.Typer) -> None:
                 raise WeightsError("is not a checkpoint folder (no config.json)", into)
             if not overwrite and ((into / PARTS_WEIGHTS_NAME).exists() or read_parts_section(into) is not None):
                 raise UsageError(f"{into}: already has part models; pass --overwrite to replace them")
+            if only not in (None, "mouth", "eye"):
+                raise UsageError(f"--only must be mouth or eye, got {only!r}")
+            if only is not None and start_from is None:
+                raise UsageError("--only needs --start-from (the checkpoint whose other part model is kept)")
             config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, max_photos=max_photos,
-                                      adversarial_weight=adversarial_weight, photo_share=photo_share)
+                                      adversarial_weight=adversarial_weight, photo_share=photo_share,
+                                      parts=(only,) if only else ("mouth", "eye"))
             initial = earlier = None
             if start_from is not None:
                 from ..parts import load_parts
@@ -213,7 +225,8 @@ def register_training_commands(app: typer.Typer) -> None:
                     raise WeightsError("has no part models to start from", start_from)
                 earlier = read_parts_section(start_from)[1]
             with RichProgress(enabled=not quiet).stage("train parts", steps) as advance:
-                record = train_parts(datasets, into, PARTS_PRESETS[preset], config, progress=advance,
+                sizes = dataclasses.replace(PARTS_PRESETS[preset], mouth_residual=mouth_residual)
+                record = train_parts(datasets, into, sizes, config, progress=advance,
                                      workers=num_workers, start_from=initial, earlier=earlier)
             losses = record.get("final_losses", {})
             console.print(f"trained the part models for {record.get('steps')} steps (mouth L1 "
