@@ -331,3 +331,7 @@ def test_training_only_the_mouth_keeps_the_eye_model(tmp_path, short_driver):
     assert not torch.allclose(loaded.mouth.dec0[-1].weight, start.mouth.dec0[-1].weight)
     with pytest.raises(UsageError):
         PartsTrainConfig(parts=("nose",))
+    # The blank-hole mouth is not thrown away for an untrained residual one while only the eye trains.
+    with pytest.raises(UsageError, match="mouth model to start from"):
+        train_parts([tmp_path / "data"], make_checkpoint(tmp_path / "eye_only"), residual,
+                    PartsTrainConfig(steps=2, batch_size=2, parts=("eye",)), workers=0, start_from=start)

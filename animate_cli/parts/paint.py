@@ -99,7 +99,7 @@ class PartsPainter:
     def needs_synthetic_mouth(self) -> bool:
         """Whether the crops to paint must carry the synthetic mouth interior: the mouth is not drawn
         here, or its model corrects that interior."""
-        return "mouth" not in self.draw or self.parts.config.mouth_residual
+        return "mouth" not in self.draw or self.parts.config.residual("mouth")
 
     @torch.inference_mode()
     def paint(self, frames: np.ndarray, target_points: np.ndarray, in_place: bool = False) -> np.ndarray:
@@ -127,12 +127,12 @@ class PartsPainter:
             hole_t = _masks_tensor(holes).to(self.device)
             source, source_shape = self._sources[part]
             count = len(jobs)
+            residual = self.parts.config.residual(part)
             inputs = part_inputs(images_to_tensor(crops, self.device), hole_t,
                                  _masks_tensor(shapes).to(self.device), source.expand(count, -1, -1, -1),
                                  source_shape.expand(count, -1, -1, -1),
-                                 keep_hole=self.parts.config.residual(part)).contiguous(memory_format=torch.channels_last)
+                                 keep_hole=residual).contiguous(memory_format=torch.channels_last)
             painted = ((self.parts.net(part)(inputs) + 1.0) * 127.5).clamp(0, 255)
-            residual = self.parts.config.residual(part)
             if residual:  # only the correction is pasted, so the full-size interior keeps its detail
                 painted = painted - (inputs[:, :3] + 1.0) * 127.5
             painted = painted.permute(0, 2, 3, 1).float().cpu().numpy()

@@ -297,7 +297,7 @@ def installed_perceptual() -> PartPerceptual | None:
 
 class _Batches(torch.utils.data.IterableDataset):
     def __init__(self, sampler: PairSampler, batch_size: int, first_step: int, steps: int,
-                 parts: tuple[str, ...] = ("mouth", "eye")):
+                 parts: tuple[str, ...]):
         self.sampler, self.batch_size, self.first_step, self.steps = sampler, batch_size, first_step, steps
         self.parts = parts
 
@@ -329,6 +329,9 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
         for part in ("mouth", "eye"):
             if start_from.config.residual(part) == config.residual(part):
                 parts.net(part).load_state_dict(start_from.net(part).state_dict())
+            elif part not in train.parts:  # it would be saved untrained in place of the one given
+                raise UsageError(f"the {part} model to start from has the other mouth mode and is not being "
+                                 f"trained; train it too or keep its mode")
             else:  # a blank-hole model is no start for one that corrects the synthetic fill, or back
                 log.info("the %s model starts afresh (it now %s the synthetic interior)", part,
                          "corrects" if config.residual(part) else "no longer sees")
