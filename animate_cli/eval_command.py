@@ -28,6 +28,19 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def parse_outputs(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``NAME=FOLDER`` values of ``--outputs`` as (name, folder) pairs."""
+    from .errors import UsageError
+
+    pairs = []
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise UsageError(f"--outputs {value!r}: expected NAME=FOLDER")
+        pairs.append((name.strip(), folder.strip()))
+    return tuple(pairs)
+
+
 def _format(value: Any, digits: int, percent: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -150,6 +163,13 @@ def register_eval_command(app: typer.Typer) -> None:
                                                              rich_help_panel="Full frame")] = None,
         stride: Annotated[int, typer.Option("--stride", min=1, help="--full-frame: measure every N-th frame.",
                                             rich_help_panel="Full frame")] = 2,
+        outputs: Annotated[Optional[list[str]], typer.Option(
+            "--outputs", help="--full-frame: NAME=FOLDER (repeatable): also score videos made elsewhere (another "
+            "tool, an earlier version) from each video's first frame driven by the video, found as "
+            "FOLDER/<video name>.<ext>; a row named NAME.", rich_help_panel="Full frame")] = None,
+        paired_with: Annotated[Optional[str], typer.Option(
+            "--paired-with", help="--full-frame: pair every method per frame with this method or --outputs "
+            "NAME (default: each method's -crop variant, else warp-crop).", rich_help_panel="Full frame")] = None,
         learned_parts: Annotated[bool, typer.Option("--learned-parts/--no-learned-parts", help="--full-frame: "
                                                     "redraw changing eyes with the weights' eye model (as the "
                                                     "main command does) or keep the warp's.",
@@ -179,7 +199,7 @@ def register_eval_command(app: typer.Typer) -> None:
             if full_frame:
                 _run_full_frame(data, photo or [], weights, methods, finetune_steps, max_frames or 120, stride,
                                 json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet),
-                                learned_parts, learned_mouth)
+                                learned_parts, learned_mouth, parse_outputs(outputs or []), paired_with)
                 return
             _run_eval(data, weights, shots, CROP_EVAL_STEPS if finetune_steps is None else finetune_steps,
                       methods or "neural,warp,copy", json_path, max_subjects,
@@ -358,7 +378,7 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
         tables.append(table)
     paired = report.get("self_reenactment_paired") or []
     if paired:
-        table = Table(title="paired against the motion before whole-head motion, per video",
+        table = Table(title="paired per frame with a baseline method, per video",
                       caption="per-frame difference, method minus baseline, on the frames both measured: "
                               "mean ± its standard error (box SSIM: higher is better; AKD: lower is better)")
         for name in ("video", "method", "baseline", "box SSIM diff", "AKD diff"):
@@ -388,7 +408,8 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
 def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None, methods: str | None,
                     finetune_steps: int | None, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
                     device: str, overwrite: bool, progress: Any, learned_parts: bool = True,
-                    learned_mouth: bool = False) -> None:
+                    learned_mouth: bool = False, outputs: tuple[tuple[str, str], ...] = (),
+                    paired_with: str | None = None) -> None:
     import datetime
     import json
     import time
@@ -403,7 +424,8 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
                           paired_rows, self_reenactment)
 
     chosen = tuple(m.strip() for m in (methods or ",".join(FULL_FRAME_METHODS)).split(",") if m.strip())
-    config = FullFrameConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps)
+    config = FullFrameConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps,
+                             outputs=outputs, paired_with=paired_with)
     if json_path is not None:
         if json_path.suffix.lower() != ".json":
             raise UsageError(f"{json_path}: the report must be a .json file")
@@ -420,7 +442,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
     keys = [key for _, key, _ in FULL_FRAME_COLUMNS]
     cross = mouth_open_cross_identity(photos, videos, renderers, config, progress=progress) if photos else []
     report = {"self_reenactment": rows, "self_reenactment_mean": average_rows(rows, keys),
-              "self_reenactment_paired": paired_rows(rows),
+              "self_reenactment_paired": paired_rows(rows, paired_with),
               "mouth_open_cross": cross, "mouth_open_cross_mean": average_rows(cross, ["mouth_slope", "mouth_corr"])}
     seconds = time.perf_counter() - started
     console = Console()
@@ -432,7 +454,8 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "seconds": seconds, "machine": machine_record(),
                     "settings": {"videos": [str(v) for v in videos], "photos": [str(p) for p in photos],
-                                 "methods": list(chosen), "max_frames": max_frames, "stride": stride,
+                                 "methods": list(chosen), "outputs": dict(outputs), "paired_with": paired_with,
+                                 "max_frames": max_frames, "stride": stride,
                                  "finetune_steps": finetune_steps, "weights": weights},
                     **report}
         with atomic_output(json_path.expanduser(), overwrite=overwrite) as tmp:

@@ -24,7 +24,9 @@ Methods: ``frozen`` (the first frame, unchanged), ``warp`` and ``neural`` (today
 ``warp-crop`` / ``neural-crop``: the motion before whole-head motion (the face moves inside a fixed
 crop, frame 0 is the reference, the photo's own expression is kept), for comparison, and ``real``:
 the real frames scored against themselves, the floor of the landmark metrics (the detector's own
-scatter) and of the identity distance.
+scatter) and of the identity distance. ``outputs`` adds rows for videos another tool (or an earlier
+version of this one) made from the same first frame and driver: ``FOLDER/<video stem>.<ext>``, scored
+the same way, so any result can be compared on the same frames.
 
 Per video, each method is also paired frame by frame with the motion before whole-head motion
 (``paired_rows``): per-video means of a few dozen frames differ by detector noise, and a difference
@@ -79,11 +81,25 @@ class FullFrameConfig:
     stride: int = 2                  # metrics on every stride-th frame
     finetune_steps: int | None = None  # None: the main command's default for one photo
     smoothing: float = 1.0
+    # (name, folder) pairs: rows scoring FOLDER/<video stem>.<ext>, made elsewhere from the same first
+    # frame and driver.
+    outputs: tuple[tuple[str, str], ...] = ()
+    # The method every other one is paired with per frame (``paired_rows``); None: each method's
+    # ``-crop`` variant, else ``warp-crop``.
+    paired_with: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in FULL_FRAME_METHODS]
         if unknown:
             raise UsageError(f"unknown method {unknown[0]!r}; choose from: {', '.join(FULL_FRAME_METHODS)}")
+        names = [name for name, _ in self.outputs]
+        for name, folder in self.outputs:
+            if not name or name in FULL_FRAME_METHODS or names.count(name) > 1:
+                raise UsageError(f"outputs name {name!r} must be new, unique and not a method's name")
+            if not Path(folder).expanduser().is_dir():
+                raise UsageError(f"{folder}: the outputs folder for {name!r} is not a folder")
+        if self.paired_with is not None and self.paired_with not in (*self.methods, *names):
+            raise UsageError(f"paired_with {self.paired_with!r} is neither a chosen method nor an outputs name")
         if self.max_frames < 2 or self.stride < 1:
             raise UsageError("max_frames must be >= 2 and stride >= 1")
 
@@ -107,6 +123,31 @@ def read_frames(path: str | Path, count: int) -> tuple[list[np.ndarray], float]:
     if len(frames) < 2:
         raise UsageError(f"{path}: needs at least 2 frames to evaluate")
     return frames, info.fps
+
+
+def output_video(folder: str | Path, video: Path) -> Path | None:
+    """The video in ``folder`` made from ``video`` (same stem, any video extension); None if there is none."""
+    from .evaluate import VIDEO_EXTENSIONS
+
+    found = sorted(p for p in Path(folder).expanduser().glob(f"{glob_escape(video.stem)}.*")
+                   if p.suffix.lower() in VIDEO_EXTENSIONS)
+    return found[0] if found else None
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def read_output(path: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """The first ``len(frames)`` frames of an output made elsewhere; it must have at least that many."""
+    outputs = []
+    for frame in iter_frames(path):
+        outputs.append(frame)
+        if len(outputs) >= len(frames):
+            break
+    if len(outputs) < len(frames):
+        raise UsageError(f"{path}: has {len(outputs)} frames, fewer than the {len(frames)} of its driver measured")
+    return outputs
 
 
 def face_box(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -195,7 +236,7 @@ def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config:
             measured = [i for i in range(1, len(frames), config.stride) if raw.valid[i]]
             real_ids = {i: identity.descriptor(frames[i], raw.points[i]) for i in measured}
             people: dict[int, Any] = {}
-            with progress.stage(video.stem[:10], len(config.methods)) as advance:
+            with progress.stage(video.stem[:10], len(config.methods) + len(config.outputs)) as advance:
                 for method in config.methods:
                     if method == "frozen":
                         outputs = [frames[0]] * len(frames)
@@ -210,6 +251,15 @@ def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config:
                         outputs = _render(engine, people[key], driver, method, config)
                     rows.append(_score_video(video, method, frames, outputs, raw, measured, real_ids, backend,
                                              identity, perceptual))
+                    advance(1)
+                for name, folder in config.outputs:
+                    path = output_video(folder, video)
+                    if path is None:
+                        log.warning("%s: no output for %s in %s; its %s row is left out", name, video.name, folder,
+                                    name)
+                    else:
+                        rows.append(_score_video(video, name, frames, read_output(path, frames), raw, measured,
+                                                 real_ids, backend, identity, perceptual))
                     advance(1)
     return rows
 
@@ -328,10 +378,15 @@ def mouth_open_cross_identity(photos: Sequence[str | Path], drivers: Sequence[st
 PAIRED_KEYS = ("box_ssim", "akd")
 
 
-def paired_baseline(method: str, methods: Sequence[str]) -> str | None:
-    """The method ``method`` is paired with: its ``-crop`` variant (the motion before whole-head
-    motion) when that ran, else ``warp-crop`` when that ran; None for the baselines themselves."""
-    if method in BASELINE_METHODS or method.endswith("-crop"):
+def paired_baseline(method: str, methods: Sequence[str], paired_with: str | None = None) -> str | None:
+    """The method ``method`` is paired with: ``paired_with`` when given (and ran), else its ``-crop``
+    variant (the motion before whole-head motion) when that ran, else ``warp-crop`` when that ran;
+    None for the baselines themselves."""
+    if method in BASELINE_METHODS or method == paired_with:
+        return None
+    if paired_with is not None:
+        return paired_with if paired_with in methods else None
+    if method.endswith("-crop"):
         return None
     for candidate in (f"{method}-crop", "warp-crop"):
         if candidate in methods:
@@ -339,7 +394,7 @@ def paired_baseline(method: str, methods: Sequence[str]) -> str | None:
     return None
 
 
-def paired_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def paired_rows(rows: Sequence[dict[str, Any]], paired_with: str | None = None) -> list[dict[str, Any]]:
     """Per video and method, the per-frame difference from its baseline (``paired_baseline``) on
     the frames both measured: mean and its standard error, for box SSIM and AKD.
 
@@ -350,7 +405,7 @@ def paired_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key = {(r["video"], r["method"]): r for r in rows}
     out = []
     for row in rows:
-        baseline = paired_baseline(row["method"], methods)
+        baseline = paired_baseline(row["method"], methods, paired_with)
         other = by_key.get((row["video"], baseline)) if baseline else None
         if other is None or "per_frame" not in row or "per_frame" not in other:
             continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 from skimage import data
@@ -273,6 +275,54 @@ def test_full_frame_self_reenactment_on_a_tiny_clip(short_driver):
     (paired,) = paired_rows(rows)
     assert (paired["method"], paired["baseline"], paired["box_ssim_frames"]) == ("warp", "warp-crop", 6)
     assert paired["box_ssim"] == pytest.approx(warp_row["box_ssim"] - by_method["warp-crop"]["box_ssim"], abs=1e-9)
+
+
+def test_full_frame_scores_outputs_made_elsewhere_and_pairs_with_them(short_driver, tmp_path):
+    """--outputs: a video another tool (or an earlier version) made is scored on the same frames, and
+    --paired-with pairs the other methods with it; a missing output leaves its row out."""
+    import shutil
+
+    from animate_cli.errors import UsageError
+    from animate_cli.eval_command import parse_outputs
+    from animate_cli.landmarks import create_backend
+    from animate_cli.reenact import FullFrameConfig, Renderers, paired_rows, self_reenactment
+
+    from animate_cli.io.video import ffmpeg_exe
+
+    perfect, blurred, empty, short = (tmp_path / name for name in ("perfect", "blurred", "empty", "short"))
+    for folder in (perfect, blurred, empty, short):
+        folder.mkdir()
+    # A "tool" whose output is the real video itself (the right answer, frame for frame), and one that
+    # blurs it (an .mkv: any video extension is found).
+    shutil.copy(short_driver, perfect / f"{short_driver.stem}.mp4")
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(short_driver), "-vf", "boxblur=4", "-an", "-c:v", "ffv1",
+                    str(blurred / f"{short_driver.stem}.mkv")], check=True)
+    config = FullFrameConfig(methods=("frozen",), max_frames=12, stride=2,
+                             outputs=(("perfect", str(perfect)), ("blurred", str(blurred)), ("missing", str(empty))),
+                             paired_with="perfect")
+    rows = self_reenactment([short_driver], Renderers(create_backend("dlib"), None), config)
+    by_method = {row["method"]: row for row in rows}
+    assert set(by_method) == {"frozen", "perfect", "blurred"}
+    assert by_method["perfect"]["box_ssim"] == pytest.approx(1.0)
+    assert by_method["perfect"]["frames"] == by_method["blurred"]["frames"] == by_method["frozen"]["frames"] == 6
+    assert by_method["blurred"]["box_ssim"] < 0.99
+    (paired,) = paired_rows(rows, "perfect")
+    assert (paired["method"], paired["baseline"], paired["box_ssim_frames"]) == ("blurred", "perfect", 6)
+    assert paired["box_ssim"] == pytest.approx(by_method["blurred"]["box_ssim"] - 1.0, abs=1e-9)
+    # An output shorter than the frames measured is refused, naming the file.
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(short_driver), "-frames:v", "5", "-an",
+                    str(short / f"{short_driver.stem}.mp4")], check=True)
+    with pytest.raises(UsageError, match="fewer than"):
+        self_reenactment([short_driver], Renderers(create_backend("dlib"), None),
+                         FullFrameConfig(methods=("frozen",), max_frames=12, outputs=(("short", str(short)),)))
+    # Names must not clash with a method, folders must exist, pairing needs a method that runs.
+    for bad in (dict(outputs=(("warp", str(perfect)),)), dict(outputs=(("x", str(tmp_path / "none")),)),
+                dict(paired_with="warp-crop")):
+        with pytest.raises(UsageError):
+            FullFrameConfig(methods=("frozen",), **bad)
+    assert parse_outputs(["old=a/b", " lp = c "]) == (("old", "a/b"), ("lp", "c"))
+    with pytest.raises(UsageError, match="NAME=FOLDER"):
+        parse_outputs(["just-a-folder"])
 
 
 def test_paired_rows_compare_the_same_frames_with_their_standard_error():
