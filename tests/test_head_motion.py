@@ -74,6 +74,24 @@ def test_the_pose_reference_is_the_frame_posed_like_the_photo(points):
     assert refs.pose == 2
 
 
+def test_a_photo_that_is_a_driver_frame_is_its_pose_reference_despite_detector_jitter(points):
+    """The photo is frame 0 (saved and re-detected: its landmarks a pixel or so off, its yaw proxy changed),
+    while the driver spends the rest of the clip a few pixels away: the typical-position pull must not win
+    over the frame the photo was taken from (a constant offset for the whole clip otherwise)."""
+    rng = np.random.default_rng(0)
+    track = np.stack([points] + [points + (4.0, 3.0) + rng.normal(0, 0.3, points.shape) for _ in range(9)])
+    photo = points + rng.normal(0, 0.6, points.shape)
+    photo[:8] += (1.5, 0.0)   # one side of the jaw: a yaw proxy off by detector noise
+    assert pick_references(track, None, (256, 256), photo, (256, 256)).pose == 0
+    # Another person's face in the same place (a wider jaw, features closer together) is not that frame.
+    other = points.copy()
+    centre = points.mean(0)
+    other[:17] = centre + 1.15 * (points[:17] - centre)
+    other[17:] = centre + 0.85 * (points[17:] - centre)
+    from animate_cli.landmarks.reference import matching_frame
+    assert matching_frame(track, None, (256, 256), other, (256, 256)) is None
+
+
 def test_reference_choices_parse_and_resolve(points):
     track = np.stack([points, points + 1, points + 2])
     assert parse_reference("AUTO") == "auto" and parse_reference("first") == "first" and parse_reference("7") == 7

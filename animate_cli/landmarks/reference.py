@@ -37,6 +37,12 @@ EYE_WEIGHT = 1.5
 POSE_WEIGHT = 0.5
 POSITION_WEIGHT = 0.5
 SHAPE_WEIGHT = 1.0
+# A driver frame whose 68 landmarks lie within this many face sizes (mean distance, as shares of
+# each image's longer side) of the photo's is the photo's own pose and place: the pose reference, whatever the other
+# terms say. The photo is then (nearly) a frame of the driver, and any other reference offsets the
+# head for the whole clip. dlib on a driver frame saved as PNG lands 0.01 face sizes away; another
+# person's face is far beyond this (a different shape).
+SAME_POSE_MATCH = 0.02
 
 
 def parse_reference(text: str | int) -> str | int:
@@ -170,7 +176,27 @@ def pick_references(points: np.ndarray, valid: np.ndarray | None = None, frame_s
     neutral = int(np.argmin(expression))
     if photo_points is None or frame_size is None or photo_size is None:
         return References(neutral, neutral)
+    same = matching_frame(points, valid, frame_size, photo_points, photo_size)
+    if same is not None:
+        return References(same, neutral)
     return References(int(np.argmin(pose_costs(points, valid, frame_size, photo_points, photo_size))), neutral)
+
+
+def matching_frame(points: np.ndarray, valid: np.ndarray | None, frame_size: tuple[int, int],
+                   photo_points: np.ndarray, photo_size: tuple[int, int]) -> int | None:
+    """The driver frame whose landmarks match the photo's within ``SAME_POSE_MATCH`` face sizes
+    (the closest one; coordinates as shares of each image's longer side), or None."""
+    points, valid = _check(points, valid)
+    if not valid.any():
+        return None
+    frame = np.asarray(frame_size, np.float64)
+    photo_frame = np.asarray(photo_size, np.float64)
+    photo = np.asarray(photo_points, np.float64)
+    face = float(pose_features(photo[None])["size"][0]) / float(photo_frame.max())
+    distance = np.linalg.norm(points / frame.max() - photo / photo_frame.max(), axis=-1).mean(-1)
+    distance = np.where(valid, distance / max(face, 1e-6), np.inf)
+    best = int(np.argmin(distance))
+    return best if distance[best] < SAME_POSE_MATCH else None
 
 
 def resolve_reference(choice: str | int, points: np.ndarray, valid: np.ndarray | None = None,
