@@ -127,15 +127,13 @@ def read_frames(path: str | Path, count: int) -> tuple[list[np.ndarray], float]:
 
 def output_video(folder: str | Path, video: Path) -> Path | None:
     """The video in ``folder`` made from ``video`` (same stem, any video extension); None if there is none."""
+    import glob
+
     from .evaluate import VIDEO_EXTENSIONS
 
-    found = sorted(p for p in Path(folder).expanduser().glob(f"{glob_escape(video.stem)}.*")
+    found = sorted(p for p in Path(folder).expanduser().glob(f"{glob.escape(video.stem)}.*")
                    if p.suffix.lower() in VIDEO_EXTENSIONS)
     return found[0] if found else None
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def read_output(path: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -146,7 +144,7 @@ def read_output(path: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
         if len(outputs) >= len(frames):
             break
     if len(outputs) < len(frames):
-        raise UsageError(f"{path}: has {len(outputs)} frames, fewer than the {len(frames)} of its driver measured")
+        raise UsageError(f"{path}: has {len(outputs)} frames, fewer than the {len(frames)} driver frames evaluated")
     return outputs
 
 
