@@ -138,11 +138,7 @@ def output_video(folder: str | Path, video: Path) -> Path | None:
 
 def read_output(path: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
     """The first ``len(frames)`` frames of an output made elsewhere; it must have at least that many."""
-    outputs = []
-    for frame in iter_frames(path):
-        outputs.append(frame)
-        if len(outputs) >= len(frames):
-            break
+    outputs, _ = read_frames(path, len(frames))
     if len(outputs) < len(frames):
         raise UsageError(f"{path}: has {len(outputs)} frames, fewer than the {len(frames)} driver frames evaluated")
     return outputs

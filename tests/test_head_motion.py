@@ -10,8 +10,8 @@ from skimage import data
 
 from animate_cli.errors import UsageError
 from animate_cli.landmarks import create_backend, detect_photo_landmarks, eye_opening, mouth_opening
-from animate_cli.landmarks.reference import (References, expression_costs, parse_reference, pick_references,
-                                             resolve_reference)
+from animate_cli.landmarks.reference import (References, expression_costs, matching_frame, parse_reference,
+                                             pick_references, resolve_reference)
 from animate_cli.landmarks.retarget import gap_mapping, retarget_relative
 from animate_cli.render.head_motion import (HeadLayers, HeadMotion, fill_from_surroundings, head_similarity,
                                             head_weight_map, segment_person)
@@ -88,7 +88,6 @@ def test_a_photo_that_is_a_driver_frame_is_its_pose_reference_despite_detector_j
     centre = points.mean(0)
     other[:17] = centre + 1.15 * (points[:17] - centre)
     other[17:] = centre + 0.85 * (points[17:] - centre)
-    from animate_cli.landmarks.reference import matching_frame
     assert matching_frame(track, None, (256, 256), other, (256, 256)) is None
 
 
@@ -300,12 +299,9 @@ def test_full_frame_scores_outputs_made_elsewhere_and_pairs_with_them(short_driv
     --paired-with pairs the other methods with it; a missing output leaves its row out."""
     import shutil
 
-    from animate_cli.errors import UsageError
     from animate_cli.eval_command import parse_outputs
-    from animate_cli.landmarks import create_backend
-    from animate_cli.reenact import FullFrameConfig, Renderers, paired_rows, self_reenactment
-
     from animate_cli.io.video import ffmpeg_exe
+    from animate_cli.reenact import FullFrameConfig, Renderers, paired_rows, self_reenactment
 
     perfect, blurred, empty, short = (tmp_path / name for name in ("perfect", "blurred", "empty", "short"))
     for folder in (perfect, blurred, empty, short):

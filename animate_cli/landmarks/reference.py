@@ -190,11 +190,10 @@ def matching_frame(points: np.ndarray, valid: np.ndarray | None, frame_size: tup
     points, valid = _check(points, valid)
     if not valid.any():
         return None
-    frame = np.asarray(frame_size, np.float64)
-    photo_frame = np.asarray(photo_size, np.float64)
+    side, photo_side = float(max(frame_size)), float(max(photo_size))
     photo = np.asarray(photo_points, np.float64)
-    face = float(pose_features(photo[None])["size"][0]) / float(photo_frame.max())
-    distance = np.linalg.norm(points / frame.max() - photo / photo_frame.max(), axis=-1).mean(-1)
+    face = float(pose_features(photo[None])["size"][0]) / photo_side
+    distance = np.linalg.norm(points / side - photo / photo_side, axis=-1).mean(-1)
     distance = np.where(valid, distance / max(face, 1e-6), np.inf)
     best = int(np.argmin(distance))
     return best if distance[best] < SAME_POSE_MATCH else None
