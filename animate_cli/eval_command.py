@@ -318,18 +318,22 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
                        ("eyes", "eye crops (frames whose lids differ from the photo's)")):
         part = report["summary"][key]
         table = Table(title=f"{title}: {part['count']} crops, {len(videos)} videos")
-        for column in ("method", "SSIM ↑", "L1 ↓", "percept ↓") + (("steadiness (1 = real)",) if key == "mouth" else ()):
+        mouth_columns = ("steadiness (1 = real)", "dark share") if key == "mouth" else ()
+        for column in ("method", "SSIM ↑", "L1 ↓", "percept ↓") + mouth_columns:
             table.add_column(column)
         for method in METHODS:
             row = [method] + [f"{part[method][m]:.4f}" if part[method][m] is not None else "-"
                               for m in ("ssim", "l1", "perceptual")]
             if key == "mouth":
-                value = part["steadiness"][method]
-                row.append(f"{value:.2f}" if value is not None else "-")
+                row += [f"{value:.2f}" if (value := part[column][method]) is not None else "-"
+                        for column in ("steadiness", "dark_share")]
             table.add_row(*row)
+        if key == "mouth":
+            real = part["dark_share"]["real"]
+            table.add_row("real", "", "", "", "", f"{real:.2f}" if real is not None else "-")
         diffs = [part[f"{m}_learned_minus_synthetic"] for m in ("ssim", "l1", "perceptual")]
         table.add_row("learned - synthetic", *[f"{d[0]:+.4f} ± {d[1]:.4f}" if d else "-" for d in diffs],
-                      *([""] if key == "mouth" else []))
+                      *([""] * len(mouth_columns)))
         console.print(table)
     if json_path is not None:
         document = {"command": "animate-face " + " ".join(sys.argv[1:]), "machine": machine_record(),

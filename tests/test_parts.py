@@ -209,7 +209,11 @@ def test_train_parts_writes_a_loadable_checkpoint(tmp_path, short_driver):
     record = train_parts([tmp_path / "data"], folder, TINY, PartsTrainConfig(steps=4, batch_size=2, save_every=2),
                          workers=0)
     assert record["steps"] == 4 and np.isfinite(record["max_discriminator_loss"])
-    assert load_parts(folder).config == TINY
+    assert load_parts(folder).config == TINY and record["critic"] == "patch"
+    # The critic on the face ResNet's stages trains through the same loop.
+    record = train_parts([tmp_path / "data"], make_checkpoint(tmp_path / "ckpt2"), TINY,
+                         PartsTrainConfig(steps=2, batch_size=2, critic="features"), workers=0)
+    assert record["critic"] == "features" and np.isfinite(record["max_discriminator_loss"])
 
 
 def test_cli_train_parts_refuses_to_replace_existing_models(tmp_path):
@@ -335,3 +339,86 @@ def test_training_only_the_mouth_keeps_the_eye_model(tmp_path, short_driver):
     with pytest.raises(UsageError, match="mouth model to start from"):
         train_parts([tmp_path / "data"], make_checkpoint(tmp_path / "eye_only"), residual,
                     PartsTrainConfig(steps=2, batch_size=2, parts=("eye",)), workers=0, start_from=start)
+
+
+def test_the_dark_share_reads_a_dark_opening_as_open_and_a_lip_coloured_one_as_closed():
+    from animate_cli.parts.evaluate import interior_dark_share
+
+    size = 96
+    shape = np.zeros((size, size), np.float32)
+    cv2.ellipse(shape, (48, 48), (24, 8), 0, 0, 360, 1.0, -1)
+    lips = np.full((size, size, 3), (170, 90, 90), np.uint8)       # lip colour everywhere
+    assert interior_dark_share(lips, shape) == 0.0
+    dark = lips.copy()
+    dark[shape > 0.5] = (30, 10, 10)
+    assert interior_dark_share(dark, shape) == 1.0
+    half = dark.copy()
+    half[:48][shape[:48] > 0.5] = (230, 230, 225)                  # upper teeth showing
+    assert 0.3 < interior_dark_share(half, shape) < 0.7
+    assert interior_dark_share(dark, np.zeros_like(shape)) is None
+
+
+def test_the_feature_critic_learns_to_tell_real_crops_from_blurred_ones(face):
+    from animate_cli.parts.train import FeatureCritic, PartsTrainConfig, installed_perceptual
+
+    perceptual = installed_perceptual()
+    if perceptual is None:
+        pytest.skip("dlib's face ResNet is not installed")
+    image, points = face
+    size = TINY.mouth_size
+    real = cut_part_batch(image, points, size)
+    blurred = cut_part_batch(cv2.GaussianBlur(image, (0, 0), 3), points, size)
+    hole = torch.ones(real.shape[0], 1, size, size)
+    with torch.no_grad():
+        real_features = perceptual.stage_features(real)
+        fake_features = perceptual.stage_features(blurred)
+    scales = [f.abs().mean() for f in real_features]
+    torch.manual_seed(0)
+    critic = FeatureCritic([f.shape[1] for f in real_features], width=16)
+    optim = torch.optim.Adam(critic.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    losses = []
+    for _ in range(40):
+        loss = critic.scores(real_features, scales, hole, -1.0) + critic.scores(fake_features, scales, hole, 1.0)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert losses[0] > 1.8 and losses[-1] < 1.0        # 2 is chance
+    with torch.no_grad():
+        assert critic.generator_term(real_features, scales, hole) > critic.generator_term(fake_features, scales, hole)
+    with pytest.raises(UsageError, match="unknown critic"):
+        PartsTrainConfig(critic="pixels")
+
+
+def cut_part_batch(image: np.ndarray, points: np.ndarray, size: int) -> torch.Tensor:
+    """Four mouth crops of ``image`` (shifted by a pixel or two) as a batch in [-1, 1]."""
+    from animate_cli.parts.geometry import cut_part
+
+    crops = []
+    for dx, dy in ((0, 0), (1, 0), (0, 2), (-2, -1)):
+        shifted = points + np.array([dx, dy], np.float32)
+        crops.append(cut_part(image, part_matrix(shifted, "mouth", size), size))
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def test_eval_parts_reports_the_crops_and_the_dark_share(tmp_path, sample_driver):
+    from typer.testing import CliRunner
+
+    from animate_cli.cli import app
+
+    folder = make_checkpoint(tmp_path / "ckpt")
+    torch.manual_seed(0)
+    LearnedParts(TINY).save(folder)
+    report = tmp_path / "parts.json"
+    result = CliRunner().invoke(app, ["eval-parts", str(sample_driver), "--weights", str(folder), "--max-frames", "40",
+                                      "--json", str(report), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "dark share" in result.output
+    mouth = json.loads(report.read_text())["summary"]["mouth"]
+    assert mouth["count"] > 0
+    for name in ("real", "synthetic", "learned"):
+        assert 0.0 <= mouth["dark_share"][name] <= 1.0
+    result = CliRunner().invoke(app, ["eval-parts", str(sample_driver), "--weights", str(folder), "--max-frames", "40",
+                                      "--json", str(report), "--quiet"])
+    assert result.exit_code == 7 and str(report.name) in result.output    # an existing report is not replaced
+    assert json.loads(report.read_text())["summary"]["mouth"] == mouth

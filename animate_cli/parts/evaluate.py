@@ -9,7 +9,10 @@ than the photo's; an eye's lids differ from the photo's):
 
 - SSIM, L1 (grey levels 0-255) and the face ResNet's perceptual distance of the part crop,
 - steadiness: the mean frame-to-frame change of the mouth crop over consecutive redrawn frames, over
-  the real video's change (1 = as steady as the real mouth; more = flicker or swimming teeth).
+  the real video's change (1 = as steady as the real mouth; more = flicker or swimming teeth),
+- the mouth's dark share: how much of the target's opening is darker than half the lips' brightness
+  (``interior_dark_share``), for the real frame and each method. An interior much lighter than the
+  real one reads as a closed mouth (to a viewer, and to dlib's landmarks), whatever its SSIM.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -28,7 +32,7 @@ from ..io.video import iter_frames, probe_video
 from ..landmarks import LandmarkBackend, track_video
 from ..landmarks.crop import crop_from_landmarks
 from ..render.warp import FaceWarper
-from .geometry import PARTS, cut_part, part_matrix
+from .geometry import MOUTH_RIM, PARTS, cut_part, part_masks, part_matrix
 from .model import LearnedParts
 from .paint import PartsPainter, part_strength
 
@@ -36,6 +40,30 @@ log = logging.getLogger(__name__)
 
 CROP_SIZE = 256
 METHODS = ("synthetic", "learned")
+# The opening is "dark" where darker than this share of the lips' median brightness.
+DARK_SHARE_OF_LIPS = 0.5
+# The lips around an opening: within this fraction of the crop's side of it, outside its rim.
+LIP_RING = 0.08
+
+
+def interior_dark_share(crop: np.ndarray, shape: np.ndarray) -> float | None:
+    """The share of a mouth crop's opening (``shape`` > 0.5) darker than ``DARK_SHARE_OF_LIPS`` of
+    the median brightness of the lips around it; None when the opening covers no pixel."""
+    opening = shape > 0.5
+    if not opening.any():
+        return None
+    size = shape.shape[0]
+    grey = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    outer = max(2, int(round(LIP_RING * size)))
+    inner = max(1, int(round(MOUTH_RIM * size)))
+
+    def grown(radius: int) -> np.ndarray:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        return cv2.dilate(opening.astype(np.uint8), kernel) > 0
+
+    ring = grown(outer) & ~grown(inner)
+    lips = float(np.median(grey[ring])) if ring.any() else float(np.median(grey))
+    return float((grey[opening] < DARK_SHARE_OF_LIPS * lips).mean())
 
 
 def _perceptual_distance(perceptual: Any, a: np.ndarray, b: np.ndarray) -> float:
@@ -61,6 +89,7 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
     record: dict[str, Any] = {"video": Path(path).name, "frames": len(frames)}
     cuts: dict[str, dict[str, list]] = {part: {m: [] for m in ("real", *METHODS)} for part in PARTS}
     kept: dict[str, list[int]] = {part: [] for part in PARTS}
+    openings: list[np.ndarray] = []     # the target's mouth opening, per kept mouth crop
     for index in range(1, len(frames)):
         if not track.valid[index]:
             continue
@@ -78,6 +107,8 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
             size = parts.config.size_of(part)
             matrix = part_matrix(points, part, size)
             kept[part].append(index)
+            if part == "mouth":
+                openings.append(part_masks(points, part, size, matrix)[0])
             for name, image in (("real", real), ("synthetic", synthetic), ("learned", learned)):
                 cuts[part][name].append(cut_part(image, matrix, size))
     for part in PARTS:
@@ -90,6 +121,10 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
                 entry[method]["l1"].append(float(np.abs(made.astype(np.float32) - real.astype(np.float32)).mean()))
                 if perceptual is not None:
                     entry[method]["perceptual"].append(_perceptual_distance(perceptual, made, real))
+    shares = {name: [interior_dark_share(c, o) for c, o in zip(cuts["mouth"][name], openings)]
+              for name in ("real", *METHODS)}
+    usable = [i for i in range(len(openings)) if shares["real"][i] is not None]
+    record["mouth"]["dark_share"] = {name: [shares[name][i] for i in usable] for name in ("real", *METHODS)}
     # Steadiness of the mouth over consecutive redrawn frames.
     indices = kept["mouth"]
     pairs = [i for i in range(1, len(indices)) if indices[i] == indices[i - 1] + 1]
@@ -132,4 +167,6 @@ def evaluate_parts(videos: Sequence[str | Path], parts: LearnedParts, backend: L
     steadiness = {m: [r["mouth"]["steadiness"][m] for r in records if r["mouth"]["steadiness"][m] is not None]
                   for m in METHODS}
     summary["mouth"]["steadiness"] = {m: (float(np.mean(v)) if v else None) for m, v in steadiness.items()}
+    shares = {name: [v for r in records for v in r["mouth"]["dark_share"][name]] for name in ("real", *METHODS)}
+    summary["mouth"]["dark_share"] = {name: (float(np.mean(v)) if v else None) for name, v in shares.items()}
     return {"videos": records, "summary": summary}

@@ -18,7 +18,8 @@ instead, and learns the change that makes it B's.
 Augmentation: a mirror of the whole sample, one colour gain per sample. Losses on the composite
 (the model's output inside the hole, the input outside): L1, a perceptual distance through the
 first stages of dlib's face ResNet (``models/face_resnet.py``) when it is installed, and a hinge
-patch discriminator (spectral norm) at a small weight. Each sample is a pure function of
+critic at a small weight: a patch discriminator on the pixels (spectral norm), or heads on the face
+ResNet's stages (``--critic features``). Each sample is a pure function of
 ``(seed, step, index)``, so a run is reproducible.
 """
 
@@ -247,18 +248,63 @@ class PartPerceptual(nn.Module):
         self.network = network.requires_grad_(False).eval()
         self.stages = stages
 
-    def _stages(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The first stages' outputs for part crops in [-1, 1]."""
         if images.shape[-1] < PERCEPTUAL_MIN_SIZE:
             # The network's stride-4 stem and its stages need a few pixels to work on.
             images = F.interpolate(images, size=(PERCEPTUAL_MIN_SIZE, PERCEPTUAL_MIN_SIZE), mode="bilinear",
                                    align_corners=False)
         return self.network.stage_outputs((images + 1.0) * 127.5, self.stages)
 
+    @staticmethod
+    def distance(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+        return sum(F.l1_loss(f, r) / (r.abs().mean() + 1e-6) for f, r in zip(fake, real)) / len(real)
+
     def forward(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            real = self._stages(target)
-        fake = self._stages(generated)
-        return sum(F.l1_loss(f, r) / (r.abs().mean() + 1e-6) for f, r in zip(fake, real)) / len(real)
+            real = self.stage_features(target)
+        return self.distance(self.stage_features(generated), real)
+
+
+class FeatureCritic(nn.Module):
+    """Hinge critic on the frozen face ResNet's first stages (a projected discriminator, as in Sauer
+    et al. 2021, "Projected GANs Converge Faster"): a small head per stage scores every feature
+    position from the features and the hole at that resolution. Pretrained features tell a flat pale
+    band from teeth with gaps from the first step; ``PatchDiscriminator`` on raw pixels stayed at
+    chance (hinge loss 1.95) through whole CPU runs."""
+
+    def __init__(self, stage_channels: Sequence[int], width: int = 64):
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        self.heads = nn.ModuleList(
+            nn.Sequential(sn(nn.Conv2d(channels + 1, width, 1)), nn.LeakyReLU(0.2, inplace=True),
+                          sn(nn.Conv2d(width, width, 3, padding=1)), nn.LeakyReLU(0.2, inplace=True),
+                          sn(nn.Conv2d(width, 1, 1)))
+            for channels in stage_channels)
+
+    def scores(self, features: list[torch.Tensor], scales: list[torch.Tensor], hole: torch.Tensor,
+               sign: float) -> torch.Tensor:
+        """The mean over stages of ``mean(relu(1 + sign * score))`` over the positions that see the
+        hole (sign +1: fakes' hinge term, -1: reals'); ``scales`` normalise each stage (real features'
+        mean size, so both sides see the same scale)."""
+        total = torch.zeros((), device=hole.device)
+        for head, feature, scale in zip(self.heads, features, scales):
+            seen = F.adaptive_max_pool2d(hole, feature.shape[-2:])
+            score = head(torch.cat([feature / scale, seen], dim=1))
+            total = total + _patch_mean(F.relu(1.0 + sign * score), seen.gt(0.01).float())
+        return total / len(self.heads)
+
+    def generator_term(self, features: list[torch.Tensor], scales: list[torch.Tensor],
+                       hole: torch.Tensor) -> torch.Tensor:
+        """What the generator maximises: the mean score of its output where it sees the hole."""
+        total = torch.zeros((), device=hole.device)
+        for head, feature, scale in zip(self.heads, features, scales):
+            seen = F.adaptive_max_pool2d(hole, feature.shape[-2:])
+            total = total + _patch_mean(head(torch.cat([feature / scale, seen], dim=1)), seen.gt(0.01).float())
+        return total / len(self.heads)
+
+
+CRITICS = ("patch", "features")
 
 
 @dataclass(frozen=True)
@@ -274,6 +320,9 @@ class PartsTrainConfig:
     adversarial_weight: float = PARTS_ADVERSARIAL_WEIGHT
     perceptual_weight: float = PERCEPTUAL_WEIGHT
     photo_share: float = PARTS_PHOTO_SHARE
+    # "patch": a patch discriminator on the crop's pixels; "features": heads on the frozen face
+    # ResNet's stages (``FeatureCritic``; needs the ResNet installed).
+    critic: str = "patch"
     # The part models trained (steps alternate between them); the others are kept as they start.
     parts: tuple[str, ...] = ("mouth", "eye")
 
@@ -284,6 +333,8 @@ class PartsTrainConfig:
             raise UsageError(f"parts to train must be mouth, eye or both, got {', '.join(self.parts) or 'none'}")
         if self.lr <= 0 or self.lr_discriminator <= 0:
             raise UsageError("learning rates must be positive")
+        if self.critic not in CRITICS:
+            raise UsageError(f"unknown critic {self.critic!r}; choose from {', '.join(CRITICS)}")
 
 
 def installed_perceptual() -> PartPerceptual | None:
@@ -336,8 +387,16 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                 log.info("the %s model starts afresh (it now %s the synthetic interior)", part,
                          "corrects" if config.residual(part) else "no longer sees")
     parts.train().requires_grad_(True)
-    critics = nn.ModuleDict({"mouth": PatchDiscriminator(config.channels), "eye": PatchDiscriminator(config.channels)})
     perceptual = installed_perceptual()
+    if train.critic == "features":
+        if perceptual is None:
+            raise UsageError("--critic features needs dlib's face ResNet (face-recognition-models installed)")
+        channels = [f.shape[1] for f in perceptual.stage_features(torch.zeros(1, 3, config.eye_size,
+                                                                               config.eye_size))]
+        critics = nn.ModuleDict({"mouth": FeatureCritic(channels), "eye": FeatureCritic(channels)})
+    else:
+        critics = nn.ModuleDict({"mouth": PatchDiscriminator(config.channels),
+                                 "eye": PatchDiscriminator(config.channels)})
     optim_g = {p: torch.optim.Adam(parts.net(p).parameters(), lr=train.lr, betas=(0.5, 0.999))
                for p in ("mouth", "eye")}
     optim_d = {p: torch.optim.Adam(critics[p].parameters(), lr=train.lr_discriminator, betas=(0.5, 0.999))
@@ -356,19 +415,33 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
         generated = net(part_inputs(batch["warped"], hole, batch["shape"], batch["source"], batch["source_shape"],
                                     keep_hole=config.residual(part)))
         composite = hole * generated + (1.0 - hole) * batch["warped"]
+        area = hole.sum(dim=(1, 2, 3)).clamp_min(1.0) * 3.0
+        l1 = ((composite - target).abs().sum(dim=(1, 2, 3)) / area).mean()
 
-        patches = PatchDiscriminator.patch_weights(hole)
-        d_loss = (_patch_mean(F.relu(1.0 - critic(target, hole)), patches)
-                  + _patch_mean(F.relu(1.0 + critic(composite.detach(), hole)), patches))
+        if perceptual is not None:
+            with torch.no_grad():
+                real_features = perceptual.stage_features(target)
+            fake_features = perceptual.stage_features(composite)
+            p_loss = PartPerceptual.distance(fake_features, real_features)
+        else:
+            p_loss = torch.zeros(())
+        if train.critic == "features":
+            scales = [f.abs().mean().clamp_min(1e-6) for f in real_features]
+            d_loss = (critic.scores(real_features, scales, hole, -1.0)
+                      + critic.scores([f.detach() for f in fake_features], scales, hole, 1.0))
+        else:
+            patches = PatchDiscriminator.patch_weights(hole)
+            d_loss = (_patch_mean(F.relu(1.0 - critic(target, hole)), patches)
+                      + _patch_mean(F.relu(1.0 + critic(composite.detach(), hole)), patches))
         optim_d[part].zero_grad(set_to_none=True)
         d_loss.backward()
         optim_d[part].step()
 
-        area = hole.sum(dim=(1, 2, 3)).clamp_min(1.0) * 3.0
-        l1 = ((composite - target).abs().sum(dim=(1, 2, 3)) / area).mean()
-        loss = L1_WEIGHT * l1 - train.adversarial_weight * _patch_mean(critic(composite, hole), patches)
-        p_loss = perceptual(composite, target) if perceptual is not None else torch.zeros(())
-        loss = loss + train.perceptual_weight * p_loss
+        if train.critic == "features":
+            adversarial = critic.generator_term(fake_features, scales, hole)
+        else:
+            adversarial = _patch_mean(critic(composite, hole), patches)
+        loss = L1_WEIGHT * l1 - train.adversarial_weight * adversarial + train.perceptual_weight * p_loss
         if not torch.isfinite(loss) or not torch.isfinite(d_loss):
             raise DivergenceError(f"part model loss is not finite at step {step} ({part})")
         optim_g[part].zero_grad(set_to_none=True)
@@ -394,6 +467,7 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                       "max_discriminator_loss": round(worst_d, 4),
                       "adversarial_weight": train.adversarial_weight, "perceptual_weight": train.perceptual_weight,
                       "photo_share": train.photo_share, "parts_trained": list(train.parts),
+                      "critic": train.critic,
                       **({"started_from": earlier} if earlier is not None else {}),
                       "perceptual": perceptual is not None,
                       "seconds": round(time.monotonic() - started, 1)}

@@ -186,6 +186,9 @@ def register_training_commands(app: typer.Typer) -> None:
         mouth_residual: Annotated[bool, typer.Option("--mouth-residual", help="The mouth model corrects the "
                                                      "synthetic interior instead of drawing the opening from "
                                                      "a blank.", rich_help_panel="Model")] = False,
+        critic: Annotated[str, typer.Option("--critic", help="patch: a patch discriminator on the crop's "
+                                            "pixels; features: heads on the frozen face ResNet's stages "
+                                            "(learns in far fewer steps).", rich_help_panel="Training")] = "patch",
         num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="Data loader processes.",
                                                  rich_help_panel="Hardware")] = 1,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace part models already in the "
@@ -215,7 +218,7 @@ def register_training_commands(app: typer.Typer) -> None:
                 raise UsageError("--only needs --start-from (the checkpoint whose other part model is kept)")
             config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, max_photos=max_photos,
                                       adversarial_weight=adversarial_weight, photo_share=photo_share,
-                                      parts=(only,) if only else ("mouth", "eye"))
+                                      critic=critic, parts=(only,) if only else ("mouth", "eye"))
             initial = earlier = None
             if start_from is not None:
                 from ..parts import load_parts
