@@ -168,11 +168,13 @@ def register_training_commands(app: typer.Typer) -> None:
                                                 rich_help_panel="Training")] = 12,
         lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate.",
                                           rich_help_panel="Training")] = 2e-4,
+        lr_critic: Annotated[float, typer.Option("--lr-critic", min=0.0, help="Adam learning rate of the critic.",
+                                                 rich_help_panel="Training")] = 2e-4,
         max_photos: Annotated[int, typer.Option("--max-photos", min=0, help="Photos kept from photo datasets "
                                                 "(open mouths first).", rich_help_panel="Training")] = 3000,
         seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed.", rich_help_panel="Training")] = 0,
         adversarial_weight: Annotated[float, typer.Option("--adversarial-weight", min=0.0, help="Weight of the "
-                                                          "patch discriminator's term (sharpness against L1's "
+                                                          "critic's term (--critic; sharpness against L1's "
                                                           "blur).", rich_help_panel="Training")] = PARTS_ADVERSARIAL_WEIGHT,
         photo_share: Annotated[float, typer.Option("--photo-share", min=0.0, max=1.0, help="Share of mouth samples "
                                                    "drawn from photo people (the rest from videos).",
@@ -216,7 +218,8 @@ def register_training_commands(app: typer.Typer) -> None:
                 raise UsageError(f"--only must be mouth or eye, got {only!r}")
             if only is not None and start_from is None:
                 raise UsageError("--only needs --start-from (the checkpoint whose other part model is kept)")
-            config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, max_photos=max_photos,
+            config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_discriminator=lr_critic, seed=seed,
+                                      max_photos=max_photos,
                                       adversarial_weight=adversarial_weight, photo_share=photo_share,
                                       critic=critic, parts=(only,) if only else ("mouth", "eye"))
             initial = earlier = None
