@@ -116,14 +116,19 @@ def register_eval_command(app: typer.Typer) -> None:
         max_frames: Annotated[int, typer.Option("--max-frames", min=2, help="Frames used from each video's "
                                                 "start.")] = 150,
         json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report here (.json).")] = None,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
+        sheet_path: Annotated[Optional[Path], typer.Option("--sheet", help="Write a contact sheet here (.png or "
+                                                           ".jpg): each video's 4 widest-open mouth crops, "
+                                                           "real | synthetic | learned.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json or --sheet "
+                                                "file.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         from .cli import RichProgress, errors_to_exit_codes, setup_logging
 
         setup_logging(False, quiet)
         with errors_to_exit_codes(False):
-            _run_eval_parts(videos, weights, max_frames, json_path, overwrite, RichProgress(enabled=not quiet))
+            _run_eval_parts(videos, weights, max_frames, json_path, overwrite, RichProgress(enabled=not quiet),
+                            sheet_path)
 
     @app.command("eval", help="Measure quality on held-out data like the paper's Table 1: self-reenactment "
                               "(SSIM, PSNR, CSIM, identity and face-perceptual distance, landmark error) and "
@@ -285,7 +290,7 @@ def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps:
 
 
 def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, json_path: Path | None,
-                    overwrite: bool, progress: Any) -> None:
+                    overwrite: bool, progress: Any, sheet_path: Path | None = None) -> None:
     import json
 
     from rich.console import Console
@@ -298,12 +303,16 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
     from .io.driver import check_driver
     from .landmarks import create_backend
     from .parts import load_parts
-    from .parts.evaluate import METHODS, evaluate_parts
+    from .parts.evaluate import METHODS, contact_sheet, evaluate_parts
 
     if json_path is not None:
         if json_path.suffix.lower() != ".json":
             raise UsageError(f"{json_path}: the report must be a .json file")
         check_output_path(json_path.expanduser(), overwrite)
+    if sheet_path is not None:
+        if sheet_path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise UsageError(f"{sheet_path}: the contact sheet must be a .png or .jpg file")
+        check_output_path(sheet_path.expanduser(), overwrite)
     for video in videos:
         check_driver(video)
     folder = resolve_weights(weights)
@@ -312,7 +321,8 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
         raise WeightsError("has no part models (train them with animate-face train-parts)", folder)
     backend = create_backend("dlib")
     with progress.stage("eval parts", len(videos)) as advance:
-        report = evaluate_parts(videos, parts, backend, max_frames, progress=advance)
+        sheet = [] if sheet_path is not None else None
+        report = evaluate_parts(videos, parts, backend, max_frames, progress=advance, sheet=sheet)
     console = Console()
     for key, title in (("mouth", "mouth crop (frames opening wider than the photo)"),
                        ("eyes", "eye crops (frames whose lids differ from the photo's)")):
@@ -340,6 +350,18 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
                     "weights": str(folder), **report}
         with atomic_output(json_path.expanduser(), overwrite=overwrite) as tmp:
             tmp.write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))
+    if sheet_path is not None:
+        if not sheet:
+            console.print("no mouth opened wider than the photo's: no contact sheet written")
+            return
+        import cv2
+
+        ok, encoded = cv2.imencode(sheet_path.suffix.lower(), cv2.cvtColor(contact_sheet(sheet), cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise UsageError(f"{sheet_path}: cannot encode the contact sheet")
+        with atomic_output(sheet_path.expanduser(), overwrite=overwrite) as tmp:
+            tmp.write_bytes(encoded.tobytes())
+        console.print(f"wrote the contact sheet {sheet_path} ({len(sheet)} frames)", highlight=False)
 
 
 FULL_FRAME_COLUMNS = (("SSIM ↑", "ssim", 3), ("PSNR ↑", "psnr", 2), ("box SSIM ↑", "box_ssim", 3),

@@ -409,11 +409,18 @@ def test_eval_parts_reports_the_crops_and_the_dark_share(tmp_path, sample_driver
     folder = make_checkpoint(tmp_path / "ckpt")
     torch.manual_seed(0)
     LearnedParts(TINY).save(folder)
-    report = tmp_path / "parts.json"
+    report, sheet = tmp_path / "parts.json", tmp_path / "sheet.png"
     result = CliRunner().invoke(app, ["eval-parts", str(sample_driver), "--weights", str(folder), "--max-frames", "40",
-                                      "--json", str(report), "--quiet"])
+                                      "--json", str(report), "--sheet", str(sheet), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "dark share" in result.output
+    # The contact sheet: the widest-open mouth crops (at most 4), real | synthetic | learned, at twice their size.
+    image = cv2.imread(str(sheet))
+    rows = min(4, json.loads(report.read_text())["summary"]["mouth"]["count"])
+    assert image.shape == (rows * 2 * TINY.mouth_size, 3 * 2 * TINY.mouth_size, 3)
+    result = CliRunner().invoke(app, ["eval-parts", str(sample_driver), "--weights", str(folder),
+                                      "--sheet", str(tmp_path / "sheet.gif")])
+    assert result.exit_code == 2 and "sheet.gif" in result.output and not (tmp_path / "sheet.gif").exists()
     mouth = json.loads(report.read_text())["summary"]["mouth"]
     assert mouth["count"] > 0
     for name in ("real", "synthetic", "learned"):

@@ -13,6 +13,8 @@ than the photo's; an eye's lids differ from the photo's):
 - the mouth's dark share: how much of the target's opening is darker than half the lips' brightness
   (``interior_dark_share``), for the real frame and each method. An interior much lighter than the
   real one reads as a closed mouth (to a viewer, and to dlib's landmarks), whatever its SSIM.
+
+``contact_sheet`` lays out, to look at, each video's widest-open mouth crops: real | synthetic | learned.
 """
 
 from __future__ import annotations
@@ -44,6 +46,31 @@ METHODS = ("synthetic", "learned")
 DARK_SHARE_OF_LIPS = 0.5
 # The lips around an opening: within this fraction of the crop's side of it, outside its rim.
 LIP_RING = 0.08
+# Mouth crops per video on a contact sheet (the widest openings), and their scale there.
+SHEET_FRAMES = 4
+SHEET_SCALE = 2
+
+
+class SheetRow:
+    """One frame's mouth crops for the contact sheet."""
+
+    def __init__(self, video: str, frame: int, crops: dict[str, np.ndarray]):
+        self.video, self.frame, self.crops = video, frame, crops
+
+
+def contact_sheet(rows: Sequence[SheetRow]) -> np.ndarray:
+    """RGB image: one row per frame, columns real | synthetic | learned, each crop scaled by
+    ``SHEET_SCALE``, the video and frame written over the real crop."""
+    lines = []
+    for row in rows:
+        cells = [cv2.resize(row.crops[name], None, fx=SHEET_SCALE, fy=SHEET_SCALE, interpolation=cv2.INTER_CUBIC)
+                 for name in ("real", *METHODS)]
+        label = f"{Path(row.video).stem[:24]} {row.frame}"
+        (width, height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        cv2.rectangle(cells[0], (0, 0), (width + 6, height + 8), (0, 0, 0), -1)
+        cv2.putText(cells[0], label, (3, height + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        lines.append(np.concatenate(cells, axis=1))
+    return np.concatenate(lines, axis=0)
 
 
 def interior_dark_share(crop: np.ndarray, shape: np.ndarray) -> float | None:
@@ -72,8 +99,9 @@ def _perceptual_distance(perceptual: Any, a: np.ndarray, b: np.ndarray) -> float
 
 
 def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBackend, max_frames: int = 150,
-                   perceptual: Any = None) -> dict[str, Any]:
-    """Per-part metrics of one video (see the module docstring)."""
+                   perceptual: Any = None, sheet: list[SheetRow] | None = None) -> dict[str, Any]:
+    """Per-part metrics of one video (see the module docstring); ``sheet``: a list that gets the
+    ``SHEET_FRAMES`` widest-open mouth crops, in frame order."""
     info = probe_video(path)
     frames = []
     for index, frame in enumerate(iter_frames(path, info=info)):
@@ -125,6 +153,10 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
               for name in ("real", *METHODS)}
     usable = [i for i in range(len(openings)) if shares["real"][i] is not None]
     record["mouth"]["dark_share"] = {name: [shares[name][i] for i in usable] for name in ("real", *METHODS)}
+    if sheet is not None:
+        widest = sorted(sorted(range(len(openings)), key=lambda i: float(openings[i].sum()))[-SHEET_FRAMES:])
+        sheet += [SheetRow(record["video"], kept["mouth"][i], {name: cuts["mouth"][name][i] for name in cuts["mouth"]})
+                  for i in widest]
     # Steadiness of the mouth over consecutive redrawn frames.
     indices = kept["mouth"]
     pairs = [i for i in range(1, len(indices)) if indices[i] == indices[i - 1] + 1]
@@ -139,15 +171,16 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
 
 
 def evaluate_parts(videos: Sequence[str | Path], parts: LearnedParts, backend: LandmarkBackend,
-                   max_frames: int = 150, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                   max_frames: int = 150, progress: Callable[[int], None] | None = None,
+                   sheet: list[SheetRow] | None = None) -> dict[str, Any]:
     """Every video's record and the summary over all of them (per-frame means, and per-method means of
-    the per-video steadiness)."""
+    the per-video steadiness); ``sheet`` as in ``evaluate_video``."""
     from .train import installed_perceptual
 
     perceptual = installed_perceptual()   # None (and no perceptual column) without the face ResNet
     records = []
     for video in videos:
-        records.append(evaluate_video(video, parts, backend, max_frames, perceptual))
+        records.append(evaluate_video(video, parts, backend, max_frames, perceptual, sheet))
         if progress is not None:
             progress(1)
     summary: dict[str, Any] = {}
