@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,13 @@ SHEET_FRAMES = 4
 SHEET_SCALE = 2
 
 
+@dataclass(frozen=True)
 class SheetRow:
-    """One frame's mouth crops for the contact sheet."""
+    """One frame's mouth crops for the contact sheet (RGB, by method name and "real")."""
 
-    def __init__(self, video: str, frame: int, crops: dict[str, np.ndarray]):
-        self.video, self.frame, self.crops = video, frame, crops
+    video: str
+    frame: int
+    crops: dict[str, np.ndarray]
 
 
 def contact_sheet(rows: Sequence[SheetRow]) -> np.ndarray:
