@@ -340,7 +340,7 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
             table.add_row(*row)
         if key == "mouth":
             real = part["dark_share"]["real"]
-            table.add_row("real", "", "", "", "", f"{real:.2f}" if real is not None else "-")
+            table.add_row("real", *[""] * (len(table.columns) - 2), f"{real:.2f}" if real is not None else "-")
         diffs = [part[f"{m}_learned_minus_synthetic"] for m in ("ssim", "l1", "perceptual")]
         table.add_row("learned - synthetic", *[f"{d[0]:+.4f} ± {d[1]:.4f}" if d else "-" for d in diffs],
                       *([""] * len(mouth_columns)))

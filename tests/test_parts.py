@@ -13,7 +13,7 @@ from skimage import data as skimage_data
 from animate_cli.errors import UsageError, WeightsError
 from animate_cli.landmarks.crop import crop_from_landmarks
 from animate_cli.parts import PARTS_WEIGHTS_NAME, LearnedParts, PartsPainter, load_parts
-from animate_cli.parts.geometry import closed_mouth, eye_openness, part_masks, part_matrix, to_part
+from animate_cli.parts.geometry import closed_mouth, cut_part, eye_openness, part_masks, part_matrix, to_part
 from animate_cli.parts.model import PARTS_PRESETS, PartNet, PartsConfig, read_parts_section
 from animate_cli.parts.paint import part_strength
 from animate_cli.render.warp import FaceWarper, mouth_opening
@@ -392,8 +392,6 @@ def test_the_feature_critic_learns_to_tell_real_crops_from_blurred_ones(face):
 
 def cut_part_batch(image: np.ndarray, points: np.ndarray, size: int) -> torch.Tensor:
     """Four mouth crops of ``image`` (shifted by a pixel or two) as a batch in [-1, 1]."""
-    from animate_cli.parts.geometry import cut_part
-
     crops = []
     for dx, dy in ((0, 0), (1, 0), (0, 2), (-2, -1)):
         shifted = points + np.array([dx, dy], np.float32)

@@ -282,26 +282,26 @@ class FeatureCritic(nn.Module):
                           sn(nn.Conv2d(width, 1, 1)))
             for channels in stage_channels)
 
-    def scores(self, features: list[torch.Tensor], scales: list[torch.Tensor], hole: torch.Tensor,
-               sign: float) -> torch.Tensor:
-        """The mean over stages of ``mean(relu(1 + sign * score))`` over the positions that see the
-        hole (sign +1: fakes' hinge term, -1: reals'); ``scales`` normalise each stage (real features'
-        mean size, so both sides see the same scale)."""
+    def _mean_over_stages(self, features: list[torch.Tensor], scales: list[torch.Tensor], hole: torch.Tensor,
+                          of_score: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The mean over stages of ``of_score(score)`` averaged over the positions that see the hole;
+        ``scales`` normalise each stage (real features' mean size, so both sides see the same scale)."""
         total = torch.zeros((), device=hole.device)
         for head, feature, scale in zip(self.heads, features, scales):
             seen = F.adaptive_max_pool2d(hole, feature.shape[-2:])
             score = head(torch.cat([feature / scale, seen], dim=1))
-            total = total + _patch_mean(F.relu(1.0 + sign * score), seen.gt(0.01).float())
+            total = total + _patch_mean(of_score(score), seen.gt(0.01).float())
         return total / len(self.heads)
+
+    def scores(self, features: list[torch.Tensor], scales: list[torch.Tensor], hole: torch.Tensor,
+               sign: float) -> torch.Tensor:
+        """The hinge term ``relu(1 + sign * score)`` (sign +1: fakes', -1: reals')."""
+        return self._mean_over_stages(features, scales, hole, lambda score: F.relu(1.0 + sign * score))
 
     def generator_term(self, features: list[torch.Tensor], scales: list[torch.Tensor],
                        hole: torch.Tensor) -> torch.Tensor:
         """What the generator maximises: the mean score of its output where it sees the hole."""
-        total = torch.zeros((), device=hole.device)
-        for head, feature, scale in zip(self.heads, features, scales):
-            seen = F.adaptive_max_pool2d(hole, feature.shape[-2:])
-            total = total + _patch_mean(head(torch.cat([feature / scale, seen], dim=1)), seen.gt(0.01).float())
-        return total / len(self.heads)
+        return self._mean_over_stages(features, scales, hole, lambda score: score)
 
 
 CRITICS = ("patch", "features")
