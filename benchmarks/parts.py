@@ -5,10 +5,11 @@
 The photo is samples/portrait.jpg; the driver is a real talking video from ../shared/realdata
 when present (its mouth opens wider than the portrait's in most frames, so the part models run in
 most frames), else the sample driver. Each renderer (warp; neural through the CPU's default
-backend) renders the same targets in batches of 8 without part models, with the default learned eyes, and
-with the learned mouth too (``--learned-mouth``); fps come
-from the median batch after two warm-up batches. The table says in how many frames each part was
-redrawn.
+backend) renders the same targets in batches of 8 without part models, with the default learned
+eyes, and with the learned mouth too (``--learned-mouth``). The six configurations take turns,
+``--rounds`` times over all targets (a busy shared machine slows them alike); fps are the median
+over rounds of each round's median batch, after two warm-up batches. The table says in how many
+frames each part was redrawn.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="checkpoint with part models (default: the bundled)")
     parser.add_argument("--driver", type=Path, default=REAL_DRIVER if REAL_DRIVER.is_file() else DRIVER)
     parser.add_argument("--frames", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over all configurations")
     args = parser.parse_args()
     setup_process()
 
@@ -44,7 +46,7 @@ def main() -> None:
     info = probe_video(args.driver)
     frames = [f for _, f in zip(range(args.frames + WARM_UP_BATCHES * BATCH), iter_frames(args.driver, info=info))]
     track = track_video(backend, frames, info.fps)
-    rows = []
+    configurations = []
     for renderer_name in ("warp", "neural"):
         for learned, mouth in ((False, False), (True, False), (True, True)):
             engine = build_engine(args.weights, landmarks="dlib", device="cpu", renderer=renderer_name,
@@ -53,25 +55,36 @@ def main() -> None:
             targets = target_crop_points(person.photo, track)
             renderer = engine.frame_renderer(person)
             batches = [targets[s:s + BATCH] for s in range(0, len(targets) - BATCH + 1, BATCH)]
+            for batch in batches[:WARM_UP_BATCHES]:
+                renderer.render(batch)
+            configurations.append((renderer_name, learned, mouth, engine, person, targets, renderer, batches))
+    round_fps: list[list[float]] = [[] for _ in configurations]
+    for round_number in range(args.rounds):
+        for index, (_, _, _, _, _, _, renderer, batches) in enumerate(configurations):
             times = []
-            for number, batch in enumerate(batches):
+            for batch in batches[WARM_UP_BATCHES:]:
                 with Timer() as timer:
                     renderer.render(batch)
-                if number >= WARM_UP_BATCHES:
-                    times.append(timer.seconds)
-            painted = ""
-            if learned and engine.parts is not None:
-                scale = renderer.size / (getattr(renderer, "model_size", None) or renderer.size)
-                source = person.photo.crop.with_size(renderer.size).points_to_crop(person.photo.points)
-                counts = {part: sum(part_strength(part, source, p * scale) > 0 for p in targets) for part in PARTS}
-                painted = (f"mouth {counts['mouth'] if mouth else 0}, eyes {counts['right_eye'] + counts['left_eye']}"
-                           f" of {len(targets)}")
-            label = describe_parts(engine.part_names if engine.parts is not None else ())
-            rows.append([renderer_name, label, str(renderer.size), f"{BATCH / np.median(times):.1f}", painted])
+                times.append(timer.seconds)
+            round_fps[index].append(BATCH / float(np.median(times)))
+    rows = []
+    for (renderer_name, learned, mouth, engine, person, targets, renderer, _), fps in zip(configurations, round_fps):
+        painted = ""
+        if learned and engine.parts is not None:
+            scale = renderer.size / (getattr(renderer, "model_size", None) or renderer.size)
+            source = person.photo.crop.with_size(renderer.size).points_to_crop(person.photo.points)
+            counts = {part: sum(part_strength(part, source, p * scale) > 0 for p in targets) for part in PARTS}
+            painted = (f"mouth {counts['mouth'] if mouth else 0}, eyes {counts['right_eye'] + counts['left_eye']}"
+                       f" of {len(targets)}")
+        label = describe_parts(engine.part_names if engine.parts is not None else ())
+        rows.append([renderer_name, label, str(renderer.size), f"{np.median(fps):.1f}",
+                     f"{min(fps):.1f}-{max(fps):.1f}", painted])
     print_tables([(f"render fps, {args.driver.name} driving samples/portrait.jpg", ["renderer", "mouth and eyes",
-                                                                                 "crop px", "fps", "redrawn"],
+                                                                                 "crop px", "fps", "rounds' fps",
+                                                                                 "redrawn"],
                    rows)],
-                 [f"{len(targets)} frames, batches of {BATCH}, median batch after {WARM_UP_BATCHES} warm-up batches; "
+                 [f"{len(targets)} frames, batches of {BATCH}, {args.rounds} interleaved rounds (median of each round's "
+                  f"median batch) after {WARM_UP_BATCHES} warm-up batches; "
                   "neural: the CPU's default backend."])
 
 
