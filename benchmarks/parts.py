@@ -59,8 +59,9 @@ def main() -> None:
                 renderer.render(batch)
             configurations.append((renderer_name, learned, mouth, engine, person, targets, renderer, batches))
     round_fps: list[list[float]] = [[] for _ in configurations]
-    for round_number in range(args.rounds):
-        for index, (_, _, _, _, _, _, renderer, batches) in enumerate(configurations):
+    for _ in range(args.rounds):
+        for index, configuration in enumerate(configurations):
+            renderer, batches = configuration[-2:]
             times = []
             for batch in batches[WARM_UP_BATCHES:]:
                 with Timer() as timer:
