@@ -214,6 +214,10 @@ def test_train_parts_writes_a_loadable_checkpoint(tmp_path, short_driver):
     record = train_parts([tmp_path / "data"], make_checkpoint(tmp_path / "ckpt2"), TINY,
                          PartsTrainConfig(steps=2, batch_size=2, critic="features"), workers=0)
     assert record["critic"] == "features" and np.isfinite(record["max_discriminator_loss"])
+    # The tone term trains through it too and is logged with the losses.
+    record = train_parts([tmp_path / "data"], make_checkpoint(tmp_path / "ckpt3"), TINY,
+                         PartsTrainConfig(steps=2, batch_size=2, tone_weight=1.0), workers=0)
+    assert record["tone_weight"] == 1.0 and np.isfinite(record["final_losses"]["mouth_tone"])
 
 
 def test_cli_train_parts_refuses_to_replace_existing_models(tmp_path):
@@ -339,6 +343,34 @@ def test_training_only_the_mouth_keeps_the_eye_model(tmp_path, short_driver):
     with pytest.raises(UsageError, match="mouth model to start from"):
         train_parts([tmp_path / "data"], make_checkpoint(tmp_path / "eye_only"), residual,
                     PartsTrainConfig(steps=2, batch_size=2, parts=("eye",)), workers=0, start_from=start)
+
+
+def test_the_tone_term_matches_how_much_dark_an_opening_shows_not_where():
+    from animate_cli.parts.train import tone_distance
+
+    torch.manual_seed(0)
+    real = torch.rand(2, 3, 32, 32) * 2 - 1
+    shape = torch.zeros(2, 1, 32, 32)
+    shape[:, :, 10:20, 6:26] = 1.0
+    assert float(tone_distance(real, real, shape)) == 0.0
+    # The same colours at other places inside the opening: L1 sees a difference, the tone term none.
+    moved = real.clone()
+    inside = moved[:, :, 10:20, 6:26].reshape(2, 3, -1)
+    moved[:, :, 10:20, 6:26] = inside[:, :, torch.randperm(200)].reshape(2, 3, 10, 20)
+    assert float(tone_distance(moved, real, shape)) < 1e-6 < float((moved - real).abs().mean())
+    # Outside the opening nothing counts; inside, a pale in-between costs what it moves the colours.
+    outside = real.clone()
+    outside[:, :, :5] = 1.0
+    assert float(tone_distance(outside, real, shape)) == 0.0
+    # Values on histogram bins: a pale grey, and dark gaps and teeth as far below and above it.
+    grey, step = 1 / 15, 12 / 15
+    dark = torch.where(torch.rand(2, 1, 32, 32) < 0.5, grey - step, grey + step).expand(2, 3, 32, 32)
+    pale = torch.full_like(dark, grey)
+    assert float(tone_distance(pale, dark, shape)) == pytest.approx(step, abs=1e-5)
+    # A sample without an opening is left out rather than scored as a match.
+    shape[1] = 0.0
+    assert float(tone_distance(pale, dark, shape)) == pytest.approx(step, abs=1e-5)
+    assert float(tone_distance(pale, dark, torch.zeros_like(shape))) == 0.0
 
 
 def test_the_dark_share_reads_a_dark_opening_as_open_and_a_lip_coloured_one_as_closed():

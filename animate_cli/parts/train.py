@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_PHOTO_SHARE
+from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_PHOTO_SHARE, PARTS_TONE_WEIGHT
 from ..errors import DivergenceError, InputError, UsageError
 from ..render.warp import FaceWarper, mouth_opening
 from .geometry import closed_mouth, cut_part, eye_openness, part_masks, part_matrix
@@ -56,6 +56,9 @@ L1_WEIGHT = 1.0
 PERCEPTUAL_WEIGHT = 0.3
 PERCEPTUAL_STAGES = 3
 PERCEPTUAL_MIN_SIZE = 64
+# The tone term's histogram bins over [-1, 1], and the least opening (pixels) it is measured on.
+TONE_BINS = 16
+TONE_MIN_AREA = 4.0
 
 
 @dataclass
@@ -240,6 +243,29 @@ def _patch_mean(scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (scores * weights).sum() / weights.sum().clamp_min(1.0)
 
 
+def tone_distance(generated: torch.Tensor, target: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """How far the colours inside the opening are from the real ones, whichever pixel has which: per
+    channel, the 1-D Wasserstein distance between the two soft histograms (triangular bins) of the
+    values that ``shape`` covers, averaged over channels and over the samples with an opening.
+
+    L1 scores every pixel where it is: where it cannot tell a tooth's place from a dark gap's it pays
+    least for a pale in-between, and a pale opening reads as a closed mouth. This term does not care
+    where the dark is, only that there is as much of it as in the real mouth."""
+    centres = torch.linspace(-1.0, 1.0, TONE_BINS, device=generated.device, dtype=generated.dtype)
+    width = 2.0 / (TONE_BINS - 1)
+    weights = shape.flatten(2)[..., None]                                   # (N, 1, P, 1)
+    area = weights.sum(dim=2)                                               # (N, 1, 1)
+
+    def cdf(images: torch.Tensor) -> torch.Tensor:
+        values = images.flatten(2)[..., None]                               # (N, 3, P, 1)
+        kernel = (1.0 - (values - centres).abs() / width).clamp_min(0.0)    # (N, 3, P, B)
+        return ((kernel * weights).sum(dim=2) / area.clamp_min(1e-6)).cumsum(dim=-1)
+
+    per_sample = (cdf(generated) - cdf(target)).abs().sum(dim=-1).mean(dim=1) * width   # (N,)
+    seen = (area[:, 0, 0] >= TONE_MIN_AREA).float()
+    return (per_sample * seen).sum() / seen.sum().clamp_min(1.0)
+
+
 class PartPerceptual(nn.Module):
     """Relative L1 of the face ResNet's first stages (as ``FaceLoss``'s perceptual term), on part crops."""
 
@@ -319,6 +345,8 @@ class PartsTrainConfig:
     save_every: int = 500
     adversarial_weight: float = PARTS_ADVERSARIAL_WEIGHT
     perceptual_weight: float = PERCEPTUAL_WEIGHT
+    # The mouth's tone term (``tone_distance``); 0 leaves it out.
+    tone_weight: float = PARTS_TONE_WEIGHT
     photo_share: float = PARTS_PHOTO_SHARE
     # "patch": a patch discriminator on the crop's pixels; "features": heads on the frozen face
     # ResNet's stages (``FeatureCritic``; needs the ResNet installed).
@@ -331,6 +359,8 @@ class PartsTrainConfig:
             raise UsageError("--steps and --batch-size must be at least 1")
         if not self.parts or set(self.parts) - {"mouth", "eye"}:
             raise UsageError(f"parts to train must be mouth, eye or both, got {', '.join(self.parts) or 'none'}")
+        if self.tone_weight < 0:
+            raise UsageError(f"--tone-weight must not be negative, got {self.tone_weight}")
         if self.lr <= 0 or self.lr_discriminator <= 0:
             raise UsageError("learning rates must be positive")
         if self.critic not in CRITICS:
@@ -405,6 +435,7 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                                          batch_size=None,
                                          num_workers=workers, prefetch_factor=4 if workers else None)
     history: dict[str, list[float]] = {f"{p}_{k}": [] for p in ("mouth", "eye") for k in ("l1", "perceptual", "d")}
+    history["mouth_tone"] = []
     worst_d = 0.0
     started = time.monotonic()
     record: dict[str, Any] = {}
@@ -442,6 +473,11 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
         else:
             adversarial = _patch_mean(critic(composite, hole), patches)
         loss = L1_WEIGHT * l1 - train.adversarial_weight * adversarial + train.perceptual_weight * p_loss
+        if part == "mouth":
+            tone = tone_distance(composite, target, batch["shape"])
+            history["mouth_tone"].append(float(tone.detach()))
+            if train.tone_weight > 0:
+                loss = loss + train.tone_weight * tone
         if not torch.isfinite(loss) or not torch.isfinite(d_loss):
             raise DivergenceError(f"part model loss is not finite at step {step} ({part})")
         optim_g[part].zero_grad(set_to_none=True)
@@ -466,6 +502,7 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
                       "video_frames": int(bank.is_video.sum()), "final_losses": recent,
                       "max_discriminator_loss": round(worst_d, 4),
                       "adversarial_weight": train.adversarial_weight, "perceptual_weight": train.perceptual_weight,
+                      "tone_weight": train.tone_weight,
                       "photo_share": train.photo_share, "parts_trained": list(train.parts),
                       "critic": train.critic,
                       **({"started_from": earlier} if earlier is not None else {}),
