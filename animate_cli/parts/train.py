@@ -474,7 +474,10 @@ def train_parts(datasets: Sequence[str | Path], folder: str | Path, config: Part
             adversarial = _patch_mean(critic(composite, hole), patches)
         loss = L1_WEIGHT * l1 - train.adversarial_weight * adversarial + train.perceptual_weight * p_loss
         if part == "mouth":
-            tone = tone_distance(composite, target, batch["shape"])
+            # Logged either way (to compare runs); without its weight no graph is built for it
+            # (25 instead of 77 ms a step on 12 mouth crops, of a step of about 550 ms).
+            with torch.set_grad_enabled(train.tone_weight > 0):
+                tone = tone_distance(composite, target, batch["shape"])
             history["mouth_tone"].append(float(tone.detach()))
             if train.tone_weight > 0:
                 loss = loss + train.tone_weight * tone
