@@ -160,6 +160,7 @@ MAX_SHOTS = 32
 PARTS_ADVERSARIAL_WEIGHT = 0.02
 PARTS_PHOTO_SHARE = 0.4
 PARTS_TONE_WEIGHT = 0.0
+PARTS_EDGE_WEIGHT = 0.0
 
 # Default fine-tuning steps, measured on held-out video frames and LFW people (README, "Fine-tuning
 # that pays"): with one photo no step count gained anything measurable over feed-forward, so one photo

@@ -214,10 +214,13 @@ def test_train_parts_writes_a_loadable_checkpoint(tmp_path, short_driver):
     record = train_parts([tmp_path / "data"], make_checkpoint(tmp_path / "ckpt2"), TINY,
                          PartsTrainConfig(steps=2, batch_size=2, critic="features"), workers=0)
     assert record["critic"] == "features" and np.isfinite(record["max_discriminator_loss"])
-    # The tone term trains through it too and is logged with the losses.
+    # The tone and edge terms train through it too and are logged with the losses (the edge term for
+    # both parts).
     record = train_parts([tmp_path / "data"], make_checkpoint(tmp_path / "ckpt3"), TINY,
-                         PartsTrainConfig(steps=2, batch_size=2, tone_weight=1.0), workers=0)
+                         PartsTrainConfig(steps=2, batch_size=2, tone_weight=1.0, edge_weight=8.0), workers=0)
     assert record["tone_weight"] == 1.0 and np.isfinite(record["final_losses"]["mouth_tone"])
+    assert record["edge_weight"] == 8.0
+    assert all(np.isfinite(record["final_losses"][f"{part}_edge"]) for part in ("mouth", "eye"))
 
 
 def test_cli_train_parts_refuses_to_replace_existing_models(tmp_path):
@@ -371,6 +374,28 @@ def test_the_tone_term_matches_how_much_dark_an_opening_shows_not_where():
     shape[1] = 0.0
     assert float(tone_distance(pale, dark, shape)) == pytest.approx(step, abs=1e-5)
     assert float(tone_distance(pale, dark, torch.zeros_like(shape))) == 0.0
+
+
+def test_the_edge_term_costs_a_blurred_lip_edge_more_than_a_sharp_one_a_pixel_off():
+    from animate_cli.parts.train import edge_distance
+
+    # A lip edge: lip colour above row 16, a dark opening below, in the hole's rows 8-24.
+    real = torch.full((1, 3, 32, 32), 0.4)
+    real[:, :, 16:] = -0.8
+    hole = torch.zeros(1, 1, 32, 32)
+    hole[:, :, 8:24] = 1.0
+    assert float(edge_distance(real, real, hole)) == 0.0
+    shifted = torch.roll(real, 1, dims=2)
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(real, (0, 0, 2, 2), mode="replicate"),
+                                             (5, 1), 1)
+    # L1 prefers the blur (it pays for every pixel a sharp edge misplaces); the edge term the
+    # sharp edge a pixel off, which costs it nothing.
+    assert float((blurred - real).abs().mean()) < float((shifted - real).abs().mean())
+    assert float(edge_distance(shifted, real, hole)) < 1e-6 < float(edge_distance(blurred, real, hole))
+    # A missing edge (a flat pale opening) costs most; outside the hole nothing counts.
+    flat = torch.full_like(real, 0.4)
+    assert float(edge_distance(flat, real, hole)) > float(edge_distance(blurred, real, hole))
+    assert float(edge_distance(flat, real, torch.zeros_like(hole))) == 0.0
 
 
 def test_the_dark_share_reads_a_dark_opening_as_open_and_a_lip_coloured_one_as_closed():

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..cli_options import Device, QuietOpt, VerboseOpt
-from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_PHOTO_SHARE, PARTS_TONE_WEIGHT, list_presets
+from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_EDGE_WEIGHT, PARTS_PHOTO_SHARE, PARTS_TONE_WEIGHT, list_presets
 
 PRESET_HELP = f"Model size preset: {', '.join(list_presets())}."
 
@@ -180,6 +180,10 @@ def register_training_commands(app: typer.Typer) -> None:
                                                    "term: the colours inside the opening against the real "
                                                    "mouth's, wherever they are (as much dark as it shows).",
                                                    rich_help_panel="Training")] = PARTS_TONE_WEIGHT,
+        edge_weight: Annotated[float, typer.Option("--edge-weight", min=0.0, help="Weight of the edge term: "
+                                                   "the edges in the redrawn hole against the real ones, each "
+                                                   "allowed a pixel off (sharp lip edges and teeth, not a blur).",
+                                                   rich_help_panel="Training")] = PARTS_EDGE_WEIGHT,
         photo_share: Annotated[float, typer.Option("--photo-share", min=0.0, max=1.0, help="Share of mouth samples "
                                                    "drawn from photo people (the rest from videos).",
                                                    rich_help_panel="Training")] = PARTS_PHOTO_SHARE,
@@ -225,7 +229,7 @@ def register_training_commands(app: typer.Typer) -> None:
             config = PartsTrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_discriminator=lr_critic, seed=seed,
                                       max_photos=max_photos,
                                       adversarial_weight=adversarial_weight, photo_share=photo_share,
-                                      tone_weight=tone_weight,
+                                      tone_weight=tone_weight, edge_weight=edge_weight,
                                       critic=critic, parts=(only,) if only else ("mouth", "eye"))
             initial = earlier = None
             if start_from is not None:
