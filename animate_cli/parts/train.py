@@ -41,6 +41,7 @@ from torch import nn
 
 from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_EDGE_WEIGHT, PARTS_PHOTO_SHARE, PARTS_TONE_WEIGHT
 from ..errors import DivergenceError, InputError, UsageError
+from ..losses import sobel_gradients
 from ..render.warp import FaceWarper, mouth_opening
 from .geometry import closed_mouth, cut_part, eye_openness, part_masks, part_matrix
 from .model import LearnedParts, PartsConfig, part_inputs
@@ -271,11 +272,7 @@ def tone_distance(generated: torch.Tensor, target: torch.Tensor, shape: torch.Te
 
 def edge_strength(images: torch.Tensor) -> torch.Tensor:
     """(N, 3, S, S) images in [-1, 1] -> (N, 1, S, S): the Sobel gradient magnitude of their brightness."""
-    brightness = images.mean(dim=1, keepdim=True)
-    kernel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=images.device,
-                          dtype=images.dtype) / 8.0
-    kernels = torch.stack([kernel, kernel.t()])[:, None]
-    gradients = F.conv2d(F.pad(brightness, (1, 1, 1, 1), mode="replicate"), kernels)
+    gradients = sobel_gradients(images.mean(dim=1, keepdim=True))
     return torch.sqrt((gradients ** 2).sum(dim=1, keepdim=True) + 1e-8)
 
 
