@@ -366,8 +366,8 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
 
 FULL_FRAME_COLUMNS = (("SSIM ↑", "ssim", 3), ("PSNR ↑", "psnr", 2), ("box SSIM ↑", "box_ssim", 3),
                       ("box PSNR ↑", "box_psnr", 2), ("box L1 ↓", "box_l1", 4), ("AKD ↓", "akd", 3),
-                      ("mouth slope", "mouth_slope", 2), ("mouth r ↑", "mouth_corr", 2),
-                      ("ID dist ↓", "identity_distance", 3), ("percept ↓", "perceptual", 3),
+                      ("mouth slope", "mouth_slope", 2), ("driven slope", "driven_slope", 2),
+                      ("mouth r ↑", "mouth_corr", 2), ("ID dist ↓", "identity_distance", 3), ("percept ↓", "perceptual", 3),
                       ("face", "face_found", 0))
 CROSS_COLUMNS = (("driver max", "driver_max", 2), ("output max", "output_max", 2), ("mouth slope", "mouth_slope", 2),
                  ("mouth r ↑", "mouth_corr", 2))
@@ -389,7 +389,8 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
     if rows:
         table = Table(title="full-frame self-reenactment (first frame driven by its own video)",
                       caption="whole frame and face box (from the real frame's landmarks) against the real frames; "
-                              "AKD over the eye-corner distance; mouth slope/r: output opening vs real")
+                              "AKD over the eye-corner distance; mouth slope/r: output opening vs real; driven slope: "
+                              "the smoothed driver track's opening vs real (what the renderers are asked for)")
         for name in ("video", "method"):
             table.add_column(name)
         for header, _, _ in FULL_FRAME_COLUMNS:

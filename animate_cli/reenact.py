@@ -11,7 +11,8 @@ video's own resolution) is compared with the real frames, which are the right an
 - AKD: dlib's landmarks on the output against the real frame's, over the real eye-corner distance
   (``face`` = the share of outputs where a face is found);
 - mouth: the output's inner-lip opening regressed on the real one (slope; 1 = as wide) and their
-  correlation;
+  correlation; beside it the driven slope, the same for the smoothed track the renderers are asked
+  to follow (``--smoothing`` takes off the fastest openings' peaks: what no renderer then gives back);
 - identity distance: dlib descriptors of output and real face.
 - perceptual: the face-trained perceptual distance (``evaluate.FacePerceptual``) of the output from
   the real frame, both cut at the real frame's landmarks.
@@ -229,6 +230,9 @@ def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config:
             driver = Driver(path=video, track=track, video=None)
             measured = [i for i in range(1, len(frames), config.stride) if raw.valid[i]]
             real_ids = {i: identity.descriptor(frames[i], raw.points[i]) for i in measured}
+            # The mouth the renderers are asked for: the smoothed track's opening against the real one.
+            driven = regression_slope([mouth_opening(raw.points[i]) for i in measured],
+                                      [mouth_opening(track.points[i]) for i in measured])
             people: dict[int, Any] = {}
             with progress.stage(video.stem[:10], len(config.methods) + len(config.outputs)) as advance:
                 for method in config.methods:
@@ -244,7 +248,7 @@ def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config:
                                                        if engine is renderers.neural else 0, Path(tmp), video.stem)
                         outputs = _render(engine, people[key], driver, method, config)
                     rows.append(_score_video(video, method, frames, outputs, raw, measured, real_ids, backend,
-                                             identity, perceptual))
+                                             identity, perceptual, driven))
                     advance(1)
                 for name, folder in config.outputs:
                     path = output_video(folder, video)
@@ -253,14 +257,14 @@ def self_reenactment(videos: Sequence[str | Path], renderers: Renderers, config:
                                     name)
                     else:
                         rows.append(_score_video(video, name, frames, read_output(path, frames), raw, measured,
-                                                 real_ids, backend, identity, perceptual))
+                                                 real_ids, backend, identity, perceptual, driven))
                     advance(1)
     return rows
 
 
 def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: list[np.ndarray], raw: LandmarkTrack,
                  measured: list[int], real_ids: dict[int, np.ndarray], backend: LandmarkBackend,
-                 identity: FaceIdentity, perceptual: FacePerceptual) -> dict[str, Any]:
+                 identity: FaceIdentity, perceptual: FacePerceptual, driven_slope: float = math.nan) -> dict[str, Any]:
     values: dict[str, list[float]] = {k: [] for k in ("ssim", "psnr", "l1", "box_ssim", "box_psnr", "box_l1",
                                                       "akd", "identity_distance", "perceptual")}
     real_mouth, output_mouth, found = [], [], 0
@@ -297,6 +301,7 @@ def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: li
     # Per measured frame, for paired comparisons between methods (``paired_rows``).
     row["per_frame"] = {"frame": list(measured), "box_ssim": values["box_ssim"], "akd": frame_akd}
     row["mouth_slope"] = regression_slope(real_mouth, output_mouth)
+    row["driven_slope"] = driven_slope
     row["mouth_corr"] = pearson(real_mouth, output_mouth) if len(real_mouth) >= 3 else math.nan
     row["head_motion"] = float(np.mean([np.linalg.norm(raw.points[i].mean(0) - raw.points[0].mean(0))
                                         for i in measured]) / max(float(np.ptp(raw.points[0][:, 0])), 1.0))

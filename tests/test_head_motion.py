@@ -282,6 +282,12 @@ def test_full_frame_self_reenactment_on_a_tiny_clip(short_driver):
     assert warp_row["akd"] < frozen["akd"]
     assert warp_row["perceptual"] < frozen["perceptual"]
     assert frozen["mouth_slope"] == pytest.approx(0.0, abs=0.05)
+    # What the renderers were asked for: the smoothed track's mouth, the same for every method, a little
+    # calmer than the real one; unsmoothed, exactly the real one.
+    assert len({row["driven_slope"] for row in rows}) == 1 and 0.5 < warp_row["driven_slope"] <= 1.02
+    unsmoothed = self_reenactment([short_driver], Renderers(warp.backend, warp),
+                                  FullFrameConfig(methods=("frozen",), max_frames=12, stride=2, smoothing=0.0))
+    assert unsmoothed[0]["driven_slope"] == pytest.approx(1.0)
     # The real frames against themselves: a perfect picture, and the landmark detector's own scatter,
     # which no output beats.
     real = by_method["real"]
