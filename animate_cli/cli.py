@@ -25,7 +25,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .cli_options import Device, Landmarks, QuietOpt, VerboseOpt
+from .cli_options import Device, Landmarks, Mouth, QuietOpt, VerboseOpt
 from .config import MAX_SHOTS, ONE_PHOTO_STEPS, SEVERAL_PHOTOS_STEPS, FinetuneConfig, list_presets
 from .errors import EXIT_CODES, AnimateFaceError, InterruptedRun, UsageError
 
@@ -139,9 +139,10 @@ BackendOpt = Annotated[Backend, typer.Option(
 LearnedPartsOpt = Annotated[bool, typer.Option(
     "--learned-parts/--no-learned-parts", help="Redraw eyes whose lids close or open with the weights' learned eye "
     "model (both renderers); --no-learned-parts: the warp's own eyes.", rich_help_panel="Model")]
-LearnedMouthOpt = Annotated[bool, typer.Option(
-    "--learned-mouth/--synthetic-mouth", help="Draw the inside of an opening mouth with the weights' learned mouth "
-    "model instead of the synthetic interior (off by default: it reads as less open, see README).",
+MouthOpt = Annotated[Mouth, typer.Option(
+    "--mouth", help="The inside of an opening mouth: teeth = the learned mouth model's teeth over the synthetic "
+    "interior's dark opening (reads as open as a real mouth); learned = the learned model's whole opening "
+    "(reads less open); synthetic = the synthetic interior alone (reads a little wider). See README.",
     rich_help_panel="Model")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the generator (torch backend, CUDA).",
                                           rich_help_panel="Model")]
@@ -227,7 +228,7 @@ def animate_command(
     backend: BackendOpt = Backend.auto,
     compile_generator: CompileOpt = False,
     learned_parts: LearnedPartsOpt = True,
-    learned_mouth: LearnedMouthOpt = False,
+    mouth: MouthOpt = Mouth.teeth,
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
@@ -278,7 +279,7 @@ def animate_command(
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
                               compile_generator, landmark_backend=landmark_backend, learned_parts=learned_parts,
-                              learned_mouth=learned_mouth)
+                              mouth=mouth.value)
         subject = engine.load_person(person) if person is not None else None
         shots = engine.load_photos(faces) if subject is None else subject.shots
         keep = preview_driver_frames(checked, config.fps) if preview is not None else ()
@@ -312,7 +313,7 @@ def batch_command(
     backend: BackendOpt = Backend.auto,
     compile_generator: CompileOpt = False,
     learned_parts: LearnedPartsOpt = True,
-    learned_mouth: LearnedMouthOpt = False,
+    mouth: MouthOpt = Mouth.teeth,
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
@@ -341,7 +342,7 @@ def batch_command(
         ensure_folder(out_dir, "the output folder")
         progress = RichProgress(enabled=not quiet)
         engine = build_engine(weights, landmarks.value, device.value, renderer.value, backend.value,
-                              compile_generator, learned_parts=learned_parts, learned_mouth=learned_mouth)
+                              compile_generator, learned_parts=learned_parts, mouth=mouth.value)
         keep = preview_driver_frames(checked, config.fps) if preview else ()
         driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked, keep=keep)
         if not quiet:

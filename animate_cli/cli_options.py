@@ -20,5 +20,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Mouth(str, Enum):
+    """How the inside of an opening mouth is drawn (``jobs.MOUTHS``)."""
+    teeth = "teeth"
+    learned = "learned"
+    synthetic = "synthetic"
+
+
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on internal errors.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .cli_options import Device, Landmarks
+from .cli_options import Device, Landmarks, Mouth
 
 
 def parse_int_list(text: str, option: str) -> tuple[int, ...]:
@@ -179,9 +179,9 @@ def register_eval_command(app: typer.Typer) -> None:
                                                     "redraw changing eyes with the weights' eye model (as the "
                                                     "main command does) or keep the warp's.",
                                                     rich_help_panel="Full frame")] = True,
-        learned_mouth: Annotated[bool, typer.Option("--learned-mouth/--synthetic-mouth", help="--full-frame: the "
-                                                    "learned mouth interior instead of the synthetic one.",
-                                                    rich_help_panel="Full frame")] = False,
+        mouth: Annotated[Mouth, typer.Option("--mouth", help="--full-frame: the inside of an opening mouth, as "
+                                             "the main command's --mouth.",
+                                             rich_help_panel="Full frame")] = Mouth.teeth,
         min_photos: Annotated[Optional[int], typer.Option("--min-photos", min=2, help="Photo people need this "
                                                           "many photos (default: the largest T + 1).")] = None,
         people: Annotated[Optional[Path], typer.Option("--people", help="Only these people: a text file of names "
@@ -204,7 +204,7 @@ def register_eval_command(app: typer.Typer) -> None:
             if full_frame:
                 _run_full_frame(data, photo or [], weights, methods, finetune_steps, max_frames or 120, stride,
                                 json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet),
-                                learned_parts, learned_mouth, parse_outputs(outputs or []), paired_with)
+                                learned_parts, mouth.value, parse_outputs(outputs or []), paired_with)
                 return
             _run_eval(data, weights, shots, CROP_EVAL_STEPS if finetune_steps is None else finetune_steps,
                       methods or "neural,warp,copy", json_path, max_subjects,
@@ -303,7 +303,7 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
     from .io.driver import check_driver
     from .landmarks import create_backend
     from .parts import load_parts
-    from .parts.evaluate import METHODS, contact_sheet, evaluate_parts
+    from .parts.evaluate import METHODS, PAIRED, contact_sheet, evaluate_parts
 
     if json_path is not None:
         if json_path.suffix.lower() != ".json":
@@ -341,9 +341,10 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
         if key == "mouth":
             real = part["dark_share"]["real"]
             table.add_row("real", *[""] * (len(table.columns) - 2), f"{real:.2f}" if real is not None else "-")
-        diffs = [part[f"{m}_learned_minus_synthetic"] for m in ("ssim", "l1", "perceptual")]
-        table.add_row("learned - synthetic", *[f"{d[0]:+.4f} ± {d[1]:.4f}" if d else "-" for d in diffs],
-                      *([""] * len(mouth_columns)))
+        for method in PAIRED:
+            diffs = [part[f"{m}_{method}_minus_synthetic"] for m in ("ssim", "l1", "perceptual")]
+            table.add_row(f"{method} - synthetic", *[f"{d[0]:+.4f} ± {d[1]:.4f}" if d else "-" for d in diffs],
+                          *([""] * len(mouth_columns)))
         console.print(table)
     if json_path is not None:
         document = {"command": "animate-face " + " ".join(sys.argv[1:]), "machine": machine_record(),
@@ -435,7 +436,7 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
 def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None, methods: str | None,
                     finetune_steps: int | None, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
                     device: str, overwrite: bool, progress: Any, learned_parts: bool = True,
-                    learned_mouth: bool = False, outputs: tuple[tuple[str, str], ...] = (),
+                    mouth: str = "teeth", outputs: tuple[tuple[str, str], ...] = (),
                     paired_with: str | None = None) -> None:
     import datetime
     import json
@@ -458,11 +459,11 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
             raise UsageError(f"{json_path}: the report must be a .json file")
         check_output_path(json_path.expanduser(), overwrite)
     warp = build_engine(weights, landmarks=landmarks, device=device, renderer="warp", learned_parts=learned_parts,
-                        learned_mouth=learned_mouth)
+                        mouth=mouth)
     neural = None
     if any(m.startswith("neural") for m in chosen):
         neural = build_engine(weights, landmarks, device, landmark_backend=warp.backend, learned_parts=learned_parts,
-                              learned_mouth=learned_mouth)
+                              mouth=mouth)
     renderers = Renderers(warp.backend, warp, neural)
     started = time.perf_counter()
     rows = self_reenactment(videos, renderers, config, progress=progress)

@@ -22,6 +22,7 @@ from .losses import ContentLoss
 from .models import TalkingHeadModel
 from .parts import LearnedParts, load_parts
 from .parts.geometry import EYES, PARTS
+from .parts.paint import TEETH
 from .person import Person, Shot
 from .progress import ProgressReporter, SilentProgress
 from .photos import PhotoFace, resolve_photo_paths
@@ -43,10 +44,20 @@ def detail_size(person: Person) -> int:
     return int(min(MAX_DETAIL_SIZE, max(32, round(side / 32) * 32)))
 
 
+# How the mouth's inside is drawn (``--mouth``): the part models drawn for each choice.
+MOUTHS = {
+    "teeth": (TEETH, *EYES),        # the learned mouth over the synthetic interior, fading out below
+    "learned": PARTS,               # the learned mouth's whole opening
+    "synthetic": EYES,              # the synthetic interior (render/warp.py)
+}
+
+
 def describe_parts(part_names: tuple[str, ...]) -> str:
     """The engine summary's words for what draws the mouth and the eyes."""
     if "mouth" in part_names:
         return "learned mouth and eyes"
+    if TEETH in part_names:
+        return "learned eyes · learned teeth over the synthetic mouth"
     return "learned eyes · synthetic mouth" if part_names else "synthetic mouth"
 
 
@@ -62,7 +73,7 @@ class Engine:
     render_backend: str = "torch"   # how the neural renderer runs the generator: "torch" or "onnx"
     compile: bool = False           # torch.compile the generator (torch backend on CUDA)
     parts: LearnedParts | None = None   # learned mouth and eyes (None: the synthetic mouth interior)
-    part_names: tuple[str, ...] = EYES  # which of them are drawn (a mouth not drawn: the synthetic one)
+    part_names: tuple[str, ...] = EYES  # what is drawn (``parts.paint.DRAWABLE``; no mouth: the synthetic one)
     _content_loss: ContentLoss | None = field(default=None, repr=False)
 
     @property
@@ -141,11 +152,12 @@ class Engine:
 def build_engine(weights: str | None = None, landmarks: str = "auto", device: str = "auto",
                  renderer: str = "neural", backend: str = "auto", compile: bool = False,
                  landmark_backend: LandmarkBackend | None = None, learned_parts: bool = True,
-                 learned_mouth: bool = False) -> Engine:
+                 mouth: str = "teeth") -> Engine:
     """Load the landmark backend (unless ``landmark_backend`` is given) and (for the neural renderer)
     the weights; with ``learned_parts`` also the weights' part models, for either renderer: the eyes,
-    and with ``learned_mouth`` the mouth interior too (``--no-learned-parts``, or weights without
-    them: the warp's eyes and the synthetic mouth interior).
+    and the mouth as ``mouth`` says (``MOUTHS``: the learned teeth over the synthetic interior, the
+    learned interior, or the synthetic one); ``--no-learned-parts``, or weights without them: the
+    warp's eyes and the synthetic mouth interior.
 
     ``backend`` runs the generator: "torch", "onnx" (onnxruntime) or "auto" (see
     ``resolve_render_backend``); ``compile`` applies torch.compile (torch backend, CUDA only).
@@ -157,8 +169,10 @@ def build_engine(weights: str | None = None, landmarks: str = "auto", device: st
     if compile and (render_backend != "torch" or torch_device.type != "cuda"):
         raise UsageError("--compile applies to the torch backend on a CUDA GPU "
                          f"(here: {render_backend} on {torch_device.type})")
+    if mouth not in MOUTHS:
+        raise UsageError(f"unknown mouth {mouth!r}; choose from: {', '.join(MOUTHS)}")
     backend = landmark_backend or create_backend(landmarks, device=str(torch_device))
-    part_names = PARTS if learned_mouth else EYES
+    part_names = MOUTHS[mouth]
     if renderer == "warp":
         # The warp needs no weights; the part models come from the given (or bundled) ones.
         weights_dir = None

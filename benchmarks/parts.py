@@ -5,8 +5,9 @@
 The photo is samples/portrait.jpg; the driver is a real talking video from ../shared/realdata
 when present (its mouth opens wider than the portrait's in most frames, so the part models run in
 most frames), else the sample driver. Each renderer (warp; neural through the CPU's default
-backend) renders the same targets in batches of 8 without part models, with the default learned
-eyes, and with the learned mouth too (``--learned-mouth``). The six configurations take turns,
+backend) renders the same targets in batches of 8 without part models, with the learned eyes and the
+synthetic mouth, with the learned teeth over it (``--mouth teeth``, the default) and with the learned
+mouth's whole opening (``--mouth learned``). The eight configurations take turns,
 ``--rounds`` times over all targets (a busy shared machine slows them alike); fps are the median
 over rounds of each round's median batch, after two warm-up batches. The table says in how many
 frames each part was redrawn.
@@ -48,9 +49,9 @@ def main() -> None:
     track = track_video(backend, frames, info.fps)
     configurations = []
     for renderer_name in ("warp", "neural"):
-        for learned, mouth in ((False, False), (True, False), (True, True)):
+        for learned, mouth in ((False, "synthetic"), (True, "synthetic"), (True, "teeth"), (True, "learned")):
             engine = build_engine(args.weights, landmarks="dlib", device="cpu", renderer=renderer_name,
-                                  landmark_backend=backend, learned_parts=learned, learned_mouth=mouth)
+                                  landmark_backend=backend, learned_parts=learned, mouth=mouth)
             person = engine.make_person([PORTRAIT], FinetuneConfig(steps=0))
             targets = target_crop_points(person.photo, track)
             renderer = engine.frame_renderer(person)
@@ -75,7 +76,7 @@ def main() -> None:
             scale = renderer.size / (getattr(renderer, "model_size", None) or renderer.size)
             source = person.photo.crop.with_size(renderer.size).points_to_crop(person.photo.points)
             counts = {part: sum(part_strength(part, source, p * scale) > 0 for p in targets) for part in PARTS}
-            painted = (f"mouth {counts['mouth'] if mouth else 0}, eyes {counts['right_eye'] + counts['left_eye']}"
+            painted = (f"mouth {counts['mouth'] if mouth != 'synthetic' else 0}, eyes {counts['right_eye'] + counts['left_eye']}"
                        f" of {len(targets)}")
         label = describe_parts(engine.part_names if engine.parts is not None else ())
         rows.append([renderer_name, label, str(renderer.size), f"{np.median(fps):.1f}",

@@ -76,6 +76,26 @@ def test_masks_follow_the_opening(face):
     assert eye_openness(blinked(points), "right_eye") < 0.5 * eye_openness(points, "right_eye")
 
 
+def test_the_teeth_fade_out_towards_the_lower_lip(face):
+    """``--mouth teeth``: the learned mouth's share is whole in the upper part of the opening (its teeth)
+    and on the upper lip's rim, none on and below the lower inner lip (the synthetic interior's dark
+    opening and sharp lower-lip edge stay)."""
+    from animate_cli.parts.paint import teeth_weight
+
+    _, points = face
+    target = opened(closed_mouth(points), 0.1)
+    size = TINY.mouth_size * 3
+    matrix = part_matrix(target, "mouth", size)
+    weight = teeth_weight(target, matrix, size)
+    assert weight.shape == (size, size) and weight.dtype == np.float32
+    assert 0.0 <= weight.min() and weight.max() <= 1.0
+    upper, lower = to_part(matrix, target[[62, 66]]).round().astype(int)
+    column = weight[:, upper[0]]
+    assert column[upper[1] - 2] > 0.99 and column[upper[1] + 2] > 0.99    # the upper lip's rim, the teeth
+    assert column[lower[1] + 1:].max() < 0.01                             # the lower lip and below
+    assert np.all(np.diff(column[upper[1] + 2:lower[1] + 1]) <= 1e-6)       # fading out on the way down
+
+
 def test_part_network_shapes_and_range():
     torch.manual_seed(0)
     net = PartNet(TINY.channels)
@@ -154,14 +174,18 @@ def test_renderers_use_the_part_models_and_fall_back_without_them(tmp_path, port
 
     folder = make_checkpoint(tmp_path / "ckpt")
     LearnedParts(TINY).save(folder)
-    with_parts = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp", learned_mouth=True)
-    eyes_only = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp")
+    with_parts = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp", mouth="learned")
+    eyes_only = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp", mouth="synthetic")
+    teeth = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp")
     without = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp", learned_parts=False)
     neural = build_engine(str(folder), landmarks="dlib", device="cpu", renderer="neural", backend="torch",
-                          learned_mouth=True)
+                          mouth="learned")
     assert with_parts.parts is not None and neural.parts is not None and without.parts is None
     assert "learned mouth and eyes" in with_parts.summary() and without.summary().endswith("synthetic mouth")
     assert "learned eyes · synthetic mouth" in eyes_only.summary()
+    assert "learned eyes · learned teeth over the synthetic mouth" in teeth.summary()
+    with pytest.raises(UsageError, match="unknown mouth"):
+        build_engine(str(folder), landmarks="dlib", device="cpu", renderer="warp", mouth="plate")
 
     shots = without.load_photos([portrait_path])
     person = without.make_person(shots, finetune=__import__("animate_cli.config", fromlist=["x"]).FinetuneConfig())
@@ -176,9 +200,19 @@ def test_renderers_use_the_part_models_and_fall_back_without_them(tmp_path, port
     import dataclasses
     residual = LearnedParts(dataclasses.replace(TINY, mouth_residual=True)).eval()
     assert np.array_equal(WarpRenderer(person, parts=residual, part_names=("mouth",)).render(target)[0], synthetic)
-    # The default draws the learned eyes only: an opening mouth with unchanged eyes is the synthetic one.
+    # With the synthetic mouth only the eyes are learned: an opening mouth with unchanged eyes is the synthetic one.
     assert eyes_only.frame_renderer(person).painter.draw == ("right_eye", "left_eye")
     assert np.array_equal(eyes_only.frame_renderer(person).render(target)[0], synthetic)
+    # The default paints the learned mouth over the synthetic interior, fading out towards the lower
+    # lip: the upper part of the opening changes, the lower lip and what is below it do not.
+    painter = teeth.frame_renderer(person).painter
+    assert painter.teeth and painter.draw == ("mouth", "right_eye", "left_eye") and painter.needs_synthetic_mouth
+    over = teeth.frame_renderer(person).render(target)[0]
+    lower_lip = int(np.ceil(target[0, [65, 66, 67], 1].max()))
+    assert np.array_equal(over[lower_lip + 4:], synthetic[lower_lip + 4:])
+    upper = target[0, [61, 62, 63]].mean(axis=0)
+    opening = over[int(upper[1]) + 1:int(upper[1]) + 4, int(upper[0]) - 6:int(upper[0]) + 6]
+    assert not np.array_equal(opening, synthetic[int(upper[1]) + 1:int(upper[1]) + 4, int(upper[0]) - 6:int(upper[0]) + 6])
     blink = blinked(points)[None]
     assert not np.array_equal(eyes_only.frame_renderer(person).render(blink)[0], WarpRenderer(person).render(blink)[0])
     neural_frames = neural.frame_renderer(neural.make_person(neural.load_photos([portrait_path]),
@@ -263,7 +297,7 @@ def test_photo_people_are_kept_open_mouths_first_and_closed_by_the_warp(tmp_path
     assert same == target and image.shape == everything.images[target].shape and mouth_opening(points) < 1e-3
 
 
-def test_main_command_draws_the_learned_mouth_only_when_asked(tmp_path, portrait_path, short_driver):
+def test_main_command_draws_the_mouth_it_is_asked_for(tmp_path, portrait_path, short_driver):
     from typer.testing import CliRunner
 
     from animate_cli.cli import app
@@ -271,7 +305,7 @@ def test_main_command_draws_the_learned_mouth_only_when_asked(tmp_path, portrait
     folder = make_checkpoint(tmp_path / "ckpt")
     LearnedParts(TINY).save(folder)
     said = {}
-    for flags in ((), ("--learned-mouth",), ("--no-learned-parts",)):
+    for flags in ((), ("--mouth", "learned"), ("--mouth", "synthetic"), ("--no-learned-parts",)):
         out = tmp_path / f"out{len(said)}.mp4"
         result = CliRunner().invoke(app, [str(portrait_path), "--drive", str(short_driver), "-o", str(out),
                                           "--renderer", "warp", "--weights", str(folder), "--landmarks", "dlib",
@@ -279,8 +313,9 @@ def test_main_command_draws_the_learned_mouth_only_when_asked(tmp_path, portrait
         assert result.exit_code == 0, result.output
         assert out.is_file()
         said[flags] = " ".join(result.output.split())
-    assert "learned eyes · synthetic mouth" in said[()]
-    assert "learned mouth and eyes" in said[("--learned-mouth",)]
+    assert "learned eyes · learned teeth over the synthetic mouth" in said[()]
+    assert "learned mouth and eyes" in said[("--mouth", "learned")]
+    assert "learned eyes · synthetic mouth" in said[("--mouth", "synthetic")]
     assert "· synthetic mouth" in said[("--no-learned-parts",)] and "learned" not in said[("--no-learned-parts",)]
 
 
@@ -469,17 +504,21 @@ def test_eval_parts_reports_the_crops_and_the_dark_share(tmp_path, sample_driver
                                       "--json", str(report), "--sheet", str(sheet), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "dark share" in result.output
-    # The contact sheet: the widest-open mouth crops (at most 4), real | synthetic | learned, at twice their size.
+    # The contact sheet: the widest-open mouth crops (at most 4), real | synthetic | teeth | learned, at twice
+    # their size.
     image = cv2.imread(str(sheet))
     rows = min(4, json.loads(report.read_text())["summary"]["mouth"]["count"])
-    assert image.shape == (rows * 2 * TINY.mouth_size, 3 * 2 * TINY.mouth_size, 3)
+    assert image.shape == (rows * 2 * TINY.mouth_size, 4 * 2 * TINY.mouth_size, 3)
+    assert "teeth - synthetic" in result.output and "learned - synthetic" in result.output
     result = CliRunner().invoke(app, ["eval-parts", str(sample_driver), "--weights", str(folder),
                                       "--sheet", str(tmp_path / "sheet.gif")])
     assert result.exit_code == 2 and "sheet.gif" in result.output and not (tmp_path / "sheet.gif").exists()
     mouth = json.loads(report.read_text())["summary"]["mouth"]
     assert mouth["count"] > 0
-    for name in ("real", "synthetic", "learned"):
+    for name in ("real", "synthetic", "teeth", "learned"):
         assert 0.0 <= mouth["dark_share"][name] <= 1.0
+    # The teeth are the learned mouth over the synthetic interior: on a crop they differ from both.
+    assert mouth["teeth"]["l1"] not in (mouth["synthetic"]["l1"], mouth["learned"]["l1"])
     result = CliRunner().invoke(app, ["eval-parts", str(sample_driver), "--weights", str(folder), "--max-frames", "40",
                                       "--json", str(report), "--quiet"])
     assert result.exit_code == 7 and str(report.name) in result.output    # an existing report is not replaced

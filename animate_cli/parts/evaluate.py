@@ -2,8 +2,9 @@
 
 For each video its first frame is the photo and the video drives it (self-reenactment, so the real
 frames are the right answer). Each frame's real landmarks, in the photo's crop, are the target; the
-photo's crop is warped to them (``FaceWarper``) and its mouth and eyes drawn two ways: the synthetic
-interior (no eye model) and the learned part models. Both are compared with the real frame, cut the
+photo's crop is warped to them (``FaceWarper``) and its mouth and eyes drawn three ways: the synthetic
+interior (no eye model), the learned teeth over it (``--mouth teeth``, the default; the learned eyes)
+and the learned part models alone (``--mouth learned``). Each is compared with the real frame, cut the
 same way, on the frames where a part is redrawn at all (``part_strength`` > 0: the mouth opens wider
 than the photo's; an eye's lids differ from the photo's):
 
@@ -14,7 +15,8 @@ than the photo's; an eye's lids differ from the photo's):
   (``interior_dark_share``), for the real frame and each method. An interior much lighter than the
   real one reads as a closed mouth (to a viewer, and to dlib's landmarks), whatever its SSIM.
 
-``contact_sheet`` lays out, to look at, each video's widest-open mouth crops: real | synthetic | learned.
+``contact_sheet`` lays out, to look at, each video's widest-open mouth crops: real | synthetic | teeth |
+learned.
 """
 
 from __future__ import annotations
@@ -35,14 +37,16 @@ from ..io.video import iter_frames, probe_video
 from ..landmarks import LandmarkBackend, track_video
 from ..landmarks.crop import crop_from_landmarks
 from ..render.warp import FaceWarper
-from .geometry import MOUTH_RIM, PARTS, cut_part, part_masks, part_matrix
+from .geometry import EYES, MOUTH_RIM, PARTS, cut_part, part_masks, part_matrix
 from .model import LearnedParts
-from .paint import PartsPainter, part_strength
+from .paint import TEETH, PartsPainter, part_strength
 
 log = logging.getLogger(__name__)
 
 CROP_SIZE = 256
-METHODS = ("synthetic", "learned")
+METHODS = ("synthetic", "teeth", "learned")
+# The methods paired per crop with the synthetic interior.
+PAIRED = ("teeth", "learned")
 # The opening is "dark" where darker than this share of the lips' median brightness.
 DARK_SHARE_OF_LIPS = 0.5
 # The lips around an opening: within this fraction of the crop's side of it, outside its rim.
@@ -62,7 +66,7 @@ class SheetRow:
 
 
 def contact_sheet(rows: Sequence[SheetRow]) -> np.ndarray:
-    """RGB image: one row per frame, columns real | synthetic | learned, each crop scaled by
+    """RGB image: one row per frame, columns real | synthetic | teeth | learned, each crop scaled by
     ``SHEET_SCALE``, the video and frame written over the real crop."""
     lines = []
     for row in rows:
@@ -117,6 +121,7 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
     photo_points = crop.points_to_crop(track.points[0])
     warper = FaceWarper(photo, photo_points)
     painter = PartsPainter(parts, photo, photo_points)
+    teeth_painter = PartsPainter(parts, photo, photo_points, draw=(TEETH, *EYES))
     record: dict[str, Any] = {"video": Path(path).name, "frames": len(frames)}
     cuts: dict[str, dict[str, list]] = {part: {m: [] for m in ("real", *METHODS)} for part in PARTS}
     kept: dict[str, list[int]] = {part: [] for part in PARTS}
@@ -132,6 +137,7 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
         synthetic = warper.warp(points)
         unfilled = synthetic if painter.needs_synthetic_mouth else warper.warp(points, fill_mouth=False)
         learned = painter.paint(unfilled[None], points[None])[0]
+        teeth = teeth_painter.paint(synthetic[None], points[None])[0]
         for part in PARTS:
             if strengths[part] <= 0:
                 continue
@@ -140,7 +146,7 @@ def evaluate_video(path: str | Path, parts: LearnedParts, backend: LandmarkBacke
             kept[part].append(index)
             if part == "mouth":
                 openings.append(part_masks(points, part, size, matrix)[0])
-            for name, image in (("real", real), ("synthetic", synthetic), ("learned", learned)):
+            for name, image in (("real", real), ("synthetic", synthetic), ("teeth", teeth), ("learned", learned)):
                 cuts[part][name].append(cut_part(image, matrix, size))
     for part in PARTS:
         key = "eyes" if part != "mouth" else "mouth"
@@ -194,11 +200,13 @@ def evaluate_parts(videos: Sequence[str | Path], parts: LearnedParts, backend: L
                                                                               for v in r[key][method][metric]])
                                      else None)
                             for metric in ("ssim", "l1", "perceptual")}
-        # Paired: learned minus synthetic, per frame (mean and standard error).
-        for metric in ("ssim", "l1", "perceptual"):
-            diffs = [lv - sv for r in records for lv, sv in zip(r[key]["learned"][metric], r[key]["synthetic"][metric])]
-            part[f"{metric}_learned_minus_synthetic"] = (
-                [float(np.mean(diffs)), float(np.std(diffs) / np.sqrt(len(diffs)))] if len(diffs) > 1 else None)
+        # Paired: each learned method minus synthetic, per frame (mean and standard error).
+        for method in PAIRED:
+            for metric in ("ssim", "l1", "perceptual"):
+                diffs = [mv - sv for r in records
+                         for mv, sv in zip(r[key][method][metric], r[key]["synthetic"][metric])]
+                part[f"{metric}_{method}_minus_synthetic"] = (
+                    [float(np.mean(diffs)), float(np.std(diffs) / np.sqrt(len(diffs)))] if len(diffs) > 1 else None)
         summary[key] = part
     steadiness = {m: [r["mouth"]["steadiness"][m] for r in records if r["mouth"]["steadiness"][m] is not None]
                   for m in METHODS}

@@ -5,6 +5,14 @@ and its landmarks; ``paint`` then redraws, in a batch of rendered crops, the mou
 opens wider than the photo and each eye where the lids close or open more than the photo's. The
 strengths fade in over a small range (the synthetic fill's ``MOUTH_FILL_START`` / ``FULL``), so a
 slowly opening mouth does not pop and an unchanged part is left exactly as rendered.
+
+The mouth is drawn one of two ways: ``mouth``, the model's whole opening, or ``teeth`` (the
+default of the main command), the model's opening over the synthetic interior, fading out towards
+the lower inner lip (``teeth_weight``). The model draws the upper teeth well, in the person's own
+tones, but the lower half of a wide opening as a blurred lip-pink band that a viewer and dlib take
+for lip, so its mouths read less open than real ones; the synthetic interior's dark opening and
+sharp lower-lip edge read a little wider than real ones. Together they read about as open as the
+real mouth (README, "Learned mouths and eyes").
 """
 
 from __future__ import annotations
@@ -15,13 +23,22 @@ import torch
 
 from ..tensors import images_to_tensor
 from ..render.warp import _smoothstep, mouth_fill_strength, mouth_opening
-from .geometry import PARTS, cut_part, eye_openness, part_masks, part_matrix
+from .geometry import PARTS, cut_part, eye_openness, part_masks, part_matrix, to_part
 from .model import LearnedParts, part_inputs
 
 # An eye is redrawn when its openness (lid gap over eye width) differs from the photo's by this
 # much: fading in from START, full at FULL.
 EYE_CHANGE_START = 0.05
 EYE_CHANGE_FULL = 0.12
+# What a painter can draw: the part models' parts, and ``teeth``, the mouth model over the synthetic
+# interior (instead of ``mouth``, its whole opening).
+TEETH = "teeth"
+DRAWABLE = (TEETH, *PARTS)
+# ``teeth``: the model's share fades from 1 to 0 between these distances from the lower inner lip, as
+# fractions of the opening's height (below that lip it is 0: the lower lip keeps its edge).
+TEETH_FADE = (0.15, 0.45)
+UPPER_INNER_LIP = (60, 61, 62, 63, 64)
+LOWER_INNER_LIP = (64, 65, 66, 67, 60)
 
 
 def part_measure(part: str, points: np.ndarray) -> float:
@@ -38,6 +55,25 @@ def _strength(part: str, source_measure: float, target_measure: float) -> float:
 def part_strength(part: str, source_points: np.ndarray, target_points: np.ndarray) -> float:
     """How much of the learned part replaces the rendered one (0 to 1)."""
     return _strength(part, part_measure(part, source_points), part_measure(part, target_points))
+
+
+def teeth_weight(points: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """float32 (size, size) in [0, 1], in the mouth crop of ``matrix``: 1 in the upper part of the
+    opening and above it, fading to 0 towards the lower inner lip (``TEETH_FADE``), 0 on and below it."""
+    points = np.asarray(points)
+    lower = to_part(matrix, points[list(LOWER_INNER_LIP)])
+    upper = to_part(matrix, points[list(UPPER_INNER_LIP)])
+    height = max(float(np.mean(lower[1:4, 1]) - np.mean(upper[1:4, 1])), 1.0)
+    line = np.full((size, size), 255, np.uint8)
+    cv2.polylines(line, [np.round(lower * 16).astype(np.int32)], False, 0, 1, cv2.LINE_8, shift=4)
+    distance = cv2.distanceTransform(line, cv2.DIST_L2, 3)
+    weight = np.asarray(_smoothstep(distance / height, *TEETH_FADE), np.float32)
+    # On and below the lower inner lip: the region under the lip's polyline, to the crop's bottom.
+    below = np.zeros((size, size), np.uint8)
+    corners = np.array([[lower[-1, 0], size + 1.0], [lower[0, 0], size + 1.0]])
+    cv2.fillPoly(below, [np.round(np.vstack([lower, corners]) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    weight[below > 0] = 0.0
+    return cv2.GaussianBlur(weight, (0, 0), max(0.6, size / 120.0))
 
 
 def _masks_tensor(masks: list[np.ndarray]) -> torch.Tensor:
@@ -79,11 +115,15 @@ class PartsPainter:
 
     def __init__(self, parts: LearnedParts, source_image: np.ndarray, source_points: np.ndarray,
                  device: torch.device | str = "cpu", draw: tuple[str, ...] = PARTS):
-        unknown = set(draw) - set(PARTS)
+        unknown = set(draw) - set(DRAWABLE)
         if unknown:
-            raise ValueError(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+            raise ValueError(f"unknown parts {sorted(unknown)}; choose from {', '.join(DRAWABLE)}")
+        if TEETH in draw and "mouth" in draw:
+            raise ValueError("draw the mouth as teeth or as mouth, not both")
         self.parts = parts
-        self.draw = tuple(part for part in PARTS if part in draw)
+        # ``teeth``: the mouth model, pasted over the synthetic interior with ``teeth_weight``.
+        self.teeth = TEETH in draw
+        self.draw = tuple(part for part in PARTS if part in draw or (part == "mouth" and self.teeth))
         self.device = torch.device(device)
         self.source_points = np.asarray(source_points, np.float32)
         self._source_measures = {part: part_measure(part, self.source_points) for part in self.draw}
@@ -98,8 +138,8 @@ class PartsPainter:
     @property
     def needs_synthetic_mouth(self) -> bool:
         """Whether the crops to paint must carry the synthetic mouth interior: the mouth is not drawn
-        here, or its model corrects that interior."""
-        return "mouth" not in self.draw or self.parts.config.residual("mouth")
+        here, its model corrects that interior, or it draws only the teeth over it."""
+        return "mouth" not in self.draw or self.teeth or self.parts.config.residual("mouth")
 
     @torch.inference_mode()
     def paint(self, frames: np.ndarray, target_points: np.ndarray, in_place: bool = False) -> np.ndarray:
@@ -137,5 +177,8 @@ class PartsPainter:
                 painted = painted - (inputs[:, :3] + 1.0) * 127.5
             painted = painted.permute(0, 2, 3, 1).float().cpu().numpy()
             for (index, strength, matrix), patch, hole in zip(jobs, painted, holes):
-                paste_part(out[index], np.ascontiguousarray(patch), hole * strength, matrix, additive=residual)
+                alpha = hole * strength
+                if part == "mouth" and self.teeth:
+                    alpha = alpha * teeth_weight(target_points[index], matrix, size)
+                paste_part(out[index], np.ascontiguousarray(patch), alpha, matrix, additive=residual)
         return out
