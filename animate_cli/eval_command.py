@@ -118,7 +118,7 @@ def register_eval_command(app: typer.Typer) -> None:
         json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report here (.json).")] = None,
         sheet_path: Annotated[Optional[Path], typer.Option("--sheet", help="Write a contact sheet here (.png or "
                                                            ".jpg): each video's 4 widest-open mouth crops, "
-                                                           "real | synthetic | learned.")] = None,
+                                                           "real | synthetic | teeth | learned.")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json or --sheet "
                                                 "file.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -387,11 +387,15 @@ def _tooth_gaps(u: np.ndarray, centre: float, length: float, edges: tuple[float,
     """0-1 lines where teeth meet, at ``edges`` either side of ``centre`` (u: 0 at one mouth corner,
     1 at the other; ``length`` the corners' distance in pixels), about a pixel wide (x ``spread``)."""
     width = spread * max(0.6, 0.006 * length) / length
-    lines = np.zeros_like(u)
-    for fraction in edges:
-        for place in {centre - fraction * centre, centre + fraction * (1.0 - centre)}:
-            lines = np.maximum(lines, np.exp(-((u - place) / width) ** 2))
-    return lines
+    places = np.array(sorted({place for fraction in edges
+                              for place in (centre - fraction * centre, centre + fraction * (1.0 - centre))}),
+                      dtype=u.dtype)
+    # The line nearest each pixel is the brightest (one exp per pixel, not one per line: the same values).
+    after = np.clip(np.searchsorted(places, u), 1, len(places) - 1) if len(places) > 1 else np.zeros(u.shape, int)
+    before = np.maximum(after - 1, 0)
+    offset_after, offset_before = u - places[after], u - places[before]
+    nearest = np.where(np.abs(offset_before) < np.abs(offset_after), offset_before, offset_after)
+    return np.exp(-(nearest / width) ** 2)
 
 
 def mouth_fill_strength(source_opening: float, target_opening: float) -> float:
@@ -447,7 +451,10 @@ def _fill_mouth_inplace(image: np.ndarray, target: np.ndarray, source_opening: f
     length = max(float(np.linalg.norm(axis)), 1e-3)
     axis = axis / length
     down = np.array([-axis[1], axis[0]])
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    # Only the pixels the fill reaches are computed (a thin opening covers a small part of its box).
+    painted = alpha > 0
+    rows, cols = np.nonzero(painted)
+    ys, xs = (rows + y0).astype(np.float32), (cols + x0).astype(np.float32)
     rel_x, rel_y = xs - corner_a[0], ys - corner_a[1]
     u = (rel_x * axis[0] + rel_y * axis[1]) / length
     v = rel_x * down[0] + rel_y * down[1]
@@ -507,5 +514,5 @@ def _fill_mouth_inplace(image: np.ndarray, target: np.ndarray, source_opening: f
         colour = colour * (1.0 - lower_teeth_alpha) + lower_teeth * lower_shade * lower_teeth_alpha
     colour = np.clip(colour, 0.0, 255.0)
 
-    a = alpha[..., None]
-    roi[:] = np.clip(roi.astype(np.float32) * (1.0 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
+    a = alpha[painted][:, None]
+    roi[painted] = np.clip(roi[painted].astype(np.float32) * (1.0 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
