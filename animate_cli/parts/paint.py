@@ -36,7 +36,7 @@ TEETH = "teeth"
 DRAWABLE = (TEETH, *PARTS)
 # ``teeth``: the model's share fades from 1 to 0 between these distances from the lower inner lip, as
 # fractions of the opening's height (below that lip it is 0: the lower lip keeps its edge).
-TEETH_FADE = (0.15, 0.45)
+TEETH_FADE = (0.05, 0.25)
 UPPER_INNER_LIP = (60, 61, 62, 63, 64)
 LOWER_INNER_LIP = (64, 65, 66, 67, 60)
 
@@ -67,13 +67,14 @@ def teeth_weight(points: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarra
     line = np.full((size, size), 255, np.uint8)
     cv2.polylines(line, [np.round(lower * 16).astype(np.int32)], False, 0, 1, cv2.LINE_8, shift=4)
     distance = cv2.distanceTransform(line, cv2.DIST_L2, 3)
-    weight = np.asarray(_smoothstep(distance / height, *TEETH_FADE), np.float32)
-    # On and below the lower inner lip: the region under the lip's polyline, to the crop's bottom.
+    weight = cv2.GaussianBlur(np.asarray(_smoothstep(distance / height, *TEETH_FADE), np.float32), (0, 0),
+                              max(0.6, size / 120.0))
+    # None on and below the lower inner lip (the region under its polyline, to the crop's bottom; an
+    # anti-aliased edge), so the lower lip keeps the synthetic interior's sharp edge.
     below = np.zeros((size, size), np.uint8)
     corners = np.array([[lower[-1, 0], size + 1.0], [lower[0, 0], size + 1.0]])
-    cv2.fillPoly(below, [np.round(np.vstack([lower, corners]) * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
-    weight[below > 0] = 0.0
-    return cv2.GaussianBlur(weight, (0, 0), max(0.6, size / 120.0))
+    cv2.fillPoly(below, [np.round(np.vstack([lower, corners]) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    return weight * (1.0 - below.astype(np.float32) / 255.0)
 
 
 def _masks_tensor(masks: list[np.ndarray]) -> torch.Tensor:
