@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..tensors import images_to_tensor
-from ..render.warp import _smoothstep, mouth_fill_strength, mouth_opening
+from ..render.warp import LOWER_INNER_LIP, UPPER_INNER_LIP, _smoothstep, mouth_fill_strength, mouth_opening
 from .geometry import PARTS, cut_part, eye_openness, part_masks, part_matrix, to_part
 from .model import LearnedParts, part_inputs
 
@@ -37,8 +37,6 @@ DRAWABLE = (TEETH, *PARTS)
 # ``teeth``: the model's share fades from 1 to 0 between these distances from the lower inner lip, as
 # fractions of the opening's height (below that lip it is 0: the lower lip keeps its edge).
 TEETH_FADE = (0.05, 0.25)
-UPPER_INNER_LIP = (60, 61, 62, 63, 64)
-LOWER_INNER_LIP = (64, 65, 66, 67, 60)
 
 
 def part_measure(part: str, points: np.ndarray) -> float:
@@ -61,7 +59,7 @@ def teeth_weight(points: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarra
     """float32 (size, size) in [0, 1], in the mouth crop of ``matrix``: 1 in the upper part of the
     opening and above it, fading to 0 towards the lower inner lip (``TEETH_FADE``), 0 on and below it."""
     points = np.asarray(points)
-    lower = to_part(matrix, points[list(LOWER_INNER_LIP)])
+    lower = to_part(matrix, points[list(LOWER_INNER_LIP[::-1])])     # from corner 64 to corner 60
     upper = to_part(matrix, points[list(UPPER_INNER_LIP)])
     height = max(float(np.mean(lower[1:4, 1]) - np.mean(upper[1:4, 1])), 1.0)
     line = np.full((size, size), 255, np.uint8)

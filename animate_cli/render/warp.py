@@ -391,7 +391,7 @@ def _tooth_gaps(u: np.ndarray, centre: float, length: float, edges: tuple[float,
                               for place in (centre - fraction * centre, centre + fraction * (1.0 - centre))}),
                       dtype=u.dtype)
     # The line nearest each pixel is the brightest (one exp per pixel, not one per line: the same values).
-    after = np.clip(np.searchsorted(places, u), 1, len(places) - 1) if len(places) > 1 else np.zeros(u.shape, int)
+    after = np.minimum(np.searchsorted(places, u), len(places) - 1)
     before = np.maximum(after - 1, 0)
     offset_after, offset_before = u - places[after], u - places[before]
     nearest = np.where(np.abs(offset_before) < np.abs(offset_after), offset_before, offset_after)
