@@ -369,7 +369,7 @@ FULL_FRAME_COLUMNS = (("SSIM ↑", "ssim", 3), ("PSNR ↑", "psnr", 2), ("box SS
                       ("box PSNR ↑", "box_psnr", 2), ("box L1 ↓", "box_l1", 4), ("AKD ↓", "akd", 3),
                       ("mouth slope", "mouth_slope", 2), ("driven slope", "driven_slope", 2),
                       ("mouth r ↑", "mouth_corr", 2), ("ID dist ↓", "identity_distance", 3), ("percept ↓", "perceptual", 3),
-                      ("face", "face_found", 0))
+                      ("detail ↑", "detail", 2), ("face", "face_found", 0))
 CROSS_COLUMNS = (("driver max", "driver_max", 2), ("output max", "output_max", 2), ("mouth slope", "mouth_slope", 2),
                  ("mouth r ↑", "mouth_corr", 2))
 

@@ -13,7 +13,9 @@ video's own resolution) is compared with the real frames, which are the right an
 - mouth: the output's inner-lip opening regressed on the real one (slope; 1 = as wide) and their
   correlation; beside it the driven slope, the same for the smoothed track the renderers are asked
   to follow (``--smoothing`` takes off the fastest openings' peaks: what no renderer then gives back);
-- identity distance: dlib descriptors of output and real face.
+- identity distance: dlib descriptors of output and real face;
+- detail: how much of the real frame's fine detail the output keeps (``evaluate.detail_ratio`` in the face box
+  grown 1.2x; 1 = as sharp as the real frame, a re-encode keeps about 0.94-0.99).
 - perceptual: the face-trained perceptual distance (``evaluate.FacePerceptual``) of the output from
   the real frame, both cut at the real frame's landmarks.
 
@@ -49,8 +51,8 @@ import numpy as np
 
 from .config import FinetuneConfig, RenderConfig
 from .errors import UsageError
-from .evaluate import (FaceIdentity, FacePerceptual, detect_near, identity_distance, landmark_error, pearson, psnr,
-                       ssim)
+from .evaluate import (FaceIdentity, FacePerceptual, detail_ratio, detect_near, identity_distance, landmark_error,
+                       pearson, psnr, ssim)
 from .io.images import save_image
 from .io.video import iter_frames, probe_video
 from .landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
@@ -67,6 +69,8 @@ FULL_FRAME_METHODS = ("frozen", "warp", "warp-crop", "neural", "neural-crop", "r
 BASELINE_METHODS = ("frozen", "real")
 # The face box is the landmarks' box grown to this many times its size (forehead, hair, chin).
 FACE_BOX_SCALE = 1.5
+# The detail measure's box: the face and a little around it (skin, brows, hairline), not the background.
+DETAIL_BOX_SCALE = 1.2
 # A driver for the mouth-open protocol starts at a frame whose mouth is at least this open
 # (inner-lip gap over eye-corner distance), found within its first START_SEARCH share.
 OPEN_START = 0.15
@@ -145,9 +149,9 @@ def read_output(path: Path, frames: list[np.ndarray]) -> list[np.ndarray]:
     return outputs
 
 
-def face_box(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of the face box of real landmarks, clipped to the image."""
-    crop = crop_from_landmarks(np.asarray(points, np.float64), 1, scale=FACE_BOX_SCALE)
+def face_box(points: np.ndarray, shape: tuple[int, ...], scale: float = FACE_BOX_SCALE) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the face box of real landmarks (``scale`` x their extent), clipped to the image."""
+    crop = crop_from_landmarks(np.asarray(points, np.float64), 1, scale=scale)
     half = crop.side / 2
     height, width = shape[:2]
     x0, y0 = max(int(round(crop.center[0] - half)), 0), max(int(round(crop.center[1] - half)), 0)
@@ -266,7 +270,7 @@ def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: li
                  measured: list[int], real_ids: dict[int, np.ndarray], backend: LandmarkBackend,
                  identity: FaceIdentity, perceptual: FacePerceptual, driven_slope: float = math.nan) -> dict[str, Any]:
     values: dict[str, list[float]] = {k: [] for k in ("ssim", "psnr", "l1", "box_ssim", "box_psnr", "box_l1",
-                                                      "akd", "identity_distance", "perceptual")}
+                                                      "akd", "identity_distance", "perceptual", "detail")}
     real_mouth, output_mouth, found = [], [], 0
     frame_akd: list[float | None] = []
     for i in measured:
@@ -280,6 +284,8 @@ def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: li
         values["box_ssim"].append(ssim(out[y0:y1, x0:x1], real[y0:y1, x0:x1]))
         values["box_psnr"].append(min(psnr(out[y0:y1, x0:x1], real[y0:y1, x0:x1]), 60.0))
         values["box_l1"].append(l1(out[y0:y1, x0:x1], real[y0:y1, x0:x1]))
+        x0, y0, x1, y1 = face_box(points, real.shape, DETAIL_BOX_SCALE)
+        values["detail"].append(detail_ratio(out[y0:y1, x0:x1], real[y0:y1, x0:x1]))
         detected = detect_near(backend, out, points)
         if detected is not None:
             found += 1
