@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 import tracemalloc
 
 import cv2
@@ -261,7 +260,7 @@ def test_paste_back_places_a_changed_crop_and_matches_colour(astronaut):
         compositor.compose(tinted[:100])
 
 
-def test_large_photo_pastes_fast_on_the_roi_only():
+def test_large_photo_pastes_on_the_roi_only():
     tile = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
     photo = np.tile(tile, (10, 10, 1))
     crop = FaceCrop(center=(5000.0, 2500.0), side=900.0, size=CROP_SIZE)
@@ -270,12 +269,10 @@ def test_large_photo_pastes_fast_on_the_roi_only():
     mask[64:192, 64:192] = 1.0
     paste_back(photo[:64, :64], crop_image[:, :], FaceCrop((32.0, 32.0), 64.0, CROP_SIZE), mask)  # warm-up
     tracemalloc.start()
-    start = time.perf_counter()
     out = paste_back(photo, crop_image, crop, mask)
-    elapsed = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert elapsed < 1.0
+    # (Its speed is benchmarks/'s to measure: a timed assertion fails on a loaded machine.)
     # One output copy plus ROI-sized buffers; a full-size float image alone would be 4x the photo.
     assert peak < 1.3 * photo.nbytes
     centre = out[2500, 5000]

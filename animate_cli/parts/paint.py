@@ -17,6 +17,8 @@ real mouth (README, "Learned mouths and eyes").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import torch
@@ -80,10 +82,11 @@ def _masks_tensor(masks: list[np.ndarray]) -> torch.Tensor:
 
 
 def paste_part(image: np.ndarray, patch: np.ndarray, alpha: np.ndarray, matrix: np.ndarray,
-               additive: bool = False) -> None:
+               additive: bool = False, alpha_out: Sequence[np.ndarray] = ()) -> None:
     """Blend a part crop (float32 RGB (S, S, 3), alpha (S, S)) back into ``image`` in place, warping
     only the region where alpha is not zero; ``additive``: ``patch`` is a change, added times alpha
-    (a residual model's correction keeps the detail of what it corrects)."""
+    (a residual model's correction keeps the detail of what it corrects); each (H, W) float32 array in
+    ``alpha_out`` takes the largest weight each pixel of ``image`` was painted with."""
     rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
     if not len(rows):
         return
@@ -104,6 +107,8 @@ def paste_part(image: np.ndarray, patch: np.ndarray, alpha: np.ndarray, matrix: 
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     warped = cv2.warpAffine(patch, to_crop, roi_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
     weight = cv2.warpAffine(alpha, to_crop, roi_size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    for record in alpha_out:
+        np.maximum(record[y0:y1, x0:x1], weight, out=record[y0:y1, x0:x1])
     roi = image[y0:y1, x0:x1].astype(np.float32)
     blended = roi + (warped if additive else warped - roi) * weight[..., None]
     image[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
@@ -141,10 +146,15 @@ class PartsPainter:
         return "mouth" not in self.draw or self.teeth or self.parts.config.residual("mouth")
 
     @torch.inference_mode()
-    def paint(self, frames: np.ndarray, target_points: np.ndarray, in_place: bool = False) -> np.ndarray:
+    def paint(self, frames: np.ndarray, target_points: np.ndarray, in_place: bool = False,
+              alphas: np.ndarray | None = None, skin: np.ndarray | None = None) -> np.ndarray:
         """(B, H, W, 3) uint8 rendered crops and their (B, 68, 2) target landmarks -> the crops with
         the changed parts redrawn: a new array, or ``frames`` itself painted over with ``in_place``
-        (a renderer's own fresh frames). Frames no part applies to are left unchanged."""
+        (a renderer's own fresh frames). Frames no part applies to are left unchanged.
+
+        ``alphas`` (B, H, W) float32, when given, take where each crop was painted; ``skin`` the same
+        for the parts that redraw skin (the eyes' lids), under which a larger photo's fine detail can
+        be kept (``render.fullres``)."""
         out = frames if in_place else np.array(frames, dtype=np.uint8, copy=True)
         if out.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames, got {out.dtype}")
@@ -179,5 +189,9 @@ class PartsPainter:
                 alpha = hole * strength
                 if part == "mouth" and self.teeth:
                     alpha = alpha * teeth_weight(target_points[index], matrix, size)
-                paste_part(out[index], np.ascontiguousarray(patch), alpha, matrix, additive=residual)
+                records = [] if alphas is None else [alphas[index]]
+                if skin is not None and part != "mouth":
+                    records.append(skin[index])
+                paste_part(out[index], np.ascontiguousarray(patch), alpha, matrix, additive=residual,
+                           alpha_out=records)
         return out

@@ -30,6 +30,7 @@ from ..person import Person, Shot
 from ..photos import PhotoFace, find_faces
 from ..progress import ProgressReporter, SilentProgress
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
+from .fullres import FullResCompositor
 from .head_motion import HeadLayers, HeadMotion, apply_affine, head_similarities, invert_affine, outline_similarity
 from .preview import TILE_HEIGHT, driver_frame, keep_frames, preview_indices, write_preview
 from .renderers import FrameRenderer
@@ -290,6 +291,23 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
             batch = targets[start:start + config.batch_size]
             yield batch, renderer.render(batch)
 
+    if not config.crop_only and getattr(renderer, "draws_layers", False):
+        def layered_batches() -> Iterator[tuple[np.ndarray, list]]:
+            for start in range(0, len(targets), config.batch_size):
+                batch = targets[start:start + config.batch_size]
+                yield batch, renderer.render_layers(batch)
+
+        generated = run_ahead(layered_batches(), RENDERED_BATCHES_AHEAD, "generate")
+        head = None if head_matrices is None else HeadMotion(HeadLayers.from_photo(photo.image, photo.points))
+        compositor = FullResCompositor(photo, renderer.size, head,
+                                       whole_crop=getattr(renderer, "keeps_crop_border", False))
+        outlines = head_matrices if outline_matrices is None else outline_matrices
+        composited = composite_layers(generated, compositor, size, head_matrices, outlines)
+        try:
+            yield from run_ahead(composited, COMPOSITED_FRAMES_AHEAD, "composite")
+        finally:
+            generated.close()
+        return
     generated = run_ahead(rendered_batches(), RENDERED_BATCHES_AHEAD, "generate")
     if head_matrices is not None and not config.crop_only:
         layers = HeadLayers.from_photo(photo.image, photo.points)
@@ -302,6 +320,24 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
         yield from run_ahead(composited, COMPOSITED_FRAMES_AHEAD, "composite")
     finally:
         generated.close()  # after the compositing thread has stopped: it was the one iterating it
+
+
+def composite_layers(batches: Iterator[tuple[np.ndarray, list]], compositor: FullResCompositor, size: tuple[int, int],
+                     head_matrices: np.ndarray | None, outline_matrices: np.ndarray | None) -> Iterator[np.ndarray]:
+    """(target points, face layers) batches -> output frames of ``size`` (width, height), each the photo
+    resampled once at its own resolution with what it lacks laid over it (``render.fullres``)."""
+    index = 0
+    for batch, layers in batches:
+        for layer, points in zip(layers, batch):
+            matrix = outline = None
+            if head_matrices is not None:
+                matrix, outline = head_matrices[index], outline_matrices[index]
+            index += 1
+            frame = compositor.compose(layer, points, matrix, outline)
+            if (frame.shape[1], frame.shape[0]) != size:
+                interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_CUBIC
+                frame = cv2.resize(frame, size, interpolation=interp)
+            yield frame
 
 
 def composite_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], crop_size: int, photo: Shot,

@@ -7,6 +7,7 @@ for the neural generator and for the weights-free warp.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import cv2
@@ -16,6 +17,7 @@ import torch
 from ..config import ModelConfig
 from ..devices import resolve_device_name
 from ..export import person_generator
+from ..landmarks.crop import face_size
 from ..landmarks.drawing import draw_landmark_images
 from ..landmarks.regions import blend_regions
 from ..models import TalkingHeadModel
@@ -24,12 +26,16 @@ from ..person import Person
 if TYPE_CHECKING:
     from ..parts import LearnedParts
 from ..tensors import images_to_tensor, tensor_to_images
-from .warp import FaceWarper
+from .palette import PhotoPalette
+from .warp import FaceWarper, _smoothstep
 
 RENDERERS = ("neural", "warp")
 RENDER_BACKENDS = ("auto", "torch", "onnx")
 # What "auto" picks on a CPU: the faster backend measured by benchmarks/speed.py (README's table).
 CPU_RENDER_BACKEND = "onnx"
+# ``motion_share``: the generator's correction fades in as the target's non-rigid motion grows from the
+# first to the second fraction of the face size (detector noise on a still face stays below the first).
+STILL_MOTION = (0.004, 0.02)
 
 
 class FrameRenderer(Protocol):
@@ -37,6 +43,43 @@ class FrameRenderer(Protocol):
 
     def render(self, target_points: np.ndarray) -> np.ndarray:
         """(B, 68, 2) landmarks in crop coordinates -> (B, size, size, 3) uint8 face crops."""
+
+
+@dataclass
+class FaceLayer:
+    """One frame's face as a motion of the photo plus what the photo lacks, at the renderer's ``size``
+    (``render.fullres`` lays it over the photo at the photo's own resolution, resampling the photo once).
+
+    ``source_map``: per target-crop pixel, the source-crop pixel it shows ((S, S) float32 x and y).
+    ``crop``: the rendered crop (the photo warped at working size with everything below painted in).
+    ``painted``: (S, S) float32, where ``crop`` replaces the warped photo (mouth interior, redrawn eyes),
+    or None; ``skin``: of that, where it redraws skin (lids), under which a larger photo's fine detail is
+    kept. ``correction``: (S, S, 3) float32 the generator adds to the warped photo, or None.
+    """
+
+    source_map: tuple[np.ndarray, np.ndarray]
+    crop: np.ndarray
+    painted: np.ndarray | None = None
+    skin: np.ndarray | None = None
+    correction: np.ndarray | None = None
+
+
+def motion_share(source_points: np.ndarray, target_points: np.ndarray) -> float:
+    """0 for a target that is the source moved rigidly (a still driver), rising to 1 as any landmark moves
+    by STILL_MOTION[1] of the face size beyond the best similarity: where nothing moved, the photo is the
+    answer and the generator's correction is left out."""
+    from ..landmarks.retarget import fit_similarity
+
+    src = np.asarray(source_points, np.float64)
+    dst = np.asarray(target_points, np.float64)
+    a, b = fit_similarity(src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1])
+    moved = a * (src[:, 0] + 1j * src[:, 1]) + b
+    residual = float(np.abs(moved - (dst[:, 0] + 1j * dst[:, 1])).max()) / face_size(dst)
+    return float(_smoothstep(residual, *STILL_MOTION))
+
+
+def _layers_palette(person: Person) -> PhotoPalette:
+    return PhotoPalette.from_photo(person.photo.image, person.photo.points)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,12 +127,42 @@ class WarpRenderer:
         # A warp keeps the crop's border fixed, so the whole crop can be pasted back.
         self.keeps_crop_border = True
         self.painter = parts_painter(parts, person, self.size, part_names=part_names)
+        self.palette = _layers_palette(person)
+        self.draws_layers = True
 
     def render(self, target_points: np.ndarray) -> np.ndarray:
         # The synthetic interior unless the learned mouth draws it from a blank.
         fill = self.painter is None or self.painter.needs_synthetic_mouth
         frames = np.stack([self.warper.warp(points, fill_mouth=fill) for points in target_points])
         return frames if self.painter is None else self.painter.paint(frames, target_points, in_place=True)
+
+    def render_layers(self, target_points: np.ndarray) -> list[FaceLayer]:
+        """The targets as ``FaceLayer``s: the warp's map, and the mouth interior and eyes painted in the
+        photo's colours."""
+        fill = self.painter is None or self.painter.needs_synthetic_mouth
+        count = len(target_points)
+        painted = np.zeros((count, self.size, self.size), np.float32)
+        skin = np.zeros_like(painted)
+        crops, maps = [], []
+        for points, alpha in zip(target_points, painted):
+            crop, source_map = self.warper.warp_with_map(points, fill_mouth=fill, alpha_out=alpha)
+            crops.append(crop)
+            maps.append(source_map)
+        frames = np.stack(crops)
+        if self.painter is not None:
+            self.painter.paint(frames, target_points, in_place=True, alphas=painted, skin=skin)
+        return _finish_layers(self.palette, frames, maps, painted, skin, [None] * count)
+
+
+def _finish_layers(palette: PhotoPalette, frames: np.ndarray, maps: list, painted: np.ndarray, skin: np.ndarray,
+                   corrections: list[np.ndarray | None]) -> list[FaceLayer]:
+    """Bring what was painted into the photo's colours and pack one ``FaceLayer`` per frame."""
+    layers = []
+    for frame, source_map, alpha, skin_alpha, correction in zip(frames, maps, painted, skin, corrections):
+        palette.paint_into(frame, alpha)
+        layers.append(FaceLayer(source_map, frame, alpha if alpha.any() else None,
+                                skin_alpha if skin_alpha.any() else None, correction))
+    return layers
 
 
 class GeneratorRenderer:
@@ -118,6 +191,17 @@ class GeneratorRenderer:
                         if self.guidance == "warp" else [])
         # The learned mouth and eyes are painted over the finished crop, at its full size.
         self.painter = parts_painter(parts, person, self.size, part_names=part_names)
+        self.palette = _layers_palette(person)
+        # ``render_layers``: the photo's own warp at the working size (the correction is laid over it).
+        self.photo_warper = (self.detail_warpers[0] if self.detail_warpers
+                             else self.warpers[0] if self.warpers else None)
+        self.photo_points = person.photo.crop_points
+
+    @property
+    def draws_layers(self) -> bool:
+        """Whether frames can be laid over the full-size photo (``render_layers``): with warp guidance
+        the generator corrects a warp of the photo; without it, it draws the whole face."""
+        return self.photo_warper is not None
 
     def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None,
                  region: np.ndarray | None = None) -> np.ndarray:
@@ -142,6 +226,54 @@ class GeneratorRenderer:
         if self.painter is None:
             return frames
         return self.painter.paint(frames, np.asarray(target_points) * (self.size / self.model_size), in_place=True)
+
+    def render_layers(self, target_points: np.ndarray) -> list[FaceLayer]:
+        """The targets as ``FaceLayer``s: the photo's warp at the working size, the generator's change to
+        it (faded out where the target does not move: ``motion_share``), and the mouth interior and eyes
+        painted in, everything drawn in the photo's colours."""
+        if not self.draws_layers:
+            raise ValueError("render_layers needs a warp-guided generator")
+        from ..finetune import nearest_shot_indices
+
+        target_points = np.asarray(target_points, np.float32)
+        landmark_images = draw_landmark_images(target_points, self.model_size)
+        nearest = nearest_shot_indices(self.shot_points, target_points)
+        warped_images = np.stack([self.warpers[i].warp(p) for i, p in zip(nearest, target_points)])
+        regions = (blend_regions(target_points, self.model_size, self.blend_region)
+                   if self.blend_region is not None else None)
+        generated = self.generate(landmark_images, warped_images, regions)
+        scale = self.size / self.model_size
+        count = len(target_points)
+        painted = np.zeros((count, self.size, self.size), np.float32)
+        skin = np.zeros_like(painted)
+        fill = self.painter is None or self.painter.needs_synthetic_mouth
+        crops, maps, corrections = [], [], []
+        for frame, warped, points, alpha in zip(generated, warped_images, target_points, painted):
+            sharp, source_map = self.photo_warper.warp_with_map(points * scale, fill_mouth=False)
+            share = motion_share(self.photo_points, points)
+            correction = None
+            if share > 0:
+                change = (frame.astype(np.float32) - warped.astype(np.float32)) * share
+                correction = self._in_palette(sharp, cv2.resize(change, (self.size, self.size),
+                                                                interpolation=cv2.INTER_LINEAR))
+                sharp = np.clip(sharp + correction + 0.5, 0, 255).astype(np.uint8)
+            if fill:
+                self.photo_warper.fill_mouth(sharp, points * scale, alpha_out=alpha)
+            crops.append(sharp)
+            maps.append(source_map)
+            corrections.append(correction)
+        frames = np.stack(crops)
+        if self.painter is not None:
+            self.painter.paint(frames, target_points * scale, in_place=True, alphas=painted, skin=skin)
+        return _finish_layers(self.palette, frames, maps, painted, skin, corrections)
+
+    def _in_palette(self, sharp: np.ndarray, correction: np.ndarray) -> np.ndarray:
+        """The correction changed so that warp + correction lies in the photo's colours, where it acts."""
+        corrected = sharp.astype(np.float32) + correction
+        acts = np.abs(correction).max(axis=2) > 0.5
+        if acts.any():
+            corrected[acts] = self.palette.apply(np.clip(corrected[acts], 0, 255))
+        return corrected - sharp.astype(np.float32)
 
     def _add_detail(self, frame: np.ndarray, warped: np.ndarray, detail_warper: FaceWarper,
                     points: np.ndarray) -> np.ndarray:

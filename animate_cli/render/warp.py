@@ -322,12 +322,23 @@ class FaceWarper:
     def warp(self, target_points: np.ndarray, fill_mouth: bool = True) -> np.ndarray:
         """The source face moved to ``target_points`` (68, 2): uint8 (H, W, 3). ``fill_mouth=False``
         leaves a mouth that opens wider than the source's unfilled (the learned mouth paints it)."""
+        return self.warp_with_map(target_points, fill_mouth)[0]
+
+    def warp_with_map(self, target_points: np.ndarray, fill_mouth: bool = True,
+                      alpha_out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """``warp`` and the backward map it used (so the same motion can resample a larger photo);
+        ``alpha_out`` (H, W) float32 takes where the synthetic interior was painted."""
         map_x, map_y = self.backward_map(target_points)
         out = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if fill_mouth:
-            _fill_mouth_inplace(out, np.asarray(target_points, np.float64), self._source_opening,
-                                self.teeth_color)
-        return out
+            self.fill_mouth(out, target_points, alpha_out)
+        return out, (map_x, map_y)
+
+    def fill_mouth(self, image: np.ndarray, target_points: np.ndarray, alpha_out: np.ndarray | None = None) -> None:
+        """Paint the synthetic interior into a warped ``image`` in place where the target's mouth opens
+        wider than the source's (``alpha_out``: see ``warp_with_map``)."""
+        _fill_mouth_inplace(image, np.asarray(target_points, np.float64), self._source_opening, self.teeth_color,
+                            alpha_out)
 
 
 def _source_teeth_color(image: np.ndarray, points: np.ndarray) -> np.ndarray | None:
@@ -423,7 +434,9 @@ def fill_mouth_interior(image: np.ndarray, target_points: np.ndarray, source_poi
 
 
 def _fill_mouth_inplace(image: np.ndarray, target: np.ndarray, source_opening: float,
-                        teeth_color: np.ndarray | None = None) -> None:
+                        teeth_color: np.ndarray | None = None, alpha_out: np.ndarray | None = None) -> None:
+    """Paint the synthetic interior into ``image``; ``alpha_out`` (H, W) float32, when given, takes the
+    share of each pixel that was painted (the largest so far)."""
     opening = mouth_opening(target)
     strength = mouth_fill_strength(source_opening, opening)
     if strength <= 0.0:
@@ -515,4 +528,7 @@ def _fill_mouth_inplace(image: np.ndarray, target: np.ndarray, source_opening: f
     colour = np.clip(colour, 0.0, 255.0)
 
     a = alpha[painted][:, None]
+    if alpha_out is not None:
+        region = alpha_out[y0:y1, x0:x1]
+        region[painted] = np.maximum(region[painted], a[:, 0])
     roi[painted] = np.clip(roi[painted].astype(np.float32) * (1.0 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
