@@ -166,6 +166,11 @@ def register_eval_command(app: typer.Typer) -> None:
         photo: Annotated[Optional[list[Path]], typer.Option("--photo", help="--full-frame: a photo for the "
                                                              "mouth-open cross-identity protocol (repeatable).",
                                                              rich_help_panel="Full frame")] = None,
+        still: Annotated[Optional[list[Path]], typer.Option("--still", help="--full-frame: also drive this photo "
+                                                             "by a still video of itself (20 frames, crf 18; "
+                                                             "repeatable): face-box PSNR and detail against the "
+                                                             "photo, beside the photo encoded once.",
+                                                             rich_help_panel="Full frame")] = None,
         stride: Annotated[int, typer.Option("--stride", min=1, help="--full-frame: measure every N-th frame.",
                                             rich_help_panel="Full frame")] = 2,
         outputs: Annotated[Optional[list[str]], typer.Option(
@@ -204,7 +209,7 @@ def register_eval_command(app: typer.Typer) -> None:
             if full_frame:
                 _run_full_frame(data, photo or [], weights, methods, finetune_steps, max_frames or 120, stride,
                                 json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet),
-                                learned_parts, mouth.value, parse_outputs(outputs or []), paired_with)
+                                learned_parts, mouth.value, parse_outputs(outputs or []), paired_with, still or [])
                 return
             _run_eval(data, weights, shots, CROP_EVAL_STEPS if finetune_steps is None else finetune_steps,
                       methods or "neural,warp,copy", json_path, max_subjects,
@@ -415,6 +420,18 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
             table.add_row(entry["video"], entry["method"], entry["baseline"],
                           *(_format_paired(entry[key], entry[f"{key}_se"], 4) for key in ("box_ssim", "akd")))
         tables.append(table)
+    still = report.get("still_driver") or []
+    if still:
+        table = Table(title="still driver (the photo driven by a video of itself)",
+                      caption="face box against the photo; ceiling: the photo encoded once at the same crf "
+                              "(the driver's own frames)")
+        for name in ("photo", "size", "method", "box PSNR ↑", "ceiling PSNR", "detail ↑", "ceiling detail"):
+            table.add_column(name, justify="left" if name in ("photo", "method") else "right")
+        for row in still:
+            table.add_row(row["photo"], "x".join(map(str, row["size"])), row["method"],
+                          _format(row["box_psnr"], 2), _format(row["ceiling_box_psnr"], 2),
+                          _format(row["detail"], 2), _format(row["ceiling_detail"], 2))
+        tables.append(table)
     cross = report["mouth_open_cross"]
     if cross:
         table = Table(title="cross-identity, drivers cut to start mouth-open",
@@ -437,7 +454,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
                     finetune_steps: int | None, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
                     device: str, overwrite: bool, progress: Any, learned_parts: bool = True,
                     mouth: str = "teeth", outputs: tuple[tuple[str, str], ...] = (),
-                    paired_with: str | None = None) -> None:
+                    paired_with: str | None = None, still: list[Path] | None = None) -> None:
     import datetime
     import json
     import time
@@ -449,7 +466,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
     from .io.atomic import atomic_output, check_output_path
     from .jobs import build_engine
     from .reenact import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows, mouth_open_cross_identity,
-                          paired_rows, self_reenactment)
+                          paired_rows, self_reenactment, still_driver)
 
     chosen = tuple(m.strip() for m in (methods or ",".join(FULL_FRAME_METHODS)).split(",") if m.strip())
     config = FullFrameConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps,
@@ -472,6 +489,8 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
     report = {"self_reenactment": rows, "self_reenactment_mean": average_rows(rows, keys),
               "self_reenactment_paired": paired_rows(rows, paired_with),
               "mouth_open_cross": cross, "mouth_open_cross_mean": average_rows(cross, ["mouth_slope", "mouth_corr"])}
+    if still:
+        report["still_driver"] = still_driver(still, renderers, chosen, progress=progress)
     seconds = time.perf_counter() - started
     console = Console()
     for table in full_frame_tables(report):

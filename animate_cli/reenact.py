@@ -438,3 +438,59 @@ def average_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
             entry[key] = _summary([r.get(key) for r in chosen])
         out.append(entry)
     return out
+
+
+def still_driver(photos: Sequence[str | Path], renderers: Renderers, methods: Sequence[str], frames: int = 20,
+                 crf: int = 18, progress: ProgressReporter | None = None) -> list[dict[str, Any]]:
+    """One row per (photo, method): the photo driven by a video of itself (``frames`` identical frames,
+    encoded at ``crf``) through the whole main job, written at the same ``crf`` and read back. A still
+    driver must give the photo back: face-box PSNR and detail against the photo, beside the ceiling (the
+    driver's own frames, the photo encoded once at that crf)."""
+    from .io.images import load_image
+    from .io.video import VideoWriter, even_size
+    from .landmarks import detect_photo_landmarks
+    from .render.pipeline import load_driver, render_video
+
+    progress = progress or SilentProgress()
+    backend = renderers.backend
+    rows = []
+    methods = [m for m in methods if m not in BASELINE_METHODS]
+    with tempfile.TemporaryDirectory(prefix="animate-face-still-") as tmp:
+        for photo_path in map(Path, photos):
+            image = load_image(photo_path)
+            width, height = even_size(image.shape[1], image.shape[0])
+            image = np.ascontiguousarray(image[:height, :width])
+            points = detect_photo_landmarks(backend, image, path=photo_path)
+            photo = Path(tmp) / f"{photo_path.stem}.png"
+            save_image(photo, image)
+            video = Path(tmp) / f"{photo_path.stem}-still.mp4"
+            with VideoWriter(video, 25.0, (width, height), crf=crf) as writer:
+                for _ in range(frames):
+                    writer.write(image)
+            ceiling, _ = read_frames(video, 2)
+            box = face_box(points, image.shape)
+            detail_box = face_box(points, image.shape, DETAIL_BOX_SCALE)
+
+            def scores(output: np.ndarray) -> tuple[float, float]:
+                x0, y0, x1, y1 = box
+                dx0, dy0, dx1, dy1 = detail_box
+                return (min(psnr(output[y0:y1, x0:x1], image[y0:y1, x0:x1]), 60.0),
+                        detail_ratio(output[dy0:dy1, dx0:dx1], image[dy0:dy1, dx0:dx1]))
+
+            ceiling_psnr, ceiling_detail = scores(ceiling[0])
+            with progress.stage(photo_path.stem[:10], len(methods)) as advance:
+                for method in methods:
+                    engine = renderers.engine(method)
+                    person = engine.make_person([photo], FinetuneConfig(steps=0, seed=0))
+                    driver = load_driver(video, backend, RenderConfig().smoothing)
+                    output = Path(tmp) / f"{photo_path.stem}-{method}.mp4"
+                    render_video(engine.frame_renderer(person), person, driver, output,
+                                 method_render_config(method, RenderConfig(crf=crf, audio=False)))
+                    outputs, _ = read_frames(output, frames)
+                    measured = [scores(frame) for frame in outputs]
+                    rows.append({"photo": photo_path.name, "method": method, "size": [width, height],
+                                 "frames": len(outputs), "box_psnr": _summary([m[0] for m in measured]),
+                                 "detail": _summary([m[1] for m in measured]), "ceiling_box_psnr": ceiling_psnr,
+                                 "ceiling_detail": ceiling_detail})
+                    advance(1)
+    return rows

@@ -163,6 +163,29 @@ def _uncross_lids_and_lips(points: np.ndarray) -> None:
         points[:, FACING_PAIRS[:, 1]] = lower
 
 
+# ``hold_still``: a target whose landmarks all lie within the first fraction of the face size of the
+# photo's is the photo (the driver did not move: what is left is the detector's scatter, 0.2-0.3 % of
+# the face on a video of a still 2048 px photo); the motion comes back in full by the second fraction.
+STILL_BAND = (0.004, 0.01)
+
+
+def hold_still(source_points: np.ndarray, targets: np.ndarray, band: tuple[float, float] = STILL_BAND) -> np.ndarray:
+    """(T, 68, 2) targets with the motion of nearly still frames taken out: each frame's displacement from
+    ``source_points`` is scaled by a smoothstep of its largest landmark displacement over the face size,
+    0 below ``band[0]``, 1 from ``band[1]``, so a still driver gives the photo back exactly."""
+    source = _check_points(source_points, "source_points", batched=False).astype(np.float64)
+    targets = np.asarray(targets, np.float64)
+    if not len(targets):
+        return targets.astype(np.float32)
+    extent = source.max(axis=0) - source.min(axis=0)
+    size = max(float(extent.max()), 1.0)
+    moved = targets - source
+    largest = np.linalg.norm(moved, axis=2).max(axis=1) / size
+    t = np.clip((largest - band[0]) / max(band[1] - band[0], 1e-9), 0.0, 1.0)
+    share = t * t * (3.0 - 2.0 * t)
+    return (source + moved * share[:, None, None]).astype(np.float32)
+
+
 def retarget_absolute(source_points: np.ndarray, driver_points: np.ndarray) -> np.ndarray:
     """The driver's own landmarks, moved and scaled so the first frame's face box matches the
     source face's box (the driver's face shape is kept: ``--absolute``)."""

@@ -36,6 +36,9 @@ MASK_REDUCTION = 4
 # many output pixels; the detail is the photo minus its blur at about half that footprint.
 DETAIL_UPSCALE = 1.2
 
+# The background plate shows only where the head's field moves a pixel this far (output pixels) or more.
+STILL_PIXELS = 1.0
+
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -135,10 +138,15 @@ class FullResCompositor:
         kernel = cv2.INTER_LANCZOS4 if map_x.size <= SHARP_KERNEL_MAX_PIXELS else cv2.INTER_CUBIC
         out = cv2.remap(self.image, map_x, map_y, kernel, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         if head_box is not None:
+            # The moved person over the background plate, where the head moved: what it uncovers is the
+            # plate's. Where nothing moved the photo is its own answer (the matte's soft edge would
+            # otherwise mix the plate into hair that stays put).
+            grid_x, grid_y = _affine_grid(_IDENTITY, roi)
+            moved = np.minimum(np.hypot(map_x - grid_x, map_y - grid_y) * (1.0 / STILL_PIXELS), 1.0)
             # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
             alpha = cv2.remap(self._matte, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             plate = self._plate[y0:y1, x0:x1]
-            out = plate + alpha[..., None] * (out - plate)
+            out += (moved * (1.0 - alpha))[..., None] * (plate - out)
 
         if face is not None:
             self._lay_over(out, layer, face, crop_to_out)

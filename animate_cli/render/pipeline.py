@@ -25,6 +25,7 @@ from ..io.video import VideoInfo, VideoWriter, even_size, iter_frames
 from ..landmarks import (LandmarkBackend, LandmarkTrack, fill_gaps, retarget_absolute, retarget_relative,
                          smooth_track, track_video)
 from ..landmarks.crop import FaceCrop, crop_from_landmarks
+from ..landmarks.retarget import hold_still
 from ..landmarks.reference import References, resolve_reference
 from ..person import Person, Shot
 from ..photos import PhotoFace, find_faces
@@ -166,6 +167,7 @@ def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> Moti
         reference = choose_references(photo, track, config)
         image_points = retarget_relative(photo.points, track.points, reference.pose,
                                          full_closure=config.full_closure, expression_reference=reference.expression)
+        image_points = hold_still(photo.points, image_points)
     else:
         image_points = retarget_absolute(photo.points, track.points)
     if not config.moves_whole_head:
