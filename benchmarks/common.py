@@ -92,35 +92,48 @@ class Timer:
 
 
 class TimedRenderer:
-    """A renderer wrapper that adds up the time spent in ``render`` and keeps the crops."""
+    """A renderer wrapper that adds up the time spent rendering (``render``, or ``render_layers`` for the
+    full-resolution path the pipeline takes when the renderer draws layers) and keeps what it made."""
 
     def __init__(self, renderer, keep: bool = True):
         self.renderer = renderer
         self.size = renderer.size
+        self.draws_layers = getattr(renderer, "draws_layers", False)
+        self.keeps_crop_border = getattr(renderer, "keeps_crop_border", False)
         self.seconds = 0.0
-        self.crops: list[np.ndarray] = []
+        self.crops: list = []
         self.keep = keep
 
-    def render(self, target_points: np.ndarray) -> np.ndarray:
+    def _timed(self, render, target_points: np.ndarray):
         with Timer() as timer:
-            crops = self.renderer.render(target_points)
+            made = render(target_points)
         self.seconds += timer.seconds
         if self.keep:
-            self.crops.append(crops)
-        return crops
+            self.crops.append(made)
+        return made
+
+    def render(self, target_points: np.ndarray) -> np.ndarray:
+        return self._timed(self.renderer.render, target_points)
+
+    def render_layers(self, target_points: np.ndarray) -> list:
+        return self._timed(self.renderer.render_layers, target_points)
 
 
 class ReplayRenderer:
-    """Hands back crops rendered earlier, so compositing and encoding can be timed alone."""
+    """Hands back crops (or face layers) rendered earlier, so compositing and encoding can be timed alone."""
 
-    def __init__(self, crops: list[np.ndarray], size: int):
+    def __init__(self, crops: list, size: int, draws_layers: bool = False, keeps_crop_border: bool = False):
         self.batches = iter(crops)
         self.size = size
+        self.draws_layers = draws_layers
+        self.keeps_crop_border = keeps_crop_border
 
     def render(self, target_points: np.ndarray) -> np.ndarray:
         crops = next(self.batches)
         assert len(crops) == len(target_points)
         return crops
+
+    render_layers = render
 
 
 def print_tables(tables: list[tuple[str, list[str], list[list[str]]]], notes: list[str]) -> None:

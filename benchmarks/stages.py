@@ -48,7 +48,8 @@ def run_preset(preset: str, steps: int, backend: str, folder: Path, blend_region
     with Timer() as render:
         render_video(renderer, person, driver, folder / f"{preset}.mp4", config)
     with Timer() as replay:
-        render_video(ReplayRenderer(renderer.crops, renderer.size), person, driver, folder / f"{preset}-replay.mp4",
+        render_video(ReplayRenderer(renderer.crops, renderer.size, renderer.draws_layers, renderer.keeps_crop_border),
+                     person, driver, folder / f"{preset}-replay.mp4",
                      config)
     landmarks = progress.seconds["landmarks"]
     total = (progress.seconds["photos"] + landmarks + progress.seconds["fine-tune"] + setup.seconds

@@ -38,6 +38,8 @@ DETAIL_UPSCALE = 1.2
 
 # The background plate shows only where the head's field moves a pixel this far (output pixels) or more.
 STILL_PIXELS = 1.0
+# ... computed on a lattice of this step (output pixels) and enlarged: it follows the matte's soft edge.
+PLATE_STEP = 4
 
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
@@ -79,7 +81,7 @@ class FullResCompositor:
         self._crop_mask = crop_mask(crop_size) if self.whole_crop else None
         if head is not None:
             self._matte = head.layers.matte
-            self._plate = head.layers.plate.astype(np.float32)
+            self._plate = np.ascontiguousarray(head.layers.plate)
 
     def _face_mask(self, points: np.ndarray) -> np.ndarray:
         factor = self._small / self.crop_size
@@ -136,43 +138,61 @@ class FullResCompositor:
 
         # The photo, resampled once.
         kernel = cv2.INTER_LANCZOS4 if map_x.size <= SHARP_KERNEL_MAX_PIXELS else cv2.INTER_CUBIC
-        out = cv2.remap(self.image, map_x, map_y, kernel, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        out = cv2.remap(self.image, map_x, map_y, kernel, borderMode=cv2.BORDER_REPLICATE)
         if head_box is not None:
-            # The moved person over the background plate, where the head moved: what it uncovers is the
-            # plate's. Where nothing moved the photo is its own answer (the matte's soft edge would
-            # otherwise mix the plate into hair that stays put).
-            grid_x, grid_y = _affine_grid(_IDENTITY, roi)
-            moved = np.minimum(np.hypot(map_x - grid_x, map_y - grid_y) * (1.0 / STILL_PIXELS), 1.0)
-            # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
-            alpha = cv2.remap(self._matte, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            plate = self._plate[y0:y1, x0:x1]
-            out += (moved * (1.0 - alpha))[..., None] * (plate - out)
-
+            weight = self._plate_weight(map_x, map_y, roi)
+            out = cv2.blendLinear(out, self._plate[y0:y1, x0:x1], 1.0 - weight, weight)
         if face is not None:
             self._lay_over(out, layer, face, crop_to_out)
-        frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        frame[y0:y1, x0:x1] = out
         return frame
 
+    def _plate_weight(self, map_x: np.ndarray, map_y: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+        """(H, W) float32 over ``roi``: how much the background plate shows. The moved person lies over the
+        plate where the head moved, so what it uncovers is the plate's; where nothing moved the photo is its
+        own answer (the matte's soft edge would otherwise mix the plate into hair that stays put). Smooth, so
+        computed every PLATE_STEP pixels and enlarged."""
+        step = PLATE_STEP
+        coarse_x, coarse_y = map_x[::step, ::step], map_y[::step, ::step]
+        x0, y0, _, _ = roi
+        grid_x = np.arange(coarse_x.shape[1], dtype=np.float32) * step + x0
+        grid_y = (np.arange(coarse_x.shape[0], dtype=np.float32) * step + y0)[:, None]
+        moved = np.minimum(np.hypot(coarse_x - grid_x, coarse_y - grid_y) * (1.0 / STILL_PIXELS), 1.0)
+        # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
+        alpha = cv2.remap(self._matte, coarse_x, coarse_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        coarse = np.ascontiguousarray(moved * (1.0 - alpha), np.float32)
+        height, width = map_x.shape
+        fine_x = np.arange(width, dtype=np.float32) / step
+        fine_y = np.arange(height, dtype=np.float32) / step
+        lattice_x, lattice_y = np.meshgrid(fine_x, fine_y)
+        return cv2.remap(coarse, lattice_x, lattice_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
     def _lay_over(self, out: np.ndarray, layer: FaceLayer, face: tuple, crop_to_out: np.ndarray) -> None:
-        """What the photo lacks, over the resampled photo ``out`` (the ROI, float32) in place."""
+        """What the photo lacks, over the resampled photo ``out`` (the ROI, uint8) in place."""
+        if layer.correction is None and layer.painted is None:
+            return
         inside, cx, cy, weight, (fx0, fy0, _, _) = face
-        region = out[inside]
+        region = out[inside].astype(np.float32)
         if layer.correction is not None:
             change = cv2.remap(layer.correction, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                borderValue=0)
             region += weight[..., None] * change
-        if layer.painted is None:
-            return
-        # Only where something was painted (a mouth, an eye: a small part of the face).
+        if layer.painted is not None:
+            self._paint(region, layer, cx, cy, crop_to_out, (fx0, fy0))
+        out[inside] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+
+    def _paint(self, region: np.ndarray, layer: FaceLayer, cx: np.ndarray, cy: np.ndarray, crop_to_out: np.ndarray,
+               origin: tuple[int, int]) -> None:
+        """The painted parts of ``layer`` over ``region`` (float32, the face box from ``origin``) in place,
+        only where something was painted (a mouth, an eye: a small part of the face)."""
         rows = np.flatnonzero(layer.painted.any(axis=1))
         cols = np.flatnonzero(layer.painted.any(axis=0))
         box = self._output_box(crop_to_out, (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
         if box is None:
             return
-        # ``box`` in the coordinates of ``region`` (which starts at the face box's corner).
         height, width = region.shape[:2]
-        x0, y0 = max(box[0] - fx0, 0), max(box[1] - fy0, 0)
-        x1, y1 = min(box[2] - fx0, width), min(box[3] - fy0, height)
+        x0, y0 = max(box[0] - origin[0], 0), max(box[1] - origin[1], 0)
+        x1, y1 = min(box[2] - origin[0], width), min(box[3] - origin[1], height)
         if x1 <= x0 or y1 <= y0:
             return
         px, py = cx[y0:y1, x0:x1], cy[y0:y1, x0:x1]
