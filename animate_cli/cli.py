@@ -181,6 +181,9 @@ ReferenceOpt = Annotated[str, typer.Option(
 HeadMotionOpt = Annotated[bool, typer.Option(
     "--head-motion/--no-head-motion", help="Move the whole head (hair, ears, neck) with the driver over a still "
     "background; --no-head-motion moves only the face inside a fixed crop.", rich_help_panel="Motion")]
+HeadModelOpt = Annotated[str, typer.Option(
+    "--head-model", help="How the whole head turns: 3d (a 3D head: the face turns as a face, the outline less) or "
+    "flat (a 2D similarity, as before).", rich_help_panel="Motion")]
 
 DEFAULT_STEPS = None  # the measured default for the number of photos (config.default_finetune_steps)
 
@@ -207,11 +210,11 @@ def _check_photos(photos: list[Path] | None, person: Path | None, landmarks: str
 
 
 def _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
-                   reference="auto", head_motion=True):
+                   reference="auto", head_motion=True, head_model="3d"):
     from .config import RenderConfig
     return RenderConfig(size=size, fps=fps, crf=crf, audio=not no_audio, crop_only=crop_only,
                         side_by_side=side_by_side, smoothing=smoothing, relative=not absolute,
-                        overwrite=overwrite, reference=reference, head_motion=head_motion)
+                        overwrite=overwrite, reference=reference, head_motion=head_motion, head_model=head_model)
 
 
 @app.command(MAIN_COMMAND, help="Animate photos of one person (1-32 files or a folder) with a driving video.")
@@ -239,7 +242,7 @@ def animate_command(
     size: SizeOpt = None, fps: FpsOpt = None, crf: CrfOpt = 18, no_audio: NoAudioOpt = False,
     crop_only: CropOnlyOpt = False, side_by_side: SideOpt = False, overwrite: OverwriteOpt = False,
     smoothing: SmoothOpt = 1.0, absolute: AbsoluteOpt = False, face_index: FaceIndexOpt = 0,
-    reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True,
+    reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True, head_model: HeadModelOpt = "3d",
     preview: Annotated[Optional[Path], typer.Option("--preview", help="Also write a contact sheet PNG: the "
                                                     "photo, a few driving frames and the same output frames.",
                                                     rich_help_panel="Output")] = None,
@@ -253,7 +256,7 @@ def animate_command(
         if person is not None and save_person is not None:
             raise UsageError("--save-person cannot be combined with --person")
         config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
-                                reference, head_motion)
+                                reference, head_motion, head_model)
         finetune = FinetuneConfig(steps=finetune_steps, seed=seed)
         first = photos[0] if photos else person
         output = output or Path(f"{first.stem}-{drive.stem}.mp4")
@@ -320,7 +323,7 @@ def batch_command(
     size: SizeOpt = None, fps: FpsOpt = None, crf: CrfOpt = 18, no_audio: NoAudioOpt = False,
     crop_only: CropOnlyOpt = False, side_by_side: SideOpt = False, overwrite: OverwriteOpt = False,
     smoothing: SmoothOpt = 1.0, absolute: AbsoluteOpt = False, face_index: FaceIndexOpt = 0,
-    reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True,
+    reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True, head_model: HeadModelOpt = "3d",
     preview: Annotated[bool, typer.Option("--preview", help="Also write a contact sheet PERSON.png beside each "
                                           "PERSON.mp4.", rich_help_panel="Output")] = False,
     verbose: VerboseOpt = False, quiet: QuietOpt = False,
@@ -335,7 +338,7 @@ def batch_command(
         from .render.pipeline import load_driver, preview_driver_frames
 
         config = _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
-                                reference, head_motion)
+                                reference, head_motion, head_model)
         finetune = FinetuneConfig(steps=finetune_steps, seed=seed)
         people = discover_people(folder)
         checked = check_driver(drive)

@@ -180,6 +180,10 @@ def resolve_steps(config: "FinetuneConfig", photos: int) -> "FinetuneConfig":
     return config if config.steps is not None else dataclasses.replace(config, steps=default_finetune_steps(photos))
 
 
+# How the whole head moves (``RenderConfig.head_model``).
+HEAD_MODELS = ("3d", "flat")
+
+
 @dataclass(frozen=True)
 class RenderConfig:
     """How the output video is made."""
@@ -197,6 +201,7 @@ class RenderConfig:
     head_motion: bool = True        # the whole head follows the driver's pose over a still background
     reference: str | int = "auto"   # the driver's neutral frame: "auto", "first" or a frame index
     full_closure: bool = True       # lips meet and lids close fully when the driver's do
+    head_model: str = "3d"          # how the whole head turns: "3d" (a 3D head proxy) or "flat" (2D similarity)
 
     @property
     def moves_whole_head(self) -> bool:
@@ -213,6 +218,8 @@ class RenderConfig:
             raise UsageError(f"--smoothing must be >= 0, got {self.smoothing}")
         if self.batch_size < 1:
             raise UsageError("batch size must be >= 1")
+        if self.head_model not in HEAD_MODELS:
+            raise UsageError(f"unknown head model {self.head_model!r}; choose from: {', '.join(HEAD_MODELS)}")
         from .landmarks.reference import parse_reference
 
         object.__setattr__(self, "reference", parse_reference(self.reference))

@@ -24,7 +24,8 @@ photos of other people, and the output's mouth opening is compared with the driv
 correlation): a renderer that measures motion from a blindly chosen first frame fails this.
 
 Methods: ``frozen`` (the first frame, unchanged), ``warp`` and ``neural`` (today's motion),
-``warp-crop`` / ``neural-crop``: the motion before whole-head motion (the face moves inside a fixed
+``warp-flat`` / ``neural-flat``: the whole head moved by a 2D similarity (the head motion before the 3D
+head), ``warp-crop`` / ``neural-crop``: the motion before whole-head motion (the face moves inside a fixed
 crop, frame 0 is the reference, the photo's own expression is kept), for comparison, and ``real``:
 the real frames scored against themselves, the floor of the landmark metrics (the detector's own
 scatter) and of the identity distance. ``outputs`` adds rows for videos another tool (or an earlier
@@ -62,7 +63,7 @@ from .render.pipeline import Driver, render_frames
 
 log = logging.getLogger(__name__)
 
-FULL_FRAME_METHODS = ("frozen", "warp", "warp-crop", "neural", "neural-crop", "real")
+FULL_FRAME_METHODS = ("frozen", "warp", "warp-crop", "warp-flat", "neural", "neural-crop", "neural-flat", "real")
 # Methods that render nothing: the first frame frozen, and the real frames themselves (the floor of
 # every metric's noise: dlib re-detecting the real frames of the 23 talking videos lands 0.006-0.026
 # eye distances from the track, 0.010 on average).
@@ -114,6 +115,8 @@ def method_render_config(method: str, base: RenderConfig | None = None) -> Rende
     base = base or RenderConfig()
     if method.endswith("-crop"):
         return replace(base, head_motion=False, reference="first", full_closure=False)
+    if method.endswith("-flat"):
+        return replace(base, head_model="flat")
     return base
 
 

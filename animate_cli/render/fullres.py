@@ -23,6 +23,7 @@ import numpy as np
 
 from ..person import Shot
 from .composite import _mask_support, compose_affine, crop_mask, face_mask
+from .head3d import Head3D, RigidMotion
 from .head_motion import HeadMotion, invert_affine
 from .renderers import FaceLayer
 
@@ -36,6 +37,9 @@ MASK_REDUCTION = 4
 # many output pixels; the detail is the photo minus its blur at about half that footprint.
 DETAIL_UPSCALE = 1.2
 
+# A 3D turn moves the head's parts by more or less than its nearest similarity: the regions computed are
+# grown by this share of their size.
+TURN_MARGIN = 0.15
 # The background plate shows only where the head's field moves a pixel this far (output pixels) or more.
 STILL_PIXELS = 1.0
 # ... computed on a lattice of this step (output pixels) and enlarged: it follows the matte's soft edge.
@@ -68,11 +72,14 @@ class FullResCompositor:
     crop's border fixed), faded out at its border, instead of over a face mask.
     """
 
-    def __init__(self, photo: Shot, crop_size: int, head: HeadMotion | None = None, whole_crop: bool = False):
+    def __init__(self, photo: Shot, crop_size: int, head: HeadMotion | None = None, whole_crop: bool = False,
+                 head3d: Head3D | None = None):
         self.image = np.ascontiguousarray(photo.image)
         self.height, self.width = self.image.shape[:2]
         self.crop_size = crop_size
         self.crop_to_photo = photo.crop.with_size(crop_size).inverse_matrix
+        self.photo_to_crop = photo.crop.with_size(crop_size).matrix
+        self.head3d = head3d
         self.points_scale = crop_size / photo.crop.size
         self.head = head
         self.whole_crop = whole_crop and head is None
@@ -88,9 +95,12 @@ class FullResCompositor:
         reduced = face_mask((np.asarray(points) * self.points_scale + 0.5) * factor - 0.5, self._small)
         return cv2.resize(reduced, (self.crop_size, self.crop_size), interpolation=cv2.INTER_LINEAR)
 
-    def _output_box(self, crop_to_out: np.ndarray, support: tuple[int, int, int, int]):
-        """The output pixels covering the crop's ``support`` box, clipped to the frame (None if none)."""
+    def _output_box(self, crop_to_out: np.ndarray, support: tuple[int, int, int, int], margin: float = 0.0):
+        """The output pixels covering the crop's ``support`` box (grown by ``margin`` of its size), clipped to
+        the frame (None if none)."""
         sx0, sy0, sx1, sy1 = support
+        grow_x, grow_y = margin * (sx1 - sx0), margin * (sy1 - sy0)
+        sx0, sy0, sx1, sy1 = sx0 - grow_x, sy0 - grow_y, sx1 + grow_x, sy1 + grow_y
         corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64)
         mapped = corners @ crop_to_out[:, :2].T + crop_to_out[:, 2]
         x0, y0 = max(int(np.floor(mapped[:, 0].min())) - 2, 0), max(int(np.floor(mapped[:, 1].min())) - 2, 0)
@@ -99,18 +109,22 @@ class FullResCompositor:
         return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     def compose(self, layer: FaceLayer, points: np.ndarray, matrix: np.ndarray | None = None,
-                outline: np.ndarray | None = None) -> np.ndarray:
+                outline: np.ndarray | None = None, rigid: RigidMotion | None = None) -> np.ndarray:
         """One output frame (H, W, 3) uint8: ``layer`` for target ``points`` (in the photo's crop
         coordinates), the crop moved by the head's ``matrix`` (photo -> output similarity) and the head's
-        outline by ``outline`` (both None without head motion)."""
+        outline by ``outline`` (both None without head motion). With ``rigid`` (and the compositor's 3D
+        head) the head turns in 3D instead, ``matrix`` being its nearest similarity, and the face's
+        motion (the expression, in the photo's own crop) is reached through the head's map."""
         matrix = _IDENTITY if matrix is None else np.asarray(matrix, np.float64)
         outline = matrix if outline is None else np.asarray(outline, np.float64)
+        turning = rigid is not None and self.head3d is not None and self.head is not None
         crop_to_out = compose_affine(matrix, self.crop_to_photo)
         out_to_crop = invert_affine(crop_to_out)
         mask = self._crop_mask if self.whole_crop else np.maximum(self._face_mask(points), self._photo_mask)
         support = _mask_support(mask)
-        face_box = self._output_box(crop_to_out, support) if support[2] > support[0] else None
-        head_box = self.head.roi(outline) if self.head is not None else None
+        face_box = self._output_box(crop_to_out, support, TURN_MARGIN if turning else 0.0) \
+            if support[2] > support[0] else None
+        head_box = self.head.roi(outline, TURN_MARGIN if turning else 0.0) if self.head is not None else None
         roi = _box_union(face_box, head_box)
         frame = self.image.copy()
         if roi is None:
@@ -119,19 +133,27 @@ class FullResCompositor:
 
         # The backward map: the head's field, and inside the face mask the face's own motion.
         if head_box is not None:
-            map_x, map_y = self.head.backward_map(outline, roi)
+            forward = (lambda x, y: self.head3d.forward(rigid, x, y)) if turning else None
+            map_x, map_y = self.head.backward_map(outline, roi, forward)
         else:
             map_x, map_y = _affine_grid(_IDENTITY, roi)
         face = None
         if face_box is not None:
             fx0, fy0, fx1, fy1 = face_box
-            cx, cy = _affine_grid(out_to_crop, face_box)
+            inside = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+            if turning:
+                # The face's crop is the photo's own: reached through the head's (3D) map.
+                p = self.photo_to_crop.astype(np.float32)
+                head_x, head_y = map_x[inside], map_y[inside]
+                cx = p[0, 0] * head_x + p[0, 1] * head_y + p[0, 2]
+                cy = p[1, 0] * head_x + p[1, 1] * head_y + p[1, 2]
+            else:
+                cx, cy = _affine_grid(out_to_crop, face_box)
             source_x, source_y = layer.source_map
             sx = cv2.remap(source_x, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             sy = cv2.remap(source_y, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             k = self.crop_to_photo.astype(np.float32)
             weight = cv2.remap(mask, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            inside = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
             map_x[inside] += weight * (k[0, 0] * sx + k[0, 1] * sy + k[0, 2] - map_x[inside])
             map_y[inside] += weight * (k[1, 0] * sx + k[1, 1] * sy + k[1, 2] - map_y[inside])
             face = (inside, cx, cy, weight, face_box)

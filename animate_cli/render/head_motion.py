@@ -21,6 +21,7 @@ photo costs about as much as a small one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -69,6 +70,8 @@ GRABCUT_ITERATIONS = 4
 # before each segmentation, a photo gets the same matte whatever ran before it in the process (a
 # batch, an eval over many videos).
 GRABCUT_SEED = 0
+# The background plate is filled from pixels the matte calls background (below this).
+BACKGROUND_MATTE = 0.5
 # The matte's edge is softened by this fraction of the face size.
 MATTE_SOFTNESS = 0.015
 # The plate is filled where the person's moving part is, grown by this fraction of the face size
@@ -318,7 +321,13 @@ class HeadLayers:
             x0, y0 = max(x0 - margin, 0), max(y0 - margin, 0)
             x1, y1 = min(x1 + margin, shape[1]), min(y1 + margin, shape[0])
             region = plate[y0:y1, x0:x1]
-            filled = fill_from_surroundings(region, ~moving[y0:y1, x0:x1])
+            # Only the background is known: the body below the neck (a white shirt) bled into the fill as a
+            # light smear beside the neck where hair had been.
+            known = ~moving[y0:y1, x0:x1] & (matte[y0:y1, x0:x1] < BACKGROUND_MATTE)
+            filled = fill_from_surroundings(region, known)
+            # The body keeps its own pixels (it does not move; the fill only had to ignore it).
+            body = ~moving[y0:y1, x0:x1] & ~known
+            filled[body] = region[body]
             plate[y0:y1, x0:x1] = np.clip(filled + 0.5, 0, 255).astype(np.uint8)
         return cls(image=image, matte=matte, weight=weight, plate=plate, support=support)
 
@@ -335,11 +344,14 @@ class HeadMotion:
         self._matte = layers.matte
         self._plate = layers.plate.astype(np.float32)
 
-    def roi(self, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
-        """The output pixels a head motion can change: the moving support, where it was and where it goes."""
+    def roi(self, matrix: np.ndarray, margin: float = 0.0) -> tuple[int, int, int, int] | None:
+        """The output pixels a head motion can change: the moving support, where it was and where it goes
+        (the support grown by ``margin`` of its size, for a motion ``matrix`` only approximates)."""
         if self.layers.support is None:
             return None
         x0, y0, x1, y1 = self.layers.support
+        grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
+        x0, y0, x1, y1 = x0 - grow_x, y0 - grow_y, x1 + grow_x, y1 + grow_y
         corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
         moved = apply_affine(matrix, corners)
         allx = np.concatenate([corners[:, 0], moved[:, 0]])
@@ -349,11 +361,15 @@ class HeadMotion:
         rx1, ry1 = min(int(np.ceil(allx.max())) + pad, self.width), min(int(np.ceil(ally.max())) + pad, self.height)
         return (rx0, ry0, rx1, ry1) if rx1 > rx0 and ry1 > ry0 else None
 
-    def backward_map(self, matrix: np.ndarray, roi: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def backward_map(self, matrix: np.ndarray, roi: tuple[int, int, int, int],
+                     forward: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
         """Per output pixel of ``roi``, the photo pixel it shows: (map_x, map_y) float32 for cv2.remap.
 
         The forward motion of a photo pixel x is ``x + w(x) (S x - x)``; its inverse at output pixel
         p is the fixed point of ``x = p - w(x) (S x - x)``, found on a coarse grid and upsampled.
+        ``forward`` (x, y) -> (x', y'), when given, is the head's motion S instead of the similarity
+        ``matrix`` (a 3D head turning; ``matrix`` is then its nearest similarity, the first guess).
         """
         x0, y0, x1, y1 = roi
         step = self.grid_step
@@ -372,7 +388,7 @@ class HeadMotion:
         for _ in range(self.iterations):
             w = cv2.remap(self.layers.weight, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
-            sx, sy = a * x + b * y + c, d * x + e * y + f
+            sx, sy = forward(x, y) if forward is not None else (a * x + b * y + c, d * x + e * y + f)
             x, y = px - w * (sx - x), py - w * (sy - y)
         size = (x1 - x0, y1 - y0)
         # Coarse node (i, j) sits at pixel (x0 + i * step, ...); resize maps pixel centres, so sample

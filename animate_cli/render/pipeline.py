@@ -32,7 +32,9 @@ from ..photos import PhotoFace, find_faces
 from ..progress import ProgressReporter, SilentProgress
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .fullres import FullResCompositor
-from .head_motion import HeadLayers, HeadMotion, apply_affine, head_similarities, invert_affine, outline_similarity
+from .head3d import Head3D, RigidMotion
+from .head_motion import (HeadLayers, HeadMotion, apply_affine, head_similarities, head_similarity, invert_affine,
+                          outline_similarity)
 from .preview import TILE_HEIGHT, driver_frame, keep_frames, preview_indices, write_preview
 from .renderers import FrameRenderer
 
@@ -138,11 +140,16 @@ class MotionPlan:
     head_matrices: np.ndarray | None
     reference: References
     outline_matrices: np.ndarray | None = None
+    # The 3D head (``head_model="3d"``): the photo's head and each frame's rigid motion; ``crop_points``
+    # then hold the expression in the photo's own crop, and ``head_matrices`` the motions' nearest similarities.
+    head: Head3D | None = None
+    rigid: tuple[RigidMotion, ...] | None = None
 
     def select(self, indices: np.ndarray) -> "MotionPlan":
         matrices = None if self.head_matrices is None else self.head_matrices[indices]
         outlines = None if self.outline_matrices is None else self.outline_matrices[indices]
-        return MotionPlan(self.crop_points[indices], matrices, self.reference, outlines)
+        rigid = None if self.rigid is None else tuple(self.rigid[i] for i in indices)
+        return MotionPlan(self.crop_points[indices], matrices, self.reference, outlines, self.head, rigid)
 
 
 def choose_references(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> References:
@@ -172,6 +179,14 @@ def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> Moti
         image_points = retarget_absolute(photo.points, track.points)
     if not config.moves_whole_head:
         return MotionPlan(_to_crop(photo, image_points), None, reference)
+    if config.head_model == "3d":
+        head = Head3D.from_photo(photo.image.shape[:2], photo.points)
+        motions = [head.motion(points) for points in image_points]
+        rigid = tuple(motion for motion, _ in motions)
+        expressions = [expression for _, expression in motions]
+        matrices = (np.stack([head_similarity(photo.points, motion.project(head.points3d)) for motion in rigid])
+                    if rigid else np.zeros((0, 2, 3)))
+        return MotionPlan(_to_crop(photo, expressions), matrices, reference, None, head, rigid)
     matrices = head_similarities(photo.points, image_points)
     stabilised = [apply_affine(invert_affine(m), p) for m, p in zip(matrices, image_points)]
     outlines = (np.stack([outline_similarity(m, photo.points, p) for m, p in zip(matrices, image_points)])
@@ -278,12 +293,16 @@ def run_ahead(items: Iterator[T], limit: int, name: str) -> Iterator[T]:
 
 def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, config: RenderConfig,
                    size: tuple[int, int], head_matrices: np.ndarray | None = None,
-                   outline_matrices: np.ndarray | None = None) -> Iterator[np.ndarray]:
+                   outline_matrices: np.ndarray | None = None, head: Head3D | None = None,
+                   rigid: Sequence[RigidMotion] | None = None) -> Iterator[np.ndarray]:
     """Render the targets in batches and paste each face back into the photo (or keep the crop).
 
     With ``head_matrices`` (photo -> output similarity per target, in ``photo``'s pixels) the whole
     head moves first (``HeadMotion``, by ``outline_matrices`` when given) and the face crop, which
     follows the head, is pasted into the moved head.
+
+    With ``head`` and ``rigid`` (the 3D head and each target's rigid motion, ``plan_motion``) the head
+    turns in 3D and ``targets`` are the expression in the photo's own crop (full-resolution path only).
 
     Generation and compositing run in two worker threads, each a little ahead of the next stage
     (the caller, usually the encoder), so the slowest stage sets the pace; frames come out in order.
@@ -300,11 +319,11 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
                 yield batch, renderer.render_layers(batch)
 
         generated = run_ahead(layered_batches(), RENDERED_BATCHES_AHEAD, "generate")
-        head = None if head_matrices is None else HeadMotion(HeadLayers.from_photo(photo.image, photo.points))
-        compositor = FullResCompositor(photo, renderer.size, head,
-                                       whole_crop=getattr(renderer, "keeps_crop_border", False))
+        motion = None if head_matrices is None else HeadMotion(HeadLayers.from_photo(photo.image, photo.points))
+        compositor = FullResCompositor(photo, renderer.size, motion,
+                                       whole_crop=getattr(renderer, "keeps_crop_border", False), head3d=head)
         outlines = head_matrices if outline_matrices is None else outline_matrices
-        composited = composite_layers(generated, compositor, size, head_matrices, outlines)
+        composited = composite_layers(generated, compositor, size, head_matrices, outlines, rigid)
         try:
             yield from run_ahead(composited, COMPOSITED_FRAMES_AHEAD, "composite")
         finally:
@@ -325,7 +344,8 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
 
 
 def composite_layers(batches: Iterator[tuple[np.ndarray, list]], compositor: FullResCompositor, size: tuple[int, int],
-                     head_matrices: np.ndarray | None, outline_matrices: np.ndarray | None) -> Iterator[np.ndarray]:
+                     head_matrices: np.ndarray | None, outline_matrices: np.ndarray | None,
+                     rigid: Sequence[RigidMotion] | None = None) -> Iterator[np.ndarray]:
     """(target points, face layers) batches -> output frames of ``size`` (width, height), each the photo
     resampled once at its own resolution with what it lacks laid over it (``render.fullres``)."""
     index = 0
@@ -334,8 +354,8 @@ def composite_layers(batches: Iterator[tuple[np.ndarray, list]], compositor: Ful
             matrix = outline = None
             if head_matrices is not None:
                 matrix, outline = head_matrices[index], outline_matrices[index]
+            frame = compositor.compose(layer, points, matrix, outline, None if rigid is None else rigid[index])
             index += 1
-            frame = compositor.compose(layer, points, matrix, outline)
             if (frame.shape[1], frame.shape[0]) != size:
                 interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_CUBIC
                 frame = cv2.resize(frame, size, interpolation=interp)
@@ -437,17 +457,19 @@ def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, confi
     source_fps = driver.video.fps if driver.video else driver.track.fps
     fps = config.fps or source_fps
     indices = frame_indices(len(driver.track), source_fps, fps)
-    plan = plan_motion(photo, driver.track, config).select(indices)
-    log.debug("reference frames: pose %d, expression %d", plan.reference.pose, plan.reference.expression)
     size = output_size(photo, config, renderer.size)
     backdrop = photo if config.crop_only else photo_at_output_size(photo, size)
+    # The 3D head is planned in the pixels of the photo as the output shows it (its depths with them).
+    planned = backdrop if config.moves_whole_head and config.head_model == "3d" else photo
+    plan = plan_motion(planned, driver.track, config).select(indices)
+    log.debug("reference frames: pose %d, expression %d", plan.reference.pose, plan.reference.expression)
     matrices, outlines = plan.head_matrices, plan.outline_matrices
-    if matrices is not None and backdrop is not photo:
+    if matrices is not None and backdrop is not planned:
         sx, sy = backdrop.image.shape[1] / photo.image.shape[1], backdrop.image.shape[0] / photo.image.shape[0]
         matrices = np.stack([scale_affine(m, sx, sy) for m in matrices])
         outlines = np.stack([scale_affine(m, sx, sy) for m in outlines])
     frames = compose_frames(renderer, backdrop, plan.crop_points, config, size, head_matrices=matrices,
-                            outline_matrices=outlines)
+                            outline_matrices=outlines, head=plan.head, rigid=plan.rigid)
     return FrameStream(frames, size, fps, indices, plan.reference)
 
 

@@ -1,0 +1,232 @@
+"""The head as a 3D proxy, so a turn of the driver's head turns the photo's head.
+
+Once per photo (``Head3D.from_photo``): a 68-point mean 3D face (``MEAN_FACE_68``) is fitted to the
+photo's landmarks by a weak-perspective camera (scale, rotation, translation), which gives each landmark a
+depth in the photo's pixels (the per-person depth scale is the face's size); a head ellipsoid of human
+proportions (``HEAD_CENTRE``, ``HEAD_RADII``, in the mean face's units and frame) is placed behind the face
+in the same pose. The photo's depth map is the ellipsoid's front surface, with the landmarks' own depths
+relative to it spread over the face (nose, brows, jaw), and the ellipsoid's centre depth beyond its
+outline, so hair, ears and the neck beside the head move as points at the head's middle depth.
+
+Per frame (``Head3D.motion``): the retargeted landmarks are explained by one rigid motion of those 3D points
+(rotation, scale, translation, fitted to the points that lids and jaw do not move); what is left is the
+expression, brought back into the photo's frame. ``RigidMotion.forward`` moves any photo pixel by the
+rotation at its depth: the face turns as a face (the nose moves sideways more than the cheeks, the outline
+less), not as a flat mask sheared in the image.
+
+MEAN_FACE_68 was derived by this project (``scripts/derive_mean_face.py``): 400 LFW photos, one per person,
+dlib's 68 landmarks each given the depth of MediaPipe's face mesh at that place, brought to a common frame
+(outer eye corners one unit apart, level, centred on the stable points) and averaged, then made left-right
+symmetric. Units: the outer eye corners' distance; x right, y down, z towards the camera. The head's
+proportions are anthropometric means (head breadth about 15.5 cm, length 19.5 cm, height chin to vertex
+23 cm, against an outer eye-corner distance of about 9 cm), the ellipsoid a little larger for hair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..landmarks.retarget import STABLE_POINTS
+
+MEAN_FACE_68 = np.array([
+    [-0.8557, -0.2601, -0.3902],
+    [-0.8482, -0.0369, -0.4179],
+    [-0.8270, +0.1869, -0.3943],
+    [-0.7850, +0.4067, -0.3526],
+    [-0.7040, +0.6132, -0.3165],
+    [-0.5739, +0.7945, -0.2155],
+    [-0.4075, +0.9435, -0.0938],
+    [-0.2173, +1.0613, +0.0266],
+    [+0.0000, +1.0965, +0.0605],
+    [+0.2173, +1.0613, +0.0266],
+    [+0.4075, +0.9435, -0.0938],
+    [+0.5739, +0.7945, -0.2155],
+    [+0.7040, +0.6132, -0.3165],
+    [+0.7850, +0.4067, -0.3526],
+    [+0.8270, +0.1869, -0.3943],
+    [+0.8482, -0.0369, -0.4179],
+    [+0.8557, -0.2601, -0.3902],
+    [-0.6674, -0.4379, -0.0565],
+    [-0.5688, -0.5344, +0.0678],
+    [-0.4266, -0.5704, +0.1614],
+    [-0.2753, -0.5560, +0.2111],
+    [-0.1348, -0.5014, +0.2251],
+    [+0.1348, -0.5014, +0.2251],
+    [+0.2753, -0.5560, +0.2111],
+    [+0.4266, -0.5704, +0.1614],
+    [+0.5688, -0.5344, +0.0678],
+    [+0.6674, -0.4379, -0.0565],
+    [+0.0000, -0.3353, +0.2381],
+    [+0.0000, -0.1975, +0.3183],
+    [+0.0000, -0.0594, +0.4251],
+    [+0.0000, +0.0831, +0.4835],
+    [-0.1662, +0.1936, +0.2755],
+    [-0.0869, +0.2241, +0.3140],
+    [+0.0000, +0.2498, +0.3197],
+    [+0.0869, +0.2241, +0.3140],
+    [+0.1662, +0.1936, +0.2755],
+    [-0.5000, -0.2970, +0.0125],
+    [-0.4126, -0.3488, +0.0780],
+    [-0.3094, -0.3501, +0.0893],
+    [-0.2176, -0.2875, +0.0606],
+    [-0.3144, -0.2684, +0.0740],
+    [-0.4155, -0.2673, +0.0522],
+    [+0.2176, -0.2875, +0.0606],
+    [+0.3094, -0.3501, +0.0893],
+    [+0.4126, -0.3488, +0.0780],
+    [+0.5000, -0.2970, +0.0125],
+    [+0.4155, -0.2673, +0.0522],
+    [+0.3144, -0.2684, +0.0740],
+    [-0.3246, +0.4913, +0.0840],
+    [-0.2092, +0.4258, +0.2001],
+    [-0.0881, +0.3975, +0.2796],
+    [+0.0000, +0.4160, +0.2859],
+    [+0.0881, +0.3975, +0.2796],
+    [+0.2092, +0.4258, +0.2001],
+    [+0.3246, +0.4913, +0.0840],
+    [+0.2131, +0.6031, +0.1577],
+    [+0.0952, +0.6511, +0.2066],
+    [+0.0000, +0.6599, +0.2163],
+    [-0.0952, +0.6511, +0.2066],
+    [-0.2131, +0.6031, +0.1577],
+    [-0.2737, +0.4933, +0.1060],
+    [-0.0891, +0.4672, +0.2386],
+    [+0.0000, +0.4751, +0.2520],
+    [+0.0891, +0.4672, +0.2386],
+    [+0.2737, +0.4933, +0.1060],
+    [+0.0910, +0.5463, +0.2072],
+    [+0.0000, +0.5567, +0.2218],
+    [-0.0910, +0.5463, +0.2072],
+])
+# The head ellipsoid in the mean face's frame and units: centre and semi-axes (x, y, z).
+HEAD_CENTRE = np.array([0.0, -0.2, -0.85])
+HEAD_RADII = np.array([0.95, 1.35, 1.15])
+# The landmarks' depths relative to the ellipsoid are spread over the face by a Gaussian of this width
+# (units of the eye-corner distance).
+FACE_SPREAD = 0.25
+# The depth map is kept at about this many samples on the photo's longer side (it is smooth).
+DEPTH_SAMPLES = 384
+_STABLE = np.asarray(STABLE_POINTS)
+
+
+def scaled_rotation(affine: np.ndarray) -> tuple[float, np.ndarray]:
+    """The scale and 3x3 rotation nearest a 2x3 affine camera: its rows made orthonormal (SVD), the third
+    row their cross product."""
+    u, sigma, vt = np.linalg.svd(np.asarray(affine, np.float64), full_matrices=False)
+    rows = u @ vt
+    return float(sigma.mean()), np.vstack([rows, np.cross(rows[0], rows[1])])
+
+
+def weak_perspective(model: np.ndarray, points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Scale s, rotation R (3x3) and 2D offset t with ``points`` ~ s (R ``model``)[:, :2] + t, least squares
+    on an affine camera, then its nearest scaled rotation (``model`` (N, 3), ``points`` (N, 2))."""
+    model_mean, points_mean = model.mean(axis=0), points.mean(axis=0)
+    affine, *_ = np.linalg.lstsq(model - model_mean, points - points_mean, rcond=None)
+    scale, rotation = scaled_rotation(affine.T)
+    return scale, rotation, points_mean - scale * (rotation @ model_mean)[:2]
+
+
+@dataclass(frozen=True)
+class RigidMotion:
+    """One frame's head motion: photo point X (x, y, depth) -> scale * rotation (X - centre) + centre + shift,
+    seen from the front (x, y)."""
+
+    rotation: np.ndarray     # (3, 3)
+    scale: float
+    shift: np.ndarray        # (2,)
+    centre: np.ndarray       # (3,) the head's centre in the photo (pixels; depth in pixels too)
+
+    def project(self, points3d: np.ndarray) -> np.ndarray:
+        moved = (np.asarray(points3d, np.float64) - self.centre) @ (self.scale * self.rotation[:2]).T
+        return moved + self.centre[:2] + self.shift
+
+    def linear(self) -> np.ndarray:
+        """The 2x2 part acting on (x, y) (at a fixed depth)."""
+        return self.scale * self.rotation[:2, :2]
+
+
+class Head3D:
+    """A photo's head as a 3D proxy (see the module doc): a depth for every photo pixel."""
+
+    def __init__(self, depth: np.ndarray, step: float, centre: np.ndarray, points: np.ndarray):
+        self.depth = depth.astype(np.float32)        # depth map, one sample every ``step`` photo pixels
+        self.step = float(step)
+        self.centre = np.asarray(centre, np.float64)
+        self.points = np.asarray(points, np.float64)
+        self.points3d = np.column_stack([self.points, self.depth_at(self.points[:, 0], self.points[:, 1])])
+
+    @classmethod
+    def from_photo(cls, shape: tuple[int, int], points: np.ndarray) -> "Head3D":
+        """The head of the face with (68, 2) landmarks ``points`` in a photo of ``shape`` (height, width)."""
+        points = np.asarray(points, np.float64)
+        scale, rotation, offset = weak_perspective(MEAN_FACE_68[_STABLE], points[_STABLE])
+        # Everything in photo pixels: x, y as in the photo, depth by the same scale.
+        model = scale * MEAN_FACE_68 @ rotation.T
+        model[:, :2] += offset
+        centre = scale * rotation @ HEAD_CENTRE
+        centre[:2] += offset
+        radii = scale * HEAD_RADII
+        # (X - centre)^T Q (X - centre) = 1 on the ellipsoid.
+        quadric = rotation @ np.diag(1.0 / radii ** 2) @ rotation.T
+        height, width = shape
+        step = max(1.0, max(height, width) / DEPTH_SAMPLES)
+        xs = np.arange(0, width + step, step)
+        ys = np.arange(0, height + step, step)
+        grid_x, grid_y = np.meshgrid(xs, ys)
+        surface = _front_depth(quadric, centre, grid_x, grid_y)
+        # The landmarks' own depths (nose, brows, jaw), relative to the ellipsoid, spread over the face.
+        relative = model[:, 2] - _front_depth(quadric, centre, points[:, 0], points[:, 1])
+        sigma = FACE_SPREAD * scale
+        weights = np.exp(-((grid_x[..., None] - points[:, 0]) ** 2 + (grid_y[..., None] - points[:, 1]) ** 2)
+                         / (2 * sigma ** 2))
+        total = weights.sum(axis=-1)
+        spread = (weights * relative).sum(axis=-1) / np.maximum(total, 1e-9)
+        # Full weight where the landmarks are dense, fading out beyond them.
+        presence = np.clip(total / 1.5, 0.0, 1.0)
+        return cls(surface + spread * presence, step, centre, points)
+
+    def depth_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Depth (photo pixels, towards the camera) at photo pixels (x, y), any shape."""
+        x = np.asarray(x, np.float32)
+        y = np.asarray(y, np.float32)
+        flat_x, flat_y = x.reshape(1, -1) / self.step, y.reshape(1, -1) / self.step
+        values = cv2.remap(self.depth, flat_x, flat_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return values.reshape(x.shape).astype(np.float64)
+
+    def motion(self, target: np.ndarray) -> tuple[RigidMotion, np.ndarray]:
+        """The rigid motion that best explains the (68, 2) ``target`` landmarks (fitted to the stable
+        points) and the expression left over, as landmarks in the photo's own frame (68, 2)."""
+        target = np.asarray(target, np.float64)
+        source = self.points3d[_STABLE] - self.centre
+        design = np.column_stack([source, np.ones(len(source))])
+        solution, *_ = np.linalg.lstsq(design, target[_STABLE] - self.centre[:2], rcond=None)
+        scale, rotation = scaled_rotation(solution[:3].T)
+        rigid = RigidMotion(rotation, scale, np.zeros(2), self.centre)
+        shift = (target[_STABLE] - rigid.project(self.points3d[_STABLE])).mean(axis=0)
+        rigid = RigidMotion(rotation, scale, shift, self.centre)
+        residual = target - rigid.project(self.points3d)
+        expression = self.points + residual @ np.linalg.inv(rigid.linear()).T
+        return rigid, expression
+
+    def forward(self, rigid: RigidMotion, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where photo pixels (x, y) go under ``rigid`` (arrays of any one shape)."""
+        z = self.depth_at(x, y) - rigid.centre[2]
+        dx, dy = np.asarray(x, np.float64) - rigid.centre[0], np.asarray(y, np.float64) - rigid.centre[1]
+        m = rigid.scale * rigid.rotation
+        out_x = m[0, 0] * dx + m[0, 1] * dy + m[0, 2] * z + rigid.centre[0] + rigid.shift[0]
+        out_y = m[1, 0] * dx + m[1, 1] * dy + m[1, 2] * z + rigid.centre[1] + rigid.shift[1]
+        return out_x, out_y
+
+
+def _front_depth(quadric: np.ndarray, centre: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The ellipsoid's depth seen at (x, y): its front surface inside its outline, its middle depth (where
+    the front and back meet) beyond it, so the depth is continuous at the outline."""
+    dx, dy = np.asarray(x, np.float64) - centre[0], np.asarray(y, np.float64) - centre[1]
+    a = quadric[2, 2]
+    b = quadric[0, 2] * dx + quadric[1, 2] * dy
+    c = quadric[0, 0] * dx * dx + 2 * quadric[0, 1] * dx * dy + quadric[1, 1] * dy * dy - 1.0
+    root = np.sqrt(np.maximum(b * b - a * c, 0.0))
+    return centre[2] + (-b + root) / a
