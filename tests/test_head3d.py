@@ -1,0 +1,101 @@
+"""The 3D head: a turn of the driver's head turns the photo's head, as a head and not as a flat mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from animate_cli.config import FinetuneConfig, RenderConfig
+from animate_cli.errors import UsageError
+from animate_cli.io.images import save_image
+from animate_cli.jobs import build_engine
+from animate_cli.landmarks import LandmarkTrack
+from animate_cli.render.head3d import MEAN_FACE_68, Head3D, RigidMotion, weak_perspective
+from animate_cli.render.pipeline import Driver, render_frames
+
+
+def _yaw(degrees: float) -> np.ndarray:
+    a = np.radians(degrees)
+    return np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    engine = build_engine(None, landmarks="dlib", device="cpu", renderer="warp")
+    image = data.astronaut()
+    points = engine.backend.landmarks(image, engine.backend.detect_faces(image)[0].box)
+    return engine, image, np.asarray(points, np.float64)
+
+
+def test_the_mean_face_is_a_face():
+    # Symmetric, eye corners one unit apart, the nose tip nearest the camera, the jaw's ends furthest.
+    mirrored = MEAN_FACE_68[[16 - i for i in range(17)]] * [-1, 1, 1]
+    np.testing.assert_allclose(mirrored, MEAN_FACE_68[:17], atol=1e-4)
+    assert abs(np.linalg.norm(MEAN_FACE_68[45, :2] - MEAN_FACE_68[36, :2]) - 1.0) < 0.01
+    assert MEAN_FACE_68[:, 2].argmax() == 30
+    assert MEAN_FACE_68[[0, 16], 2].max() < MEAN_FACE_68[27:36, 2].min()
+
+
+def test_weak_perspective_recovers_a_known_pose():
+    rotation = _yaw(20.0) @ np.array([[1, 0, 0], [0, np.cos(0.2), -np.sin(0.2)], [0, np.sin(0.2), np.cos(0.2)]])
+    points = 80.0 * (MEAN_FACE_68 @ rotation.T)[:, :2] + (200.0, 150.0)
+    scale, found, offset = weak_perspective(MEAN_FACE_68, points)
+    assert scale == pytest.approx(80.0, rel=1e-6)
+    np.testing.assert_allclose(found, rotation, atol=1e-6)
+    np.testing.assert_allclose(offset, (200.0, 150.0), atol=1e-6)
+
+
+def test_a_still_target_is_no_motion_and_a_turn_is_found(astronaut):
+    _, image, points = astronaut
+    head = Head3D.from_photo(image.shape[:2], points)
+    rigid, expression = head.motion(points)
+    np.testing.assert_allclose(rigid.rotation, np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(expression, points, atol=1e-6)
+    for degrees in (-20.0, 8.0, 25.0):
+        turned = RigidMotion(_yaw(degrees), 1.05, np.array([4.0, -3.0]), head.centre).project(head.points3d)
+        rigid, expression = head.motion(turned)
+        yaw = np.degrees(np.arctan2(rigid.rotation[0, 2], rigid.rotation[2, 2]))
+        assert yaw == pytest.approx(degrees, abs=0.01)
+        np.testing.assert_allclose(expression, points, atol=1e-6)     # a turn is no expression
+
+
+def test_a_turn_moves_the_nose_further_than_the_outline(astronaut):
+    _, image, points = astronaut
+    head = Head3D.from_photo(image.shape[:2], points)
+    rigid = RigidMotion(_yaw(15.0), 1.0, np.zeros(2), head.centre)
+    x, y = head.forward(rigid, points[:, 0], points[:, 1])
+    nose = x[30] - points[30, 0]
+    jaw = (x[[0, 16]] - points[[0, 16], 0]).mean()
+    assert nose > 1.5 * abs(jaw)
+    assert nose > 0.15 * np.ptp(points[:, 0])          # a visible turn: sin(15 deg) of the nose's depth and more
+    # Beyond the head, a point at the head's middle depth: the outline moves less than the face.
+    side_x, side_y = head.forward(rigid, np.array([points[0, 0] - 40.0]), np.array([points[0, 1]]))
+    assert abs(side_x[0] - (points[0, 0] - 40.0)) < 0.5 * nose
+
+
+def test_the_rendered_head_turns_with_its_face(astronaut, tmp_path):
+    engine, image, points = astronaut
+    path = tmp_path / "astronaut.png"
+    save_image(path, image)
+    person = engine.make_person([path], FinetuneConfig(steps=0))
+    head = Head3D.from_photo(image.shape[:2], person.photo.points)
+    turned = RigidMotion(_yaw(12.0), 1.0, np.zeros(2), head.centre).project(head.points3d)
+    targets = np.stack([person.photo.points, turned]).astype(np.float32)
+    track = LandmarkTrack(targets, np.ones(2, bool), 25.0, image.shape[1::-1])
+    frames = {}
+    for model in ("3d", "flat"):
+        stream = render_frames(engine.frame_renderer(person), person, Driver(path=None, track=track, video=None),
+                               RenderConfig(audio=False, reference="first", head_model=model))
+        frames[model] = list(stream.frames)
+    # A still frame is the photo with either head.
+    for model in ("3d", "flat"):
+        assert np.abs(frames[model][0].astype(int) - image.astype(int)).max() <= 1
+    # The turned frame's face lands where the target says (dlib finds the nose where it was sent).
+    found = engine.backend.landmarks(frames["3d"][1], engine.backend.detect_faces(frames["3d"][1])[0].box)
+    assert np.linalg.norm(found[30] - turned[30]) < 0.04 * np.ptp(points[:, 0]) * 3
+
+
+def test_an_unknown_head_model_is_refused():
+    with pytest.raises(UsageError, match="unknown head model"):
+        RenderConfig(head_model="sphere")
