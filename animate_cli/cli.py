@@ -25,7 +25,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .cli_options import Device, Landmarks, Mouth, QuietOpt, VerboseOpt
+from .commands.options import Device, Landmarks, Mouth, QuietOpt, VerboseOpt
 from .config import MAX_SHOTS, ONE_PHOTO_STEPS, SEVERAL_PHOTOS_STEPS, FinetuneConfig, list_presets
 from .errors import EXIT_CODES, AnimateFaceError, InterruptedRun, UsageError
 
@@ -518,8 +518,8 @@ def exit_codes_command() -> None:
 
 def _register_more_commands() -> None:
     # Kept in their own modules (they hold much of their own option handling); registered here.
-    from .eval_command import register_eval_command
-    from .train.commands import register_training_commands
+    from .commands.eval import register_eval_command
+    from .commands.train import register_training_commands
 
     register_training_commands(app)
     register_eval_command(app)

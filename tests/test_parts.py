@@ -434,7 +434,7 @@ def test_the_edge_term_costs_a_blurred_lip_edge_more_than_a_sharp_one_a_pixel_of
 
 
 def test_the_dark_share_reads_a_dark_opening_as_open_and_a_lip_coloured_one_as_closed():
-    from animate_cli.parts.evaluate import interior_dark_share
+    from animate_cli.eval.parts import interior_dark_share
 
     size = 96
     shape = np.zeros((size, size), np.float32)

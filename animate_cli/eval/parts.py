@@ -31,15 +31,15 @@ import cv2
 import numpy as np
 import torch
 
-from ..evaluate import ssim
+from .crop import ssim
 from ..tensors import images_to_tensor
 from ..io.video import iter_frames, probe_video
 from ..landmarks import LandmarkBackend, track_video
 from ..landmarks.crop import crop_from_landmarks
 from ..render.warp import FaceWarper
-from .geometry import EYES, MOUTH_RIM, PARTS, cut_part, part_masks, part_matrix
-from .model import LearnedParts
-from .paint import TEETH, PartsPainter, part_strength
+from ..parts.geometry import EYES, MOUTH_RIM, PARTS, cut_part, part_masks, part_matrix
+from ..parts.model import LearnedParts
+from ..parts.paint import TEETH, PartsPainter, part_strength
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def evaluate_parts(videos: Sequence[str | Path], parts: LearnedParts, backend: L
                    sheet: list[SheetRow] | None = None) -> dict[str, Any]:
     """Every video's record and the summary over all of them (per-frame means, and per-method means of
     the per-video steadiness); ``sheet`` as in ``evaluate_video``."""
-    from .train import installed_perceptual
+    from ..parts.train import installed_perceptual
 
     perceptual = installed_perceptual()   # None (and no perceptual column) without the face ResNet
     records = []

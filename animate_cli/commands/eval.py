@@ -12,12 +12,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .cli_options import Device, Landmarks, Mouth
+from .options import Device, Landmarks, Mouth
 
 
 def parse_int_list(text: str, option: str) -> tuple[int, ...]:
     """``"1,8,32"`` -> (1, 8, 32), sorted and without duplicates."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     try:
         values = sorted({int(part) for part in text.split(",") if part.strip()})
@@ -30,7 +30,7 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 
 def parse_outputs(values: list[str]) -> tuple[tuple[str, str], ...]:
     """``NAME=FOLDER`` values of ``--outputs`` as (name, folder) pairs."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     pairs = []
     for value in values:
@@ -123,7 +123,7 @@ def register_eval_command(app: typer.Typer) -> None:
                                                 "file.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        from .cli import RichProgress, errors_to_exit_codes, setup_logging
+        from ..cli import RichProgress, errors_to_exit_codes, setup_logging
 
         setup_logging(False, quiet)
         with errors_to_exit_codes(False):
@@ -197,7 +197,7 @@ def register_eval_command(app: typer.Typer) -> None:
                                               "errors.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")] = False,
     ) -> None:
-        from animate_cli.cli import RichProgress, errors_to_exit_codes, setup_logging
+        from ..cli import RichProgress, errors_to_exit_codes, setup_logging
 
         setup_logging(verbose, quiet)
         with errors_to_exit_codes(verbose):
@@ -228,11 +228,11 @@ def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps:
 
     from rich.console import Console
 
-    from .errors import UsageError
-    from .evaluate import EvalConfig, evaluate_sources, json_safe, machine_record, read_people_file
-    from .io.atomic import atomic_output, check_output_path
-    from .landmarks import create_backend
-    from .render.renderers import resolve_device
+    from ..errors import UsageError
+    from ..eval.crop import EvalConfig, evaluate_sources, json_safe, machine_record, read_people_file
+    from ..io.atomic import atomic_output, check_output_path
+    from ..landmarks import create_backend
+    from ..render.renderers import resolve_device
 
     log = logging.getLogger("animate_cli.eval")
     chosen_methods = tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -245,9 +245,9 @@ def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps:
     torch_device = resolve_device(device)
     model, weights_record, content_loss, crop_size = None, None, None, 256
     if "neural" in chosen_methods:
-        from .hub import resolve_weights
-        from .models import TalkingHeadModel
-        from .models.bundle import read_checkpoint_config
+        from ..hub import resolve_weights
+        from ..models import TalkingHeadModel
+        from ..models.bundle import read_checkpoint_config
 
         folder = resolve_weights(weights)
         model_config, training = read_checkpoint_config(folder)
@@ -255,7 +255,7 @@ def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps:
         crop_size = model_config.image_size
         weights_record = {"spec": weights, "path": str(folder), "model": model_config.to_dict(), "training": training}
         if finetune_steps:
-            from .losses import ContentLoss
+            from ..losses import ContentLoss
 
             content_loss = ContentLoss.from_available()
     config = EvalConfig(shots=shot_counts, finetune_steps=finetune_steps, methods=chosen_methods, seed=seed,
@@ -296,14 +296,14 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
     from rich.console import Console
     from rich.table import Table
 
-    from .errors import UsageError, WeightsError
-    from .evaluate import json_safe, machine_record
-    from .hub import resolve_weights
-    from .io.atomic import atomic_output, check_output_path
-    from .io.driver import check_driver
-    from .landmarks import create_backend
-    from .parts import load_parts
-    from .parts.evaluate import METHODS, PAIRED, contact_sheet, evaluate_parts
+    from ..errors import UsageError, WeightsError
+    from ..eval.crop import json_safe, machine_record
+    from ..hub import resolve_weights
+    from ..io.atomic import atomic_output, check_output_path
+    from ..io.driver import check_driver
+    from ..landmarks import create_backend
+    from ..parts import load_parts
+    from ..eval.parts import METHODS, PAIRED, contact_sheet, evaluate_parts
 
     if json_path is not None:
         if json_path.suffix.lower() != ".json":
@@ -444,11 +444,11 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
 
     from rich.console import Console
 
-    from .errors import UsageError
-    from .evaluate import json_safe, machine_record
-    from .io.atomic import atomic_output, check_output_path
-    from .jobs import build_engine
-    from .reenact import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows, mouth_open_cross_identity,
+    from ..errors import UsageError
+    from ..eval.crop import json_safe, machine_record
+    from ..io.atomic import atomic_output, check_output_path
+    from ..jobs import build_engine
+    from ..eval.full_frame import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows, mouth_open_cross_identity,
                           paired_rows, self_reenactment)
 
     chosen = tuple(m.strip() for m in (methods or ",".join(FULL_FRAME_METHODS)).split(",") if m.strip())

@@ -47,16 +47,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .config import FinetuneConfig, RenderConfig
-from .errors import UsageError
-from .evaluate import (FaceIdentity, FacePerceptual, detect_near, identity_distance, landmark_error, pearson, psnr,
+from ..config import FinetuneConfig, RenderConfig
+from ..errors import UsageError
+from .crop import (FaceIdentity, FacePerceptual, detect_near, identity_distance, landmark_error, pearson, psnr,
                        ssim)
-from .io.images import save_image
-from .io.video import iter_frames, probe_video
-from .landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
-from .landmarks.crop import crop_from_landmarks
-from .progress import ProgressReporter, SilentProgress
-from .render.pipeline import Driver, render_frames
+from ..io.images import save_image
+from ..io.video import iter_frames, probe_video
+from ..landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
+from ..landmarks.crop import crop_from_landmarks
+from ..progress import ProgressReporter, SilentProgress
+from ..render.pipeline import Driver, render_frames
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def output_video(folder: str | Path, video: Path) -> Path | None:
     """The video in ``folder`` made from ``video`` (same stem, any video extension); None if there is none."""
     import glob
 
-    from .evaluate import VIDEO_EXTENSIONS
+    from .crop import VIDEO_EXTENSIONS
 
     found = sorted(p for p in Path(folder).expanduser().glob(f"{glob.escape(video.stem)}.*")
                    if p.suffix.lower() in VIDEO_EXTENSIONS)
@@ -325,8 +325,8 @@ def mouth_open_cross_identity(photos: Sequence[str | Path], drivers: Sequence[st
                               ) -> list[dict[str, Any]]:
     """One row per (photo, driver, method): the output's mouth opening against the driver's, with
     each driver cut to start at an open-mouth frame."""
-    from .landmarks import detect_photo_landmarks
-    from .io.images import load_image
+    from ..landmarks import detect_photo_landmarks
+    from ..io.images import load_image
 
     progress = progress or SilentProgress()
     backend = renderers.backend

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli_options import Device, QuietOpt, VerboseOpt
+from .options import Device, QuietOpt, VerboseOpt
 from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_EDGE_WEIGHT, PARTS_PHOTO_SHARE, PARTS_TONE_WEIGHT, list_presets
 
 PRESET_HELP = f"Model size preset: {', '.join(list_presets())}."
@@ -54,7 +54,7 @@ def register_training_commands(app: typer.Typer) -> None:
 
         setup_logging(verbose, quiet)
         with errors_to_exit_codes(verbose):
-            from .dataset import prepare_dataset, scan_source, select_units
+            from ..train.dataset import prepare_dataset, scan_source, select_units
 
             units = []
             for source in sources:
@@ -131,8 +131,8 @@ def register_training_commands(app: typer.Typer) -> None:
         setup_logging(verbose, quiet or not main_rank)
         with errors_to_exit_codes(verbose):
             from ..config import get_preset
-            from .dataset import parse_mix
-            from .loop import TrainConfig, train
+            from ..train.dataset import parse_mix
+            from ..train.loop import TrainConfig, train
 
             overrides = {"guidance": guidance.value, "blend_region": blend_region.value}
             if image_size is not None:

@@ -60,14 +60,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import MAX_SHOTS, FinetuneConfig
-from .errors import AnimateFaceError, InputError, UsageError, WeightsError
-from .io.images import decode_image_bytes
-from .landmarks import LandmarkBackend, LandmarkTrack, detect_photo_landmarks, mouth_opening
-from .landmarks.base import as_rgb, box_iou
-from .landmarks.crop import crop_from_landmarks
-from .person import Person, Shot
-from .progress import ProgressReporter, SilentProgress
+from ..config import MAX_SHOTS, FinetuneConfig
+from ..errors import AnimateFaceError, InputError, UsageError, WeightsError
+from ..io.images import decode_image_bytes
+from ..landmarks import LandmarkBackend, LandmarkTrack, detect_photo_landmarks, mouth_opening
+from ..landmarks.base import as_rgb, box_iou
+from ..landmarks.crop import crop_from_landmarks
+from ..person import Person, Shot
+from ..progress import ProgressReporter, SilentProgress
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def recognition_model_path() -> Path:
     """dlib's face recognition network inside the installed face_recognition_models package."""
-    from .landmarks.dlib_backend import face_model_path
+    from ..landmarks.dlib_backend import face_model_path
 
     return face_model_path(RECOGNITION_MODEL_FILE, "identity metrics")
 
@@ -168,7 +168,7 @@ class FacePerceptual:
     landmarks. 0 for identical images; about 0.3 for a 3 px shift, 0.6 and up for another person."""
 
     def __init__(self, network: torch.nn.Module | None = None):
-        from .losses import FaceLoss
+        from ..losses import FaceLoss
 
         self.loss = FaceLoss(network) if network is not None else FaceLoss.installed()
 
@@ -313,7 +313,7 @@ def read_people_file(path: str | Path) -> list[str]:
 
 def find_candidates(sources: Sequence[str | Path]) -> list[Candidate]:
     """Subjects in video files, folders (of videos, of person photo folders) and LFW-style .tar files."""
-    from .train.dataset import scan_source
+    from ..train.dataset import scan_source
 
     found: dict[str, Candidate] = {}
     for source in map(Path, sources):
@@ -344,7 +344,7 @@ def select_candidates(candidates: Sequence[Candidate], min_photos: int, max_subj
 
 
 def _photos(candidate: Candidate) -> Iterator[tuple[str, np.ndarray]]:
-    from .io.images import load_image
+    from ..io.images import load_image
 
     if candidate.kind == "tar":
         assert candidate.tar is not None
@@ -380,7 +380,7 @@ def load_subject(candidate: Candidate, backend: LandmarkBackend, max_shots: int,
     the pool (up to ``max_shots``, leaving at least one) and up to ``max_targets`` of the rest.
     """
     if candidate.kind == "video":
-        from .io.video import iter_frames, probe_video
+        from ..io.video import iter_frames, probe_video
 
         path = candidate.paths[0]
         info = probe_video(path)
@@ -495,8 +495,8 @@ class Evaluator:
 
     def renderers(self, shots: list[Shot]) -> list[tuple[str, int | None, Any]]:
         """(method, steps, renderer) for each variant, all made from the same shots."""
-        from .finetune import finetune_person
-        from .render.renderers import NeuralRenderer, WarpRenderer
+        from ..finetune import finetune_person
+        from ..render.renderers import NeuralRenderer, WarpRenderer
 
         out: list[tuple[str, int | None, Any]] = []
         for method, steps in self.config.variants:
@@ -554,7 +554,7 @@ class Evaluator:
                        renderers: Sequence[tuple[str, int | None, Any]]) -> list[dict[str, Any]]:
         """One record per (variant, driving sequence): ``subject`` (first shot ``photo``) driven by
         ``driver``'s target frames with relative motion, as the main command drives a photo."""
-        from .render.pipeline import target_crop_points
+        from ..render.pipeline import target_crop_points
 
         photo_id = self._real_descriptor(f"{photo.path}@{photo.crop.size}", photo.crop_image, photo.crop_points)
         driver_points = np.stack([t.points for t in driver.targets])
