@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .common import RichProgress, errors_to_exit_codes, setup_logging
 from .options import Device, Landmarks, Mouth
 
 
@@ -123,8 +124,6 @@ def register_eval_command(app: typer.Typer) -> None:
                                                 "file.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        from ..cli import RichProgress, errors_to_exit_codes, setup_logging
-
         setup_logging(False, quiet)
         with errors_to_exit_codes(False):
             _run_eval_parts(videos, weights, max_frames, json_path, overwrite, RichProgress(enabled=not quiet),
@@ -197,8 +196,6 @@ def register_eval_command(app: typer.Typer) -> None:
                                               "errors.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")] = False,
     ) -> None:
-        from ..cli import RichProgress, errors_to_exit_codes, setup_logging
-
         setup_logging(verbose, quiet)
         with errors_to_exit_codes(verbose):
             if full_frame:
