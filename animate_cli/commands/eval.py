@@ -226,7 +226,8 @@ def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps:
     from rich.console import Console
 
     from ..errors import UsageError
-    from ..eval.crop import EvalConfig, evaluate_sources, json_safe, machine_record, read_people_file
+    from ..eval.crop import EvalConfig, evaluate_sources, read_people_file
+    from ..eval.report import json_safe, machine_record
     from ..io.atomic import atomic_output, check_output_path
     from ..landmarks import create_backend
     from ..render.renderers import resolve_device
@@ -294,7 +295,7 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
     from rich.table import Table
 
     from ..errors import UsageError, WeightsError
-    from ..eval.crop import json_safe, machine_record
+    from ..eval.report import json_safe, machine_record
     from ..hub import resolve_weights
     from ..io.atomic import atomic_output, check_output_path
     from ..io.driver import check_driver
@@ -442,7 +443,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
     from rich.console import Console
 
     from ..errors import UsageError
-    from ..eval.crop import json_safe, machine_record
+    from ..eval.report import json_safe, machine_record
     from ..io.atomic import atomic_output, check_output_path
     from ..jobs import build_engine
     from ..eval.full_frame import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows, mouth_open_cross_identity,

@@ -7,14 +7,14 @@ video's own resolution) is compared with the real frames, which are the right an
 
 - SSIM, PSNR and L1 over the whole frame, and over a face box taken from the real frame's
   landmarks (a face that is in the right place inside a wrong head scores badly here, unlike
-  the crop protocol of ``evaluate``);
+  the crop protocol of ``crop``);
 - AKD: dlib's landmarks on the output against the real frame's, over the real eye-corner distance
   (``face`` = the share of outputs where a face is found);
 - mouth: the output's inner-lip opening regressed on the real one (slope; 1 = as wide) and their
   correlation; beside it the driven slope, the same for the smoothed track the renderers are asked
   to follow (``--smoothing`` takes off the fastest openings' peaks: what no renderer then gives back);
 - identity distance: dlib descriptors of output and real face.
-- perceptual: the face-trained perceptual distance (``evaluate.FacePerceptual``) of the output from
+- perceptual: the face-trained perceptual distance (``metrics.FacePerceptual``) of the output from
   the real frame, both cut at the real frame's landmarks.
 
 Cross-identity with drivers that start mid-word: each driver is cut at an open-mouth frame, drives
@@ -49,8 +49,8 @@ import numpy as np
 
 from ..config import FinetuneConfig, RenderConfig
 from ..errors import UsageError
-from .crop import (FaceIdentity, FacePerceptual, detect_near, identity_distance, landmark_error, pearson, psnr,
-                       ssim)
+from .metrics import (FaceIdentity, FacePerceptual, detect_near, identity_distance, landmark_error, pearson, psnr,
+                      ssim)
 from ..io.images import save_image
 from ..io.video import iter_frames, probe_video
 from ..landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video

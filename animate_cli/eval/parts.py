@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from .crop import ssim
+from .metrics import ssim
 from ..tensors import images_to_tensor
 from ..io.video import iter_frames, probe_video
 from ..landmarks import LandmarkBackend, track_video
