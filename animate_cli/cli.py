@@ -62,9 +62,6 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Make a still face photo move like the person in a driving video."""
 
 
-DEFAULT_STEPS = None  # the measured default for the number of photos (config.default_finetune_steps)
-
-
 def _render_config(size, fps, crf, no_audio, crop_only, side_by_side, smoothing, absolute, overwrite,
                    reference="auto", head_motion=True):
     from .config import RenderConfig
