@@ -525,3 +525,56 @@ def evaluate_sources(sources: Sequence[str | Path], backend: LandmarkBackend, co
     records = evaluator.run(subjects, progress)
     return {"rows": summarise(records, config), "paired": paired_against_warp(records), "records": records,
             "subjects": [subject_record(s) for s in subjects], "fid": FID_NOTICE}
+
+
+def run_crop_protocol(data: Sequence[str | Path], weights: str | None, shots: Sequence[int], finetune_steps: int,
+                      methods: Sequence[str], *, max_subjects: int | None = None, max_frames: int = 8,
+                      min_photos: int | None = None, people: Path | None = None, cross_identity: bool = True,
+                      seed: int = 0, landmarks: str = "dlib", device: str = "auto",
+                      progress: ProgressReporter | None = None) -> dict[str, Any]:
+    """The whole crop protocol as ``animate-face eval`` runs it: the checkpoint loaded when the neural
+    renderer is measured, the subjects found and evaluated. Returns the report document: the date,
+    seconds, machine, weights and settings, then ``evaluate_sources``' rows, records and subjects."""
+    import datetime
+    import time
+
+    from ..landmarks import create_backend
+    from ..render.renderers import resolve_device
+    from .report import machine_record
+
+    names = read_people_file(people) if people is not None else None
+    torch_device = resolve_device(device)
+    model, weights_record, content_loss, crop_size = None, None, None, 256
+    if "neural" in methods:
+        from ..hub import resolve_weights
+        from ..models import TalkingHeadModel
+        from ..models.bundle import read_checkpoint_config
+
+        folder = resolve_weights(weights)
+        model_config, training = read_checkpoint_config(folder)
+        model = TalkingHeadModel.from_pretrained(folder, device=torch_device).eval()
+        crop_size = model_config.image_size
+        weights_record = {"spec": weights, "path": str(folder), "model": model_config.to_dict(), "training": training}
+        if finetune_steps:
+            from ..losses import ContentLoss
+
+            content_loss = ContentLoss.from_available()
+    config = EvalConfig(shots=tuple(shots), finetune_steps=finetune_steps, methods=tuple(methods), seed=seed,
+                        crop_size=crop_size, cross_identity=cross_identity)
+    backend = create_backend(landmarks, device=str(torch_device))
+    started = time.perf_counter()
+    report = evaluate_sources(data, backend, config, model=model, device=torch_device, content_loss=content_loss,
+                              max_subjects=max_subjects, max_frames=max_frames, min_photos=min_photos,
+                              people=names, progress=progress)
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - started,
+        "machine": {**machine_record(), "device": str(torch_device)},
+        "weights": weights_record,
+        "settings": {"data": [str(p) for p in data], "shots": list(shots), "finetune_steps": finetune_steps,
+                     "methods": list(methods), "max_subjects": max_subjects, "max_frames": max_frames,
+                     "min_photos": min_photos, "people": str(people) if people else None, "seed": seed,
+                     "landmarks": backend.name, "crop_size": crop_size, "cross_identity": cross_identity,
+                     "content_loss": content_loss.description if content_loss is not None else None},
+        **report,
+    }
