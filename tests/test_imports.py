@@ -140,3 +140,16 @@ def test_a_planted_circle_is_found(tmp_path):
     (package / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
     (package / "e.py").write_text("from . import d\n")
     assert import_circles(import_graph(tmp_path, "pkg")) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+def test_typer_and_rich_only_at_the_edge():
+    """The library never imports Typer or Rich: they belong to cli.py and animate_cli/commands/."""
+    graph_modules = _module_names(REPO, "animate_cli")
+    offenders = []
+    for name, (path, _) in graph_modules.items():
+        if name == "animate_cli.cli" or name.startswith("animate_cli.commands"):
+            continue
+        for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in ("typer", "rich")]
+    assert offenders == []
