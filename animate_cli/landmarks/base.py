@@ -1,4 +1,4 @@
-"""Landmark data types, the backend interface and the backend registry.
+"""Landmark data types, the backend interface, and the registration of backends by name.
 
 A backend finds faces (boxes) and fits the 68 iBUG landmarks inside a given box. A backend module
 registers its factory by name with :func:`register_backend` when it is imported; this module never
