@@ -162,7 +162,7 @@ PARTS_PHOTO_SHARE = 0.4
 PARTS_TONE_WEIGHT = 0.0
 PARTS_EDGE_WEIGHT = 0.0
 
-# Default fine-tuning steps, measured on held-out video frames and LFW people (README, "Fine-tuning
+# Default fine-tuning steps, measured on held-out video frames and LFW people (docs/evaluation.md, "Fine-tuning
 # that pays"): with one photo no step count gained anything measurable over feed-forward, so one photo
 # is not fine-tuned; with 8 photos and the bundled weights SSIM gains grow to 40 steps, but from 40 on
 # identity gets worse, so 20 (most of the gain at half the cost, identity unchanged).

@@ -125,7 +125,8 @@ class Engine:
                           discriminator_vector=torch.zeros(0))
         finetune = resolve_steps(finetune, len(shots))
         torch.manual_seed(finetune.seed)
-        with progress.stage("fine-tune", finetune.steps or None) as advance:
+        # 0 steps (one photo, by default): a stage with nothing to count, which draws no bar.
+        with progress.stage("fine-tune", finetune.steps) as advance:
             return finetune_person(self.model, shots, finetune, self.content_loss() if finetune.steps else None,
                                    self.device, progress=advance)
 

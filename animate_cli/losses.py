@@ -277,7 +277,7 @@ class ContentLoss(nn.Module):
 # FaceLoss weights. Measured between the warp and the real frame on held-out video frames (128 px
 # crops): pixel substitute 0.41, perceptual 0.35, identity 0.36. At these weights the face terms
 # (0.35 + 0.18) carry a little over half of the content loss; identity at half weight because its
-# gradient reaches the pixels only through the 128-d descriptor (README, "The face-trained loss").
+# gradient reaches the pixels only through the 128-d descriptor (docs/training.md, "The face-trained loss").
 FACE_PERCEPTUAL_WEIGHT = 1.0
 FACE_IDENTITY_WEIGHT = 0.5
 # The chip's stages compared: 35, 17, 8 and 4 px (the 2 px stage feeds the descriptor).

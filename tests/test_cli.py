@@ -234,3 +234,21 @@ def test_init_writes_an_untrained_checkpoint_with_its_blend_region(tmp_path):
     result = run("init", tmp_path / "bad", "--preset", "tiny", "--blend-region", "eyes")
     assert result.exit_code == 2 and "blend_region must be one of" in " ".join(result.output.split())
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_stage_with_nothing_to_do_draws_no_progress_bar():
+    """Fine-tuning 0 steps (one photo, by default) showed `fine-tune 0/? 0:00:00`; now nothing."""
+    import io
+
+    from rich.console import Console
+
+    from animate_cli.commands.common import RichProgress
+
+    stream = io.StringIO()
+    progress = RichProgress(console=Console(file=stream, force_terminal=True, width=100))
+    with progress.stage("fine-tune", 0):
+        pass
+    assert stream.getvalue() == "" and "fine-tune" in progress.seconds   # still timed (benchmarks/stages.py)
+    with progress.stage("render", 2) as advance:
+        advance(2)
+    assert "render" in stream.getvalue() and "2/2" in stream.getvalue()

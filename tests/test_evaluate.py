@@ -15,10 +15,9 @@ from skimage import data
 from typer.testing import CliRunner
 
 from animate_cli.errors import InputError
-from animate_cli.evaluate import (Candidate, Frame, Subject, csim, identity_distance, landmark_error,
-                                  mouth_correlation, paired_against_warp, pearson, psnr, read_people_file,
-                                  select_candidates, ssim)
-from animate_cli.eval_command import parse_int_list, register_eval_command
+from animate_cli.eval.crop import Candidate, Frame, Subject, paired_against_warp, read_people_file, select_candidates
+from animate_cli.eval.metrics import csim, identity_distance, landmark_error, mouth_correlation, pearson, psnr, ssim
+from animate_cli.commands.eval import parse_int_list, register_eval_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +47,7 @@ def dlib_backend():
 
 @pytest.fixture(scope="module")
 def identity():
-    from animate_cli.evaluate import FaceIdentity
+    from animate_cli.eval.metrics import FaceIdentity
 
     return FaceIdentity()
 

@@ -9,7 +9,7 @@ import pytest
 from skimage import data
 
 from animate_cli.config import FinetuneConfig, RenderConfig
-from animate_cli.evaluate import detail_ratio
+from animate_cli.eval.metrics import detail_ratio
 from animate_cli.io.images import save_image
 from animate_cli.jobs import build_engine
 from animate_cli.landmarks import LandmarkTrack, track_video

@@ -265,7 +265,7 @@ def test_a_one_colour_photo_falls_back_to_the_prior_shapes(points):
 @pytest.mark.slow
 def test_full_frame_self_reenactment_on_a_tiny_clip(short_driver):
     from animate_cli.jobs import build_engine
-    from animate_cli.reenact import FullFrameConfig, Renderers, average_rows, paired_rows, self_reenactment
+    from animate_cli.eval.full_frame import FullFrameConfig, Renderers, average_rows, paired_rows, self_reenactment
 
     warp = build_engine(landmarks="dlib", renderer="warp")
     config = FullFrameConfig(methods=("frozen", "warp", "warp-crop", "real"), max_frames=12, stride=2)
@@ -305,9 +305,9 @@ def test_full_frame_scores_outputs_made_elsewhere_and_pairs_with_them(short_driv
     --paired-with pairs the other methods with it; a missing output leaves its row out."""
     import shutil
 
-    from animate_cli.eval_command import parse_outputs
+    from animate_cli.commands.eval import parse_outputs
     from animate_cli.io.video import ffmpeg_exe
-    from animate_cli.reenact import FullFrameConfig, Renderers, paired_rows, self_reenactment
+    from animate_cli.eval.full_frame import FullFrameConfig, Renderers, paired_rows, self_reenactment
 
     perfect, blurred, empty, short = (tmp_path / name for name in ("perfect", "blurred", "empty", "short"))
     for folder in (perfect, blurred, empty, short):
@@ -346,7 +346,7 @@ def test_full_frame_scores_outputs_made_elsewhere_and_pairs_with_them(short_driv
 
 
 def test_paired_rows_compare_the_same_frames_with_their_standard_error():
-    from animate_cli.reenact import paired_rows
+    from animate_cli.eval.full_frame import paired_rows
 
     def row(method, frames, box, akd):
         return {"video": "v.mp4", "method": method, "per_frame": {"frame": frames, "box_ssim": box, "akd": akd}}
@@ -367,7 +367,7 @@ def test_paired_rows_compare_the_same_frames_with_their_standard_error():
 
 def test_full_frame_tables_show_undefined_values_as_a_dash():
     """A frozen frame's mouth never moves, so its correlation is undefined: shown as –, not "nan"."""
-    from animate_cli.eval_command import _format, _format_paired
+    from animate_cli.commands.eval import _format, _format_paired
 
     assert _format(float("nan"), 2) == "–" and _format(None, 2) == "–" and _format(0.5, 2) == "0.50"
     assert _format_paired(None, None, 4) == "–" and _format_paired(0.001, 0.0005, 4) == "+0.0010 ± 0.0005"

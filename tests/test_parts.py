@@ -434,7 +434,7 @@ def test_the_edge_term_costs_a_blurred_lip_edge_more_than_a_sharp_one_a_pixel_of
 
 
 def test_the_dark_share_reads_a_dark_opening_as_open_and_a_lip_coloured_one_as_closed():
-    from animate_cli.parts.evaluate import interior_dark_share
+    from animate_cli.eval.parts import interior_dark_share
 
     size = 96
     shape = np.zeros((size, size), np.float32)
@@ -523,3 +523,21 @@ def test_eval_parts_reports_the_crops_and_the_dark_share(tmp_path, sample_driver
                                       "--json", str(report), "--quiet"])
     assert result.exit_code == 7 and str(report.name) in result.output    # an existing report is not replaced
     assert json.loads(report.read_text())["summary"]["mouth"] == mouth
+
+
+def test_parts_protocol_runs_without_the_cli_and_names_a_checkpoint_without_part_models(tmp_path, short_driver):
+    """The protocol is a library function (the command only prints and writes): it checks the drivers,
+    refuses a checkpoint that has no part models, and on one that has them returns the report."""
+    from animate_cli.eval.parts import run_parts_protocol
+    from animate_cli.progress import SilentProgress
+
+    folder = make_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(WeightsError, match="no part models"):
+        run_parts_protocol([short_driver], str(folder), max_frames=4)
+    torch.manual_seed(0)
+    LearnedParts(TINY).save(folder)
+    progress = SilentProgress()
+    report = run_parts_protocol([short_driver], str(folder), max_frames=4, progress=progress)
+    assert report["weights"] == str(folder) and len(report["videos"]) == 1
+    assert {"mouth", "eyes"} <= set(report["summary"]) and "cpu_count" in report["machine"]
+    assert progress.counts["eval parts"] == 1

@@ -403,7 +403,7 @@ def test_cli_prepare_and_train(tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    from animate_cli.train.commands import register_training_commands
+    from animate_cli.commands.train import register_training_commands
 
     app = typer.Typer()
     register_training_commands(app)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (NUM_LANDMARKS, FaceDetection, LandmarkBackend, LandmarkTrack, available_backends,
-                   box_iou, create_backend, register_backend)
+from .base import NUM_LANDMARKS, FaceDetection, LandmarkBackend, LandmarkTrack, box_iou, register_backend
 from .drawing import LANDMARK_GROUPS, draw_landmark_image, draw_landmark_images
+from .registry import available_backends, create_backend
 from .retarget import eye_opening, mouth_opening, retarget_absolute, retarget_relative
 from .smoothing import smooth_series, smooth_track
 from .tracking import FaceTracker, detect_photo_landmarks, fill_gaps, track_video

@@ -1,14 +1,12 @@
-"""Landmark data types, the backend interface and the backend registry.
+"""Landmark data types, the backend interface, and the registration of backends by name.
 
-A backend finds faces (boxes) and fits the 68 iBUG landmarks inside a given box. Backends are
-registered by name with :func:`register_backend`; :func:`create_backend` builds one, and the
-special name ``"auto"`` picks face-alignment's FAN when its weights are already on disk and
-dlib otherwise.
+A backend finds faces (boxes) and fits the 68 iBUG landmarks inside a given box. A backend module
+registers its factory by name with :func:`register_backend` when it is imported; this module never
+imports a backend (``registry`` finds them by name and builds one).
 """
 
 from __future__ import annotations
 
-import logging
 import tokenize
 import zipfile
 from abc import ABC, abstractmethod
@@ -19,9 +17,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from ..errors import InputError, UsageError
-
-logger = logging.getLogger(__name__)
+from ..errors import InputError
 
 NUM_LANDMARKS = 68
 TRACK_FORMAT_VERSION = 1
@@ -224,6 +220,11 @@ BackendFactory = Callable[[str], LandmarkBackend]
 _FACTORIES: dict[str, BackendFactory] = {}
 
 
+def registered_factories() -> dict[str, BackendFactory]:
+    """The factories registered so far, by name (``registry`` imports the built-in ones first)."""
+    return dict(_FACTORIES)
+
+
 def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
     """Decorator: register ``factory(device) -> LandmarkBackend`` under ``name``."""
 
@@ -234,37 +235,3 @@ def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
         return factory
 
     return decorate
-
-
-def _load_builtin_backends() -> None:
-    # The built-in backends register themselves on import; their heavy dependencies
-    # (dlib, torch, face_alignment) are imported only when a backend is built.
-    from . import dlib_backend, fan_backend  # noqa: F401
-
-
-def available_backends() -> list[str]:
-    """Registered backend names, ``"auto"`` first."""
-    _load_builtin_backends()
-    return ["auto", *sorted(_FACTORIES)]
-
-
-def create_backend(name: str = "auto", device: str = "cpu") -> LandmarkBackend:
-    """Build the backend called ``name`` on ``device``; the built backend's ``name`` says which
-    one ``"auto"`` chose."""
-    _load_builtin_backends()
-    if name == "auto":
-        from .fan_backend import fan_weights_cached, fan_weights_downloadable
-
-        if fan_weights_cached():
-            name, reason = "fan", "face-alignment weights found in the torch hub cache"
-        elif device.startswith("cuda") and fan_weights_downloadable():
-            # On a GPU FAN is fast and worth a one-time download; on a CPU dlib is several times
-            # faster at similar accuracy on frontal faces, so a CPU run never waits on a download.
-            name, reason = "fan", "face-alignment weights will be downloaded once"
-        else:
-            name, reason = "dlib", "face-alignment weights not downloaded; using dlib"
-        logger.info("landmark backend: %s (%s)", name, reason)
-    if name not in _FACTORIES:
-        raise UsageError(f"unknown landmark backend {name!r}; choose one of: "
-                         f"{', '.join(available_backends())}")
-    return _FACTORIES[name](device)

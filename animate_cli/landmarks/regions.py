@@ -1,7 +1,7 @@
 """Where a warp-guided generator may paint over the warp (``ModelConfig.blend_region``).
 
 Measured on the warp-guided lite model whose blend mask could go anywhere (feed-forward, T = 1;
-README "Quality"): its blurry, mean-face image blended over the face's skin made identity worse
+docs/evaluation.md, the crop protocol): its blurry, mean-face image blended over the face's skin made identity worse
 than the plain warp, while blended over the mouth and outside the face it helped. ``mouth_border``
 therefore allows the mask only on the mouth (the outer lips, grown a little) and outside the
 face (beyond the jaw, the brows and a forehead band above them), with soft edges; the skin,

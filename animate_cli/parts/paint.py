@@ -12,7 +12,7 @@ the lower inner lip (``teeth_weight``). The model draws the upper teeth well, in
 tones, but the lower half of a wide opening as a blurred lip-pink band that a viewer and dlib take
 for lip, so its mouths read less open than real ones; the synthetic interior's dark opening and
 sharp lower-lip edge read a little wider than real ones. Together they read about as open as the
-real mouth (README, "Learned mouths and eyes").
+real mouth (docs/evaluation.md, "Part crops").
 """
 
 from __future__ import annotations

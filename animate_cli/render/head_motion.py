@@ -39,25 +39,7 @@ NECK_START = 0.05
 NECK_END = 0.85
 SIDE_START = 1.2
 SIDE_END = 2.0
-# (The body below the neck following a share of the chin's translation was measured and dropped:
-# full-frame SSIM at shares 0 / 0.5 / 0.8 was 0.838 / 0.830 / 0.822 on vretalking_face4, 0.840 / 0.839
-# / 0.838 on liveportrait_d10 and 0.823 for all three on tpsmm_driving.)
-# (Also measured and dropped, full-frame self-reenactment, warp renderer:
-# - the jaw's own motion carried into the photo around it, fading over 0.25 face sizes, so the chin and
-#   neck under the pasted face's edge follow an opening jaw: over 23 talking videos box SSIM 0.7969 vs
-#   0.7976 and AKD 0.0163 vs 0.0161 (better on tpsmm_driving, 0.0124 vs 0.0134; worse on others);
-# - clothes below the mouth (colour unlike the cheeks' and the hair's) kept out of the head weight, so a
-#   rigid collar does not bend: on 12 videos box SSIM 0.8046 vs 0.8055; +0.012 on liveportrait_d13, but
-#   -0.022 on styletalk_feifeili_clip2_short (dark hair by the neck taken for clothes) and -0.014 on
-#   mimictalk_German_20s (a real speaker's collar moves with the head);
-# - the pasted face mask grown with the turn (1 + 20 |yaw change| blur sigmas, at most 3): AKD 0.0160 vs
-#   0.0161 on the 23 videos but box SSIM 0.7937 vs 0.7976. Each of these trades landmarks for picture;
-# - a turn that respects the head's depth: each head pixel takes the face's motion by its depth on a
-#   head-shaped surface (1 on the pasted face, 0 at the matte's silhouette, distance-based, with fall-off
-#   t ** 0.5 or t ** 2), the outline's share 0.5 or 1: on liveportrait_d10, tpsmm_driving, vretalking_face4
-#   and the 3/4-view styletalk furious clip box SSIM fell by 0.0026 / 0.0033 / 0.0023 on average (worse
-#   on furious by 0.003-0.005 in each), AKD unchanged within its standard error; no fall-off suited all
-#   four (t ** 2 with share 1: vretalking_face4 +0.004, liveportrait_d10 -0.009).)
+# Variants measured and dropped here (the body following the chin, and more): docs/findings.md, "Whole-head motion".
 # Share of the jaw's width that the face's landmarks shift per unit of yaw proxy while the head's
 # outline stays (see ``outline_similarity``). Full-frame self-reenactment, face-box SSIM on three
 # talking videos (liveportrait_d10, tpsmm_driving, vretalking_face4) at shares 0 / 0.5 / 0.75 / 1:

@@ -1,6 +1,6 @@
 """Meta-learning: prepared datasets and episodes (``dataset``), the training loop with
-checkpoints, resume, samples, loss log, divergence guard and DDP (``loop``), and the
-``prepare`` / ``train`` commands (``commands``).
+checkpoints, resume, samples, loss log, divergence guard and DDP (``loop``); the ``prepare`` / ``train``
+commands live in ``animate_cli.commands.train``.
 
 Heavy modules load on first use: ``from animate_cli.train import train`` imports torch, but
 ``import animate_cli.train`` alone does not.
@@ -16,7 +16,6 @@ _EXPORTS = {
     "augment_single_photo": ".dataset",
     "train": ".loop", "TrainConfig": ".loop", "TrainResult": ".loop", "DivergenceError": ".loop",
     "read_losses": ".loop",
-    "register_training_commands": ".commands",
 }
 
 __all__ = sorted(_EXPORTS)

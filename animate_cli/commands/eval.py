@@ -12,12 +12,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .cli_options import Device, Landmarks, Mouth
+from .common import RichProgress, errors_to_exit_codes, setup_logging
+from .options import Device, Landmarks, Mouth
 
 
 def parse_int_list(text: str, option: str) -> tuple[int, ...]:
     """``"1,8,32"`` -> (1, 8, 32), sorted and without duplicates."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     try:
         values = sorted({int(part) for part in text.split(",") if part.strip()})
@@ -30,7 +31,7 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 
 def parse_outputs(values: list[str]) -> tuple[tuple[str, str], ...]:
     """``NAME=FOLDER`` values of ``--outputs`` as (name, folder) pairs."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     pairs = []
     for value in values:
@@ -123,8 +124,6 @@ def register_eval_command(app: typer.Typer) -> None:
                                                 "file.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        from .cli import RichProgress, errors_to_exit_codes, setup_logging
-
         setup_logging(False, quiet)
         with errors_to_exit_codes(False):
             _run_eval_parts(videos, weights, max_frames, json_path, overwrite, RichProgress(enabled=not quiet),
@@ -202,8 +201,6 @@ def register_eval_command(app: typer.Typer) -> None:
                                               "errors.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, warnings only.")] = False,
     ) -> None:
-        from animate_cli.cli import RichProgress, errors_to_exit_codes, setup_logging
-
         setup_logging(verbose, quiet)
         with errors_to_exit_codes(verbose):
             if full_frame:
@@ -222,112 +219,72 @@ def register_eval_command(app: typer.Typer) -> None:
 CROP_EVAL_STEPS = 40
 
 
+def _check_report_path(path: Path | None, overwrite: bool, kind: str = "report",
+                       suffixes: tuple[str, ...] = (".json",)) -> None:
+    """A bad --json or --sheet fails now, not after the slow work."""
+    from ..errors import UsageError
+    from ..io.atomic import check_output_path
+
+    if path is None:
+        return
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{path}: the {kind} must be a {' or '.join(suffixes[:2])} file")
+    check_output_path(path.expanduser(), overwrite)
+
+
+def _write_report(path: Path, document: dict[str, Any], overwrite: bool) -> None:
+    """The report as strict JSON (non-finite numbers as null), with the command line first."""
+    import json
+
+    from ..eval.report import json_safe
+    from ..io.atomic import atomic_output
+
+    document = {"command": "animate-face " + " ".join(sys.argv[1:]), **document}
+    with atomic_output(path.expanduser(), overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))
+
+
 def _run_eval(data: list[Path], weights: str | None, shots: str, finetune_steps: int, methods: str,
               json_path: Path | None, max_subjects: int | None, max_frames: int, min_photos: int | None,
               people: Path | None, no_cross: bool, seed: int, landmarks: str, device: str, overwrite: bool,
               progress: Any) -> None:
-    import datetime
-    import json
     import logging
-    import time
 
     from rich.console import Console
 
-    from .errors import UsageError
-    from .evaluate import EvalConfig, evaluate_sources, json_safe, machine_record, read_people_file
-    from .io.atomic import atomic_output, check_output_path
-    from .landmarks import create_backend
-    from .render.renderers import resolve_device
+    from ..eval.crop import run_crop_protocol
 
     log = logging.getLogger("animate_cli.eval")
     chosen_methods = tuple(m.strip() for m in methods.split(",") if m.strip())
     shot_counts = parse_int_list(shots, "--shots")
-    if json_path is not None:
-        if json_path.suffix.lower() != ".json":
-            raise UsageError(f"{json_path}: the report must be a .json file")
-        check_output_path(json_path.expanduser(), overwrite)
-    names = read_people_file(people) if people is not None else None
-    torch_device = resolve_device(device)
-    model, weights_record, content_loss, crop_size = None, None, None, 256
-    if "neural" in chosen_methods:
-        from .hub import resolve_weights
-        from .models import TalkingHeadModel
-        from .models.bundle import read_checkpoint_config
-
-        folder = resolve_weights(weights)
-        model_config, training = read_checkpoint_config(folder)
-        model = TalkingHeadModel.from_pretrained(folder, device=torch_device).eval()
-        crop_size = model_config.image_size
-        weights_record = {"spec": weights, "path": str(folder), "model": model_config.to_dict(), "training": training}
-        if finetune_steps:
-            from .losses import ContentLoss
-
-            content_loss = ContentLoss.from_available()
-    config = EvalConfig(shots=shot_counts, finetune_steps=finetune_steps, methods=chosen_methods, seed=seed,
-                        crop_size=crop_size, cross_identity=not no_cross)
-    backend = create_backend(landmarks, device=str(torch_device))
-    started = time.perf_counter()
-    report = evaluate_sources(data, backend, config, model=model, device=torch_device, content_loss=content_loss,
-                              max_subjects=max_subjects, max_frames=max_frames, min_photos=min_photos,
-                              people=names, progress=progress)
-    seconds = time.perf_counter() - started
-    title = f"{len(report['subjects'])} subjects, {crop_size} px, {seconds:.0f} s"
+    _check_report_path(json_path, overwrite)
+    document = run_crop_protocol(data, weights, shot_counts, finetune_steps, chosen_methods,
+                                 max_subjects=max_subjects, max_frames=max_frames, min_photos=min_photos,
+                                 people=people, cross_identity=not no_cross, seed=seed, landmarks=landmarks,
+                                 device=device, progress=progress)
+    title = (f"{len(document['subjects'])} subjects, {document['settings']['crop_size']} px, "
+             f"{document['seconds']:.0f} s")
     console = Console()
-    for table in results_tables(report, title):
+    for table in results_tables(document, title):
         console.print(table)
     if json_path is not None:
-        document = {
-            "command": "animate-face " + " ".join(sys.argv[1:]),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": seconds,
-            "machine": {**machine_record(), "device": str(torch_device)},
-            "weights": weights_record,
-            "settings": {"data": [str(p) for p in data], "shots": list(shot_counts), "finetune_steps": finetune_steps,
-                         "methods": list(chosen_methods), "max_subjects": max_subjects, "max_frames": max_frames,
-                         "min_photos": min_photos, "people": str(people) if people else None, "seed": seed,
-                         "landmarks": backend.name, "crop_size": crop_size, "cross_identity": not no_cross,
-                         "content_loss": content_loss.description if content_loss is not None else None},
-            **report,
-        }
-        with atomic_output(json_path.expanduser(), overwrite=overwrite) as tmp:
-            tmp.write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))
+        _write_report(json_path, document, overwrite)
         log.info("wrote %s", json_path)
 
 
 def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, json_path: Path | None,
                     overwrite: bool, progress: Any, sheet_path: Path | None = None) -> None:
-    import json
-
     from rich.console import Console
     from rich.table import Table
 
-    from .errors import UsageError, WeightsError
-    from .evaluate import json_safe, machine_record
-    from .hub import resolve_weights
-    from .io.atomic import atomic_output, check_output_path
-    from .io.driver import check_driver
-    from .landmarks import create_backend
-    from .parts import load_parts
-    from .parts.evaluate import METHODS, PAIRED, contact_sheet, evaluate_parts
+    from ..errors import UsageError
+    from ..eval.parts import METHODS, PAIRED, contact_sheet, run_parts_protocol
+    from ..io.atomic import atomic_output
 
-    if json_path is not None:
-        if json_path.suffix.lower() != ".json":
-            raise UsageError(f"{json_path}: the report must be a .json file")
-        check_output_path(json_path.expanduser(), overwrite)
-    if sheet_path is not None:
-        if sheet_path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-            raise UsageError(f"{sheet_path}: the contact sheet must be a .png or .jpg file")
-        check_output_path(sheet_path.expanduser(), overwrite)
-    for video in videos:
-        check_driver(video)
-    folder = resolve_weights(weights)
-    parts = load_parts(folder)
-    if parts is None:
-        raise WeightsError("has no part models (train them with animate-face train-parts)", folder)
-    backend = create_backend("dlib")
-    with progress.stage("eval parts", len(videos)) as advance:
-        sheet = [] if sheet_path is not None else None
-        report = evaluate_parts(videos, parts, backend, max_frames, progress=advance, sheet=sheet)
+    _check_report_path(json_path, overwrite)
+    _check_report_path(sheet_path, overwrite, "contact sheet", (".png", ".jpg", ".jpeg"))
+    sheet = [] if sheet_path is not None else None
+    report = run_parts_protocol(videos, weights, max_frames, progress=progress, sheet=sheet)
     console = Console()
     for key, title in (("mouth", "mouth crop (frames opening wider than the photo)"),
                        ("eyes", "eye crops (frames whose lids differ from the photo's)")):
@@ -352,10 +309,7 @@ def _run_eval_parts(videos: list[Path], weights: str | None, max_frames: int, js
                           *([""] * len(mouth_columns)))
         console.print(table)
     if json_path is not None:
-        document = {"command": "animate-face " + " ".join(sys.argv[1:]), "machine": machine_record(),
-                    "weights": str(folder), **report}
-        with atomic_output(json_path.expanduser(), overwrite=overwrite) as tmp:
-            tmp.write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))
+        _write_report(json_path, report, overwrite)
     if sheet_path is not None:
         if not sheet:
             console.print("no mouth opened wider than the photo's: no contact sheet written")
@@ -461,12 +415,12 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
 
     from rich.console import Console
 
-    from .errors import UsageError
-    from .evaluate import json_safe, machine_record
-    from .io.atomic import atomic_output, check_output_path
-    from .jobs import build_engine
-    from .reenact import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows, mouth_open_cross_identity,
-                          paired_rows, self_reenactment, still_driver)
+    from ..errors import UsageError
+    from ..eval.full_frame import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows,
+                                   mouth_open_cross_identity, paired_rows, self_reenactment, still_driver)
+    from ..eval.report import json_safe, machine_record
+    from ..io.atomic import atomic_output, check_output_path
+    from ..jobs import build_engine
 
     chosen = tuple(m.strip() for m in (methods or ",".join(FULL_FRAME_METHODS)).split(",") if m.strip())
     config = FullFrameConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps,

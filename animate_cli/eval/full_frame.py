@@ -7,16 +7,16 @@ video's own resolution) is compared with the real frames, which are the right an
 
 - SSIM, PSNR and L1 over the whole frame, and over a face box taken from the real frame's
   landmarks (a face that is in the right place inside a wrong head scores badly here, unlike
-  the crop protocol of ``evaluate``);
+  the crop protocol of ``crop``);
 - AKD: dlib's landmarks on the output against the real frame's, over the real eye-corner distance
   (``face`` = the share of outputs where a face is found);
 - mouth: the output's inner-lip opening regressed on the real one (slope; 1 = as wide) and their
   correlation; beside it the driven slope, the same for the smoothed track the renderers are asked
   to follow (``--smoothing`` takes off the fastest openings' peaks: what no renderer then gives back);
 - identity distance: dlib descriptors of output and real face;
-- detail: how much of the real frame's fine detail the output keeps (``evaluate.detail_ratio`` in the face box
-  grown 1.2x; 1 = as sharp as the real frame, a re-encode keeps about 0.94-0.99).
-- perceptual: the face-trained perceptual distance (``evaluate.FacePerceptual``) of the output from
+- detail: how much of the real frame's fine detail the output keeps (``metrics.detail_ratio`` in the face box
+  grown 1.2x; 1 = as sharp as the real frame, a re-encode keeps about 0.94-0.99);
+- perceptual: the face-trained perceptual distance (``metrics.FacePerceptual``) of the output from
   the real frame, both cut at the real frame's landmarks.
 
 Cross-identity with drivers that start mid-word: each driver is cut at an open-mouth frame, drives
@@ -50,16 +50,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .config import FinetuneConfig, RenderConfig
-from .errors import UsageError
-from .evaluate import (FaceIdentity, FacePerceptual, detail_ratio, detect_near, identity_distance, landmark_error,
-                       pearson, psnr, ssim)
-from .io.images import save_image
-from .io.video import iter_frames, probe_video
-from .landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
-from .landmarks.crop import crop_from_landmarks
-from .progress import ProgressReporter, SilentProgress
-from .render.pipeline import Driver, render_frames
+from ..config import FinetuneConfig, RenderConfig
+from ..errors import UsageError
+from .metrics import (FaceIdentity, FacePerceptual, detail_ratio, detect_near, identity_distance, landmark_error,
+                      pearson, psnr, ssim)
+from ..io.images import save_image
+from ..io.video import iter_frames, probe_video
+from ..landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
+from ..landmarks.crop import crop_from_landmarks
+from ..progress import ProgressReporter, SilentProgress
+from ..render.pipeline import Driver, render_frames
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def output_video(folder: str | Path, video: Path) -> Path | None:
     """The video in ``folder`` made from ``video`` (same stem, any video extension); None if there is none."""
     import glob
 
-    from .evaluate import VIDEO_EXTENSIONS
+    from .crop import VIDEO_EXTENSIONS
 
     found = sorted(p for p in Path(folder).expanduser().glob(f"{glob.escape(video.stem)}.*")
                    if p.suffix.lower() in VIDEO_EXTENSIONS)
@@ -334,8 +334,8 @@ def mouth_open_cross_identity(photos: Sequence[str | Path], drivers: Sequence[st
                               ) -> list[dict[str, Any]]:
     """One row per (photo, driver, method): the output's mouth opening against the driver's, with
     each driver cut to start at an open-mouth frame."""
-    from .landmarks import detect_photo_landmarks
-    from .io.images import load_image
+    from ..landmarks import detect_photo_landmarks
+    from ..io.images import load_image
 
     progress = progress or SilentProgress()
     backend = renderers.backend
@@ -449,10 +449,10 @@ def still_driver(photos: Sequence[str | Path], renderers: Renderers, methods: Se
     encoded at ``crf``) through the whole main job, written at the same ``crf`` and read back. A still
     driver must give the photo back: face-box PSNR and detail against the photo, beside the ceiling (the
     driver's own frames, the photo encoded once at that crf)."""
-    from .io.images import load_image
-    from .io.video import VideoWriter, even_size
-    from .landmarks import detect_photo_landmarks
-    from .render.pipeline import load_driver, render_video
+    from ..io.images import load_image
+    from ..io.video import VideoWriter, even_size
+    from ..landmarks import detect_photo_landmarks
+    from ..render.pipeline import load_driver, render_video
 
     progress = progress or SilentProgress()
     backend = renderers.backend

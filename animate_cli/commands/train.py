@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli_options import Device, QuietOpt, VerboseOpt
 from ..config import PARTS_ADVERSARIAL_WEIGHT, PARTS_EDGE_WEIGHT, PARTS_PHOTO_SHARE, PARTS_TONE_WEIGHT, list_presets
+from .common import RichProgress, console, errors_to_exit_codes, setup_logging
+from .options import Device, QuietOpt, VerboseOpt
 
 PRESET_HELP = f"Model size preset: {', '.join(list_presets())}."
 
@@ -50,11 +51,9 @@ def register_training_commands(app: typer.Typer) -> None:
                                                 "photos.")] = 1,
         verbose: VerboseOpt = False, quiet: QuietOpt = False,
     ) -> None:
-        from ..cli import RichProgress, console, errors_to_exit_codes, setup_logging
-
         setup_logging(verbose, quiet)
         with errors_to_exit_codes(verbose):
-            from .dataset import prepare_dataset, scan_source, select_units
+            from ..train.dataset import prepare_dataset, scan_source, select_units
 
             units = []
             for source in sources:
@@ -124,15 +123,13 @@ def register_training_commands(app: typer.Typer) -> None:
                                               "are still used).", rich_help_panel="Training")] = False,
         verbose: VerboseOpt = False, quiet: QuietOpt = False,
     ) -> None:
-        from ..cli import RichProgress, console, errors_to_exit_codes, setup_logging
-
         # Under torchrun every process runs this command; only rank 0 talks.
         main_rank = int(os.environ.get("RANK", "0")) == 0
         setup_logging(verbose, quiet or not main_rank)
         with errors_to_exit_codes(verbose):
             from ..config import get_preset
-            from .dataset import parse_mix
-            from .loop import TrainConfig, train
+            from ..train.dataset import parse_mix
+            from ..train.loop import TrainConfig, train
 
             overrides = {"guidance": guidance.value, "blend_region": blend_region.value}
             if image_size is not None:
@@ -205,8 +202,6 @@ def register_training_commands(app: typer.Typer) -> None:
                                                 "checkpoint.")] = False,
         verbose: VerboseOpt = False, quiet: QuietOpt = False,
     ) -> None:
-        from ..cli import RichProgress, console, errors_to_exit_codes, setup_logging
-
         setup_logging(verbose, quiet)
         with errors_to_exit_codes(verbose):
             import cv2

@@ -31,15 +31,16 @@ import cv2
 import numpy as np
 import torch
 
-from ..evaluate import ssim
-from ..tensors import images_to_tensor
 from ..io.video import iter_frames, probe_video
 from ..landmarks import LandmarkBackend, track_video
 from ..landmarks.crop import crop_from_landmarks
 from ..render.warp import FaceWarper
-from .geometry import EYES, MOUTH_RIM, PARTS, cut_part, part_masks, part_matrix
-from .model import LearnedParts
-from .paint import TEETH, PartsPainter, part_strength
+from ..parts.geometry import EYES, MOUTH_RIM, PARTS, cut_part, part_masks, part_matrix
+from ..parts.model import LearnedParts
+from ..parts.paint import TEETH, PartsPainter, part_strength
+from ..progress import ProgressReporter, SilentProgress
+from ..tensors import images_to_tensor
+from .metrics import ssim
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def evaluate_parts(videos: Sequence[str | Path], parts: LearnedParts, backend: L
                    sheet: list[SheetRow] | None = None) -> dict[str, Any]:
     """Every video's record and the summary over all of them (per-frame means, and per-method means of
     the per-video steadiness); ``sheet`` as in ``evaluate_video``."""
-    from .train import installed_perceptual
+    from ..parts.train import installed_perceptual
 
     perceptual = installed_perceptual()   # None (and no perceptual column) without the face ResNet
     records = []
@@ -214,3 +215,29 @@ def evaluate_parts(videos: Sequence[str | Path], parts: LearnedParts, backend: L
     shares = {name: [v for r in records for v in r["mouth"]["dark_share"][name]] for name in ("real", *METHODS)}
     summary["mouth"]["dark_share"] = {name: (float(np.mean(v)) if v else None) for name, v in shares.items()}
     return {"videos": records, "summary": summary}
+
+
+def run_parts_protocol(videos: Sequence[str | Path], weights: str | None, max_frames: int = 150,
+                       progress: ProgressReporter | None = None,
+                       sheet: list[SheetRow] | None = None) -> dict[str, Any]:
+    """The part-crop protocol as ``animate-face eval-parts`` runs it: the drivers checked, the
+    checkpoint's part models loaded, every video evaluated. Returns the report document: the machine,
+    the weights folder, then ``evaluate_parts``' videos and summary."""
+    from ..errors import WeightsError
+    from ..hub import resolve_weights
+    from ..io.driver import check_driver
+    from ..landmarks import create_backend
+    from ..parts import load_parts
+    from .report import machine_record
+
+    for video in videos:
+        check_driver(video)
+    folder = resolve_weights(weights)
+    parts = load_parts(folder)
+    if parts is None:
+        raise WeightsError("has no part models (train them with animate-face train-parts)", folder)
+    backend = create_backend("dlib")
+    progress = progress or SilentProgress()
+    with progress.stage("eval parts", len(videos)) as advance:
+        report = evaluate_parts(videos, parts, backend, max_frames, progress=advance, sheet=sheet)
+    return {"machine": machine_record(), "weights": str(folder), **report}

@@ -1,0 +1,1 @@
+"""Evaluation protocols (crops as in the paper, full frame, part crops) and their shared metrics."""
