@@ -36,7 +36,8 @@ from .render.pipeline import Driver
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "animate-face[ray]" (in a clone: pip install -e ".[ray]")'
+# No brackets (the extra's "[ray]"): the terminal would read them as markup and drop them.
+INSTALL_HINT = 'pip install "ray>=2.40" (the "ray" extra of animate-face)'
 # Named actors show up as such in Ray's dashboard and ``ray list actors``.
 WORKER_NAME = "animate-face-worker"
 # How long a finished or interrupted run waits for its workers to clean up or die.
