@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install "ray>=2.40" (the "ray" extra of animate-face)'
 # Named actors show up as such in Ray's dashboard and ``ray list actors``.
 WORKER_NAME = "animate-face-worker"
+# A worker's scratch folder in its temporary folder: PREFIX + the worker's process id + a random tail.
+SCRATCH_PREFIX = "animate-face-ray-"
 # How long a finished or interrupted run waits for its workers to clean up or die.
 SHUTDOWN_WAIT_S = 10.0
 
@@ -172,6 +174,21 @@ def relabel(text: str, renames: dict[Path, Path]) -> str:
     return text
 
 
+def remove_stale_scratch(folder: Path) -> None:
+    """Delete the scratch folders in ``folder`` of workers that are gone: a killed worker (Ctrl-C, a
+    worker killed or out of memory) cannot clean up after itself, so the next one on the node does."""
+    for scratch in folder.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = scratch.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(scratch, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 class BatchWorker:
     """One Ray worker (an actor): builds the engine once, then animates people one after another.
 
@@ -187,7 +204,8 @@ class BatchWorker:
         # One worker per CPU: more threads per worker would only make the workers fight over cores.
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
-        self.root = Path(tempfile.mkdtemp(prefix="animate-face-ray-"))
+        remove_stale_scratch(Path(tempfile.gettempdir()))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         self.spec, self.finetune, self.config = spec, finetune, config
         self.face_index, self.preview, self.collect = face_index, preview, collect
         self.renames: dict[Path, Path] = {}
@@ -312,7 +330,7 @@ class _RayRun:
     actors: list[Any] = field(default_factory=list)
     idle: list[Any] = field(default_factory=list)
     inflight: dict[Any, _Job] = field(default_factory=dict)
-    lost: list[ShippedPerson] = field(default_factory=list)   # people whose worker died while writing
+    lost: list[Path] = field(default_factory=list)   # outputs whose worker died while writing them
     started: int = 0
 
     def start_worker(self) -> None:
@@ -328,18 +346,22 @@ class _RayRun:
             self.ray.kill(actor, no_restart=True)
             self.start_worker()
 
-    def run(self, todo: list[ShippedPerson], advance: Advance, counts: dict[str, int]) -> None:
-        """Animate ``todo``; a person whose worker dies is retried once on another worker."""
+    def run(self, todo: list[tuple[BatchPerson, Path]], advance: Advance, counts: dict[str, int]) -> None:
+        """Animate ``todo`` (people and their outputs); a person whose worker dies is retried once on
+        another worker. A person's photos are read when it is sent (not all at once: a batch may
+        hold many thousands of people)."""
         from ray.exceptions import ObjectLostError, OutOfMemoryError, RayActorError, RayTaskError, WorkerCrashedError
 
         worker_lost = (RayActorError, WorkerCrashedError, OutOfMemoryError, ObjectLostError)
-        queue = deque((shipped, 1) for shipped in todo)
+        queue: deque[tuple[BatchPerson, Path, ShippedPerson | None, int]] = deque(
+            (person, output, None, 1) for person, output in todo)
         for _ in range(min(self.workers, len(todo))):
             self.start_worker()
         setup_deaths = 0
         while queue or any(job.kind == "render" for job in self.inflight.values()):
             while queue and self.idle:
-                shipped, attempt = queue.popleft()
+                person, output, shipped, attempt = queue.popleft()
+                shipped = shipped or ShippedPerson.read(person, output)
                 actor = self.idle.pop()
                 self.inflight[actor.render.remote(shipped)] = _Job("render", actor, shipped, attempt)
             [ref], _ = self.ray.wait(list(self.inflight), num_returns=1)
@@ -364,13 +386,13 @@ class _RayRun:
                     continue
                 assert job.shipped is not None
                 name = job.shipped.person.name
-                self.lost.append(job.shipped)
+                self.lost.append(job.shipped.target)
                 if not self.collect:
                     remove_partials(job.shipped.target, self.preview)
                 self.retire(job.actor)
                 if job.attempt == 1:
                     log.warning("%s: the Ray worker died (%s); retrying on another worker", name, reason)
-                    queue.appendleft((job.shipped, 2))
+                    queue.appendleft((job.shipped.person, job.shipped.output, job.shipped, 2))
                     continue
                 result = BatchResult(name, "failed", 0.0, job.shipped.output,
                                      f"the Ray worker died twice while animating this person ({reason})")
@@ -406,8 +428,8 @@ class _RayRun:
             # Wait until the killed workers are gone, so none writes after the clean-up below.
             self.ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=SHUTDOWN_WAIT_S)
         if not self.collect:
-            for shipped in unfinished + self.lost:
-                remove_partials(shipped.target, self.preview)
+            for target in [shipped.target for shipped in unfinished] + self.lost:
+                remove_partials(target, self.preview)
 
 
 def connect(ray: Any, address: str | None) -> bool:
@@ -434,9 +456,10 @@ def run_ray_batch(engine: Engine, people: list[BatchPerson], driver: Driver, out
 
     ``engine`` and ``driver`` are the ones built here (the workers build the same engine; the
     driver's landmarks are sent, not tracked again). ``address``: the cluster (None: RAY_ADDRESS, a
-    running local cluster, or a new local one; an already initialised Ray is used as it is); ``collect``: the workers send the
-    videos back and this machine writes them (otherwise ``out_dir`` must be storage every worker
-    sees); ``workers``: how many (default: one per free CPU of the cluster).
+    running local cluster, or a new local one; a Ray already initialised in this process is used as
+    it is); ``collect``: the workers send the videos back and this machine writes them (otherwise
+    ``out_dir`` must be storage every worker sees); ``workers``: how many (default: one per free CPU
+    of the cluster).
     """
     ray = import_ray()
     progress = progress or SilentProgress()
@@ -450,7 +473,7 @@ def run_ray_batch(engine: Engine, people: list[BatchPerson], driver: Driver, out
                 output = output_path(out_dir, person)
                 result = skipped(person, output, config)
                 if result is None:
-                    todo.append(ShippedPerson.read(person, output))
+                    todo.append((person, output))
                     continue
                 results[person.name] = result
                 counts["skipped"] += 1
@@ -464,9 +487,10 @@ def run_ray_batch(engine: Engine, people: list[BatchPerson], driver: Driver, out
     return [results[person.name] for person in people]
 
 
-def _run_on_workers(ray: Any, engine: Engine, driver: Driver, todo: list[ShippedPerson], finetune: FinetuneConfig,
-                    config: RenderConfig, face_index: int, preview: bool, collect: bool, workers: int | None,
-                    advance: Advance, counts: dict[str, int]) -> dict[str, BatchResult]:
+def _run_on_workers(ray: Any, engine: Engine, driver: Driver, todo: list[tuple[BatchPerson, Path]],
+                    finetune: FinetuneConfig, config: RenderConfig, face_index: int, preview: bool, collect: bool,
+                    workers: int | None, advance: Advance, counts: dict[str, int]) -> dict[str, BatchResult]:
+    """Ship what every worker needs once, start the workers and feed them the people."""
     weights = weights_to_ship(engine)
     weights_ref = ray.put(read_files(sorted(p for p in weights.iterdir() if p.is_file()))) if weights else None
     driver_ref = ray.put(driver)

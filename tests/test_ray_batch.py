@@ -206,3 +206,14 @@ def test_failure_reasons_name_the_files_as_on_the_submitting_machine():
     assert relabel("/tmp/w/out: folder is not writable", renames) == "out: folder is not writable"
     assert relabel("/tmp/w/10/a.png: no face found", renames) == "/tmp/w/10/a.png: no face found"
     assert relabel("/tmp/w/1/a.png: bad", {Path("/tmp/w/1"): Path(".")}) == "a.png: bad"
+
+
+def test_a_worker_clears_the_scratch_folders_of_workers_that_are_gone(tmp_path):
+    from animate_cli.ray_batch import SCRATCH_PREFIX, remove_stale_scratch
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = tmp_path / f"{SCRATCH_PREFIX}{gone.stdout.strip()}-x1", tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-x2"
+    for folder in (dead, alive):
+        (folder / "weights").mkdir(parents=True)
+    remove_stale_scratch(tmp_path)
+    assert not dead.exists() and alive.exists()
