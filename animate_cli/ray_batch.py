@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -332,9 +333,11 @@ class _RayRun:
     inflight: dict[Any, _Job] = field(default_factory=dict)
     lost: list[Path] = field(default_factory=list)   # outputs whose worker died while writing them
     started: int = 0
+    # Names must be unique in the cluster, also against the workers of an earlier run still being ended.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def start_worker(self) -> None:
-        actor = self.worker.options(name=f"{WORKER_NAME}-{os.getpid()}-{self.started}").remote(*self.make_args)
+        actor = self.worker.options(name=f"{WORKER_NAME}-{self.run_id}-{self.started}").remote(*self.make_args)
         self.started += 1
         self.actors.append(actor)
         self.inflight[actor.setup.remote()] = _Job("setup", actor)

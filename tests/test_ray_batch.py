@@ -8,6 +8,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,10 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield ray
     ray.shutdown()
+    # The workers these tests killed could not delete their scratch folders; the next worker would.
+    from animate_cli.ray_batch import remove_stale_scratch
+
+    remove_stale_scratch(Path(tempfile.gettempdir()))
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +59,20 @@ def assert_same_frames(a: Path, b: Path) -> None:
     first, second = (np.stack(list(iter_frames(path))).astype(np.int16) for path in (a, b))
     assert first.shape == second.shape
     assert np.abs(first - second).max() <= 1, f"{a.name}: frames differ by more than encoder noise"
+
+
+def workers(ray) -> set[str]:
+    from animate_cli.ray_batch import WORKER_NAME
+
+    return {name for name in ray.util.list_named_actors() if name.startswith(WORKER_NAME)}
+
+
+def wait_until_gone(ray, names: set[str]) -> set[str]:
+    """The workers among ``names`` still there after a while (``ray.kill`` ends them asynchronously)."""
+    deadline = time.monotonic() + 60
+    while names & workers(ray) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return names & workers(ray)
 
 
 def hidden_files(folder: Path) -> list[str]:
@@ -114,7 +133,7 @@ def _batch_parts(people: Path, driver: Path, weights: Path):
 
 def test_a_worker_killed_mid_person_has_the_person_retried_and_written(local_ray, tmp_path, portrait_path,
                                                                        clip_3s, tiny_weights, caplog):
-    from animate_cli.ray_batch import WORKER_NAME, run_ray_batch
+    from animate_cli.ray_batch import run_ray_batch
 
     people = tmp_path / "people"
     people.mkdir()
@@ -122,7 +141,7 @@ def test_a_worker_killed_mid_person_has_the_person_retried_and_written(local_ray
     engine, found, driver, finetune, config = _batch_parts(people, clip_3s, tiny_weights)
     out = tmp_path / "out"
     out.mkdir()
-    outcome = {}
+    outcome, earlier = {}, workers(local_ray)
 
     def batch():
         outcome["results"] = run_ray_batch(engine, found, driver, out, finetune, config, workers=1)
@@ -135,7 +154,7 @@ def test_a_worker_killed_mid_person_has_the_person_retried_and_written(local_ray
         while not list(out.glob(".ann.*")) and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.005)
         assert list(out.glob(".ann.*")), "the worker never started writing"
-        [name] = [n for n in local_ray.util.list_named_actors() if n.startswith(WORKER_NAME)]
+        [name] = workers(local_ray) - earlier
         local_ray.kill(local_ray.get_actor(name))
         thread.join(timeout=180)
     assert not thread.is_alive()
@@ -149,7 +168,7 @@ def test_a_worker_killed_mid_person_has_the_person_retried_and_written(local_ray
 def test_interrupting_cancels_the_outstanding_people_and_leaves_no_partial_file(local_ray, tmp_path, portrait_path,
                                                                                clip_3s, tiny_weights):
     from animate_cli.progress import SilentProgress
-    from animate_cli.ray_batch import WORKER_NAME, run_ray_batch
+    from animate_cli.ray_batch import run_ray_batch
 
     people = tmp_path / "people"
     people.mkdir()
@@ -165,15 +184,17 @@ def test_interrupting_cancels_the_outstanding_people_and_leaves_no_partial_file(
         @contextlib.contextmanager
         def stage(self, name, total):
             def advance(n=1):
+                seen.update(workers(local_ray) - earlier)
                 raise KeyboardInterrupt
 
             yield advance
 
+    earlier, seen = workers(local_ray), set()
     with pytest.raises(KeyboardInterrupt):
         run_ray_batch(engine, found, driver, out, finetune, config, progress=CtrlCAfterFirstPerson(), workers=2)
     assert len(list(out.glob("*.mp4"))) <= 2  # at most the two in flight got finished, nobody else was started
     assert hidden_files(out) == []
-    assert not [n for n in local_ray.util.list_named_actors() if n.startswith(WORKER_NAME)]
+    assert len(seen) == 2 and not wait_until_gone(local_ray, seen)  # both workers ended
 
 
 def test_ray_options_fail_at_once_with_one_line(tmp_path, portrait_path, short_driver, monkeypatch):
