@@ -57,27 +57,44 @@ def discover_people(folder: str | Path) -> list[BatchPerson]:
     return people
 
 
+def output_path(out_dir: str | Path, person: BatchPerson) -> Path:
+    """Where a person's video goes: ``OUT_DIR/PERSON.mp4`` (its preview sheet: the same name, .png)."""
+    return Path(out_dir) / f"{person.name}.mp4"
+
+
+def skipped(person: BatchPerson, output: Path, config: RenderConfig) -> BatchResult | None:
+    """The result of a person whose output is already there (resume), or None when it is to be made."""
+    if output.exists() and not config.overwrite:
+        return BatchResult(person.name, "skipped", 0.0, output, "output exists")
+    return None
+
+
+def animate_person(engine: Engine, person: BatchPerson, driver: Driver, output: Path, finetune: FinetuneConfig,
+                   config: RenderConfig, face_index: int = 0, progress: ProgressReporter | None = None,
+                   preview: bool = False) -> BatchResult:
+    """One person of a batch: photos -> person -> ``output`` (written atomically), as a "done" or a
+    "failed" result whose reason is the error's one line. Shared by the local and the Ray batch."""
+    start = time.perf_counter()
+    try:
+        subject = engine.make_person(person.photos, finetune, face_index, progress)
+        engine.animate(subject, driver, output, config, progress,
+                       preview=output.with_suffix(".png") if preview else None)
+    except AnimateFaceError as error:
+        log.warning("%s: failed: %s", person.name, error)
+        return BatchResult(person.name, "failed", time.perf_counter() - start, output, str(error))
+    return BatchResult(person.name, "done", time.perf_counter() - start, output)
+
+
 def run_batch(engine: Engine, people: list[BatchPerson], driver: Driver, out_dir: str | Path,
               finetune: FinetuneConfig, config: RenderConfig, face_index: int = 0,
               progress: ProgressReporter | None = None, preview: bool = False) -> list[BatchResult]:
     """Animate each person in turn; one person's failure does not stop the others. ``preview``:
     a contact sheet PERSON.png beside each PERSON.mp4."""
     progress = progress or SilentProgress()
-    out_dir = Path(out_dir)
     results = []
     for person in people:
-        output = out_dir / f"{person.name}.mp4"
-        start = time.perf_counter()
-        if output.exists() and not config.overwrite:
-            results.append(BatchResult(person.name, "skipped", 0.0, output, "output exists"))
-            continue
-        try:
-            subject = engine.make_person(person.photos, finetune, face_index, progress)
-            engine.animate(subject, driver, output, config, progress,
-                           preview=output.with_suffix(".png") if preview else None)
-        except AnimateFaceError as error:
-            log.warning("%s: failed: %s", person.name, error)
-            results.append(BatchResult(person.name, "failed", time.perf_counter() - start, output, str(error)))
-            continue
-        results.append(BatchResult(person.name, "done", time.perf_counter() - start, output))
+        output = output_path(out_dir, person)
+        results.append(skipped(person, output, config)
+                       or animate_person(engine, person, driver, output, finetune, config, face_index, progress,
+                                         preview))
     return results

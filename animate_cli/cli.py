@@ -179,10 +179,24 @@ def batch_command(
     reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True, head_model: HeadModelOpt = "3d",
     preview: Annotated[bool, typer.Option("--preview", help="Also write a contact sheet PERSON.png beside each "
                                           "PERSON.mp4.", rich_help_panel="Output")] = False,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster: the one RAY_ADDRESS names, else a "
+                                          "local Ray. Needs the extra: pip install \"animate-face\\[ray]\".",
+                                          rich_help_panel="Cluster")] = False,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster to run on "
+                                                       "(host:6379, ray://host:10001); implies --ray.",
+                                                       show_default=False, rich_help_panel="Cluster")] = None,
+    collect: Annotated[bool, typer.Option("--collect", help="With --ray: the workers send the videos back and "
+                                          "this machine writes them (no shared --out-dir).",
+                                          rich_help_panel="Cluster")] = False,
+    ray_workers: Annotated[Optional[int], typer.Option("--ray-workers", min=1, help="With --ray: how many workers "
+                                                       "(default: one per free CPU of the cluster).",
+                                                       show_default=False, rich_help_panel="Cluster")] = None,
     verbose: VerboseOpt = False, quiet: QuietOpt = False,
 ) -> None:
     setup_logging(verbose, quiet)
     with errors_to_exit_codes(verbose):
+        from .ray_batch import check_ray_options, run_ray_batch
+        use_ray = check_ray_options(use_ray, ray_address, collect, ray_workers)  # exit 2 at once (no Ray installed)
         from .batch import discover_people, run_batch
         from .errors import BatchFailure
         from .io.atomic import ensure_folder
@@ -203,7 +217,12 @@ def batch_command(
         driver = load_driver(drive, engine.backend, config.smoothing, progress, checked=checked, keep=keep)
         if not quiet:
             console.print(f"[dim]{engine.summary()}[/]", highlight=False, soft_wrap=True)
-        results = run_batch(engine, people, driver, out_dir, finetune, config, face_index, progress, preview=preview)
+        if not use_ray:
+            results = run_batch(engine, people, driver, out_dir, finetune, config, face_index, progress,
+                                preview=preview)
+        else:
+            results = run_ray_batch(engine, people, driver, out_dir, finetune, config, face_index, progress,
+                                    preview=preview, address=ray_address, collect=collect, workers=ray_workers)
 
         table = Table(title=f"batch: {len(results)} people")
         for column in ("person", "status", "seconds", "output / reason"):

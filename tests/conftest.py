@@ -29,15 +29,33 @@ def sample_driver() -> Path:
     return SAMPLES / "drive.mp4"
 
 
+def cut_clip(source: Path, path: Path, frames: int, fps: float = 25.0) -> Path:
+    """The first ``frames`` frames of ``source`` (a 25 fps clip), with its audio, written to ``path``."""
+    from animate_cli.io.video import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(source), "-frames:v", str(frames), "-t", f"{frames / fps}",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def short_driver(tmp_path_factory: pytest.TempPathFactory, sample_driver: Path) -> Path:
     """The first 0.8 s (20 frames at 25 fps) of the sample driver, with its audio."""
-    from animate_cli.io.video import ffmpeg_exe
+    return cut_clip(sample_driver, tmp_path_factory.mktemp("driver") / "short.mp4", 20)
 
-    path = tmp_path_factory.mktemp("driver") / "short.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(sample_driver), "-frames:v", "20", "-t", "0.8",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
-    return path
+
+def make_batch_people(folder: Path, portrait: Path) -> Path:
+    """A batch folder of five people, two of them bad: ann.jpg, bob.jpg, cat/ (two photos) animate;
+    wall.png (no face) and broken.jpg (not an image) fail."""
+    import numpy as np
+
+    folder.mkdir()
+    for name in ("ann.jpg", "bob.jpg", "cat/a.jpg", "cat/b.jpg"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(portrait.read_bytes())
+    cv2.imwrite(str(folder / "wall.png"), np.full((120, 120, 3), 200, np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return folder
 
 
 def make_checkpoint(folder: Path, preset: str = "tiny", guidance: str = "warp", seed: int = 0,

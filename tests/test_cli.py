@@ -13,6 +13,8 @@ from animate_cli.cli import app
 from animate_cli.io.video import iter_frames, probe_output, probe_video
 from animate_cli.landmarks import LandmarkTrack
 
+from conftest import make_batch_people
+
 runner = CliRunner()
 
 
@@ -177,16 +179,7 @@ def test_weights_folder_missing(tmp_path, portrait_path, short_driver):
 
 
 def test_batch_five_people_two_bad_then_resume(tmp_path, portrait_path, short_driver, tiny_weights):
-    import cv2
-    people = tmp_path / "people"
-    people.mkdir()
-    shutil.copy(portrait_path, people / "ann.jpg")
-    shutil.copy(portrait_path, people / "bob.jpg")
-    (people / "cat").mkdir()
-    shutil.copy(portrait_path, people / "cat" / "a.jpg")
-    shutil.copy(portrait_path, people / "cat" / "b.jpg")
-    cv2.imwrite(str(people / "wall.png"), np.full((120, 120, 3), 200, np.uint8))
-    (people / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    people = make_batch_people(tmp_path / "people", portrait_path)
     out_dir = tmp_path / "out"
     args = ("batch", people, "--drive", short_driver, "--out-dir", out_dir, "--weights", tiny_weights,
             "--finetune-steps", 0, "--landmarks", "dlib", "--crop-only", "-q")

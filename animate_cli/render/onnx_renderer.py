@@ -49,6 +49,9 @@ def create_session(onnx_model: bytes, device: torch.device):
     # in this process (warps, the part models in torch): with the learned mouth the neural renderer
     # measured 75.4 against 69.4 fps (benchmarks/parts.py, 2 cores), the same without it.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # As many threads as torch uses: by default both take one per physical core, and a process told
+    # to use fewer (a Ray worker, one thread each: ray_batch.py) keeps to it in onnxruntime too.
+    options.intra_op_num_threads = torch.get_num_threads()
     providers = onnx_providers(device)
     session = ort.InferenceSession(onnx_model, options, providers=providers)
     if providers[0] not in session.get_providers():
