@@ -2,7 +2,7 @@
 judged the way a user sees the result.
 
 Per (photo, driver, method) the photo is driven by the driver's first ``max_frames`` frames through
-the real pipeline (as ``reenact`` does) and, on every ``stride``-th frame where both the driver's
+the real pipeline (as ``eval.full_frame`` does) and, on every ``stride``-th frame where both the driver's
 own landmarks and the output's detected ones exist:
 
 - identity: distance of the output face's dlib descriptor to the photo's (below 0.6: the same person);
@@ -18,8 +18,8 @@ own landmarks and the output's detected ones exist:
 A contact sheet per (photo, driver, method): the photo, then at the frames of the driver's largest
 yaw and roll change (then evenly spaced ones) the driver frame above the output frame.
 
-Pose estimator: dlib's 68 landmarks fitted to a generic 3D face with ``cv2.solvePnP`` (focal length =
-image width, principal point = image centre; no lens distortion), Euler angles in degrees.
+Pose estimator: the project's 68-point mean 3D face fitted to dlib's landmarks by weak perspective
+(``head_pose``), Euler angles in degrees.
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ import numpy as np
 
 from .config import FinetuneConfig
 from .errors import UsageError
-from .evaluate import FaceIdentity, detail_ratio, detect_near, identity_distance, pearson
+from .eval.full_frame import (BASELINE_METHODS, DETAIL_BOX_SCALE, FULL_FRAME_METHODS, Renderers, _render, _track,
+                              average_rows, face_box, read_frames, regression_slope)
+from .eval.metrics import FaceIdentity, detail_ratio, detect_near, identity_distance, pearson
 from .io.images import load_image, save_image
 from .landmarks import LandmarkTrack, detect_photo_landmarks, eye_opening, mouth_opening
 from .progress import ProgressReporter, SilentProgress
-from .reenact import (BASELINE_METHODS, DETAIL_BOX_SCALE, FULL_FRAME_METHODS, Renderers, _render, _track,
-                      average_rows, face_box, read_frames, regression_slope)
+from .landmarks.retarget import STABLE_POINTS
+from .render.head3d import MEAN_FACE_68, weak_perspective
 from .render.pipeline import Driver
 from .render.preview import preview_indices, write_preview
 
@@ -58,24 +60,6 @@ MIN_SPREAD_DEG = 3.0
 # A change of yaw or pitch larger than this between neighbouring measured frames (a tenth of a second
 # apart at stride 3) is no head turn but the estimator switching to its mirrored solution.
 POSE_JUMP_DEG = 20.0
-
-# The generic 3D face: the six-point model of Satya Mallick's "Head Pose Estimation using OpenCV and
-# Dlib" (learnopencv.com, 2016), the one most landmark-based pose estimators use. Its units are
-# arbitrary (about 1 unit = 0.3 mm; outer eye corners 450 apart); only the shape matters to solvePnP.
-# That model has y up and z towards the viewer; here y points down and z away from the camera, as in
-# OpenCV's camera frame, so a face looking straight into the camera has the identity rotation.
-# Known limit: the chin (8) drops when the mouth opens and the mouth corners move in a smile, so a wide
-# open mouth reads as a little pitch; the same holds for driver and output, both read the same way.
-POSE_LANDMARKS = (30, 8, 36, 45, 48, 54)   # nose tip, chin, outer eye corners, mouth corners (dlib 68)
-FACE_MODEL_3D = np.array([
-    (0.0, 0.0, 0.0),            # nose tip
-    (0.0, 330.0, 65.0),         # chin
-    (-225.0, -170.0, 135.0),    # outer corner of the eye on the image's left
-    (225.0, -170.0, 135.0),     # outer corner of the eye on the image's right
-    (-150.0, 150.0, 125.0),     # mouth corner on the image's left
-    (150.0, 150.0, 125.0),      # mouth corner on the image's right
-], np.float64)
-_MODEL_EYE_SPAN = float(FACE_MODEL_3D[3, 0] - FACE_MODEL_3D[2, 0])
 
 CROSS_KEYS = ("identity_distance", *(f"{a}_{k}" for a in ANGLES for k in ("slope", "r", "spread")),
               "mouth_slope", "mouth_r", "eye_slope", "eye_r", "detail", "face_found")
@@ -119,97 +103,42 @@ class CrossConfig:
 
 
 def _euler_degrees(rotation: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) of a model-to-camera rotation written as R = Rz(c) Ry(a) Rx(b): a nod about the
-    face's ear-to-ear axis, a turn about the camera's vertical axis, then a tilt about its optical axis.
-    Roll outermost makes an in-plane turn of the image a pure roll: yaw and pitch do not change with it
-    (with roll innermost, a nodding face rolled in the image would read as a turn). Signed for the
-    reader: yaw > 0 turns the nose to the image's right, pitch > 0 tips it down, roll > 0 tilts the face
-    counterclockwise as seen."""
+    """(yaw, pitch, roll) of a face-to-image rotation (the mean face's frame: x right, y down, z towards
+    the camera) written as R = Rz(c) Ry(a) Rx(b): a nod about the ear-to-ear axis, a turn about the
+    vertical axis, then a tilt in the image plane. Roll outermost makes an in-plane turn of the image a
+    pure roll. Signed for the reader: yaw > 0 turns the nose to the image's right, pitch > 0 tips it
+    down, roll > 0 tilts the face counterclockwise as seen."""
     a = math.asin(float(np.clip(-rotation[2, 0], -1.0, 1.0)))
     b = math.atan2(rotation[2, 1], rotation[2, 2])
     c = math.atan2(rotation[1, 0], rotation[0, 0])
-    # Ry(a) with a > 0 swings the nose (-z) towards -x, Rx(b) with b > 0 swings it towards +y (down),
-    # Rz(c) with c > 0 turns +x towards +y: clockwise on screen, where y points down.
-    return -math.degrees(a), math.degrees(b), -math.degrees(c)
+    # Ry(a), a > 0, swings the nose (+z) towards +x (right); Rx(b), b > 0, towards -y (up); Rz(c), c > 0,
+    # turns +x towards +y: clockwise on screen, where y points down.
+    return math.degrees(a), -math.degrees(b), -math.degrees(c)
 
 
-def _start_rotation(yaw: float, pitch: float) -> np.ndarray:
-    a, b = math.radians(-yaw), math.radians(pitch)
-    ry = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
-    return cv2.Rodrigues(ry @ rx)[0]
-
-
-# Starting poses of the iterative solver (yaw, pitch; degrees). Six points of a generic face admit a
-# second, mirrored minimum (a turn one way for a turn the other, a nod up for a nod down); which one a
-# single frontal start falls into depends on the start, so solve from several and keep the pose that
-# reprojects best (on tpsmm_driving's first 90 frames this changes 12 of them by more than 0.5 degrees).
-# Known limit: where the open mouth and dropped chin make the mirrored pose fit better, it wins: on the
-# 3/4-view furious clip the yaw jumps between about +45 and -37 degrees (counted by ``pose_jumps``).
-_STARTS = [_start_rotation(yaw, pitch) for yaw in (-30.0, 0.0, 30.0) for pitch in (-30.0, 0.0, 30.0)]
-
-
-def _towards(direction: np.ndarray) -> np.ndarray:
-    """The smallest rotation taking the optical axis (0, 0, 1) onto ``direction``."""
-    z = np.array([0.0, 0.0, 1.0])
-    d = direction / np.linalg.norm(direction)
-    axis = np.cross(z, d)
-    sine, cosine = float(np.linalg.norm(axis)), float(d @ z)
-    if sine < 1e-12:
-        return np.eye(3)
-    return cv2.Rodrigues(axis / sine * math.atan2(sine, cosine))[0]
-
-
-def _pose_one(points: np.ndarray, camera: np.ndarray) -> tuple[float, float, float]:
-    image_points = np.asarray(points, np.float64)[list(POSE_LANDMARKS)]
-    if not np.isfinite(image_points).all():
-        return math.nan, math.nan, math.nan
-    span = float(np.linalg.norm(image_points[3] - image_points[2]))
-    if span < 1.0:
-        return math.nan, math.nan, math.nan
-    # Translation start: the depth the eye span implies, the nose tip where the image has it.
-    focal, cx, cy = camera[0, 0], camera[0, 2], camera[1, 2]
-    depth = focal * _MODEL_EYE_SPAN / span
-    nose = image_points[0]
-    start_t = np.array([[(nose[0] - cx) * depth / focal], [(nose[1] - cy) * depth / focal], [depth]])
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
-    for start_r in _STARTS:
-        ok, rvec, tvec = cv2.solvePnP(FACE_MODEL_3D, image_points, camera, None, start_r.copy(), start_t.copy(),
-                                      useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
-        if not ok or tvec[2, 0] <= 0:
-            continue
-        projected, _ = cv2.projectPoints(FACE_MODEL_3D, rvec, tvec, camera, None)
-        error = float(np.sum((projected.reshape(-1, 2) - image_points) ** 2))
-        if best is None or error < best[0] - 1e-6:
-            best = (error, rvec, tvec)
-    if best is None:
-        return math.nan, math.nan, math.nan
-    _, rvec, tvec = best
-    # The pose as seen along the line of sight to the face, not against the optical axis: a face that
-    # looks the same anywhere in the frame reads the same, so a driver's face in the middle of its video
-    # and the output's face high in a portrait compare, and an in-plane turn of the face is a pure roll.
-    rotation = _towards(tvec[:, 0]).T @ cv2.Rodrigues(rvec)[0]
-    return _euler_degrees(rotation)
-
-
-def head_pose(points: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+def head_pose(points: np.ndarray) -> np.ndarray:
     """Yaw, pitch and roll in degrees of faces with dlib's 68 landmarks: (T, 68, 2) -> (T, 3), or
     (68, 2) -> (3,).
 
-    ``frame_size`` is the image's (width, height): the camera has focal length = width and its centre
-    at the image's centre. The angles are the head's rotation relative to the line of sight to it (a
-    face looking straight at the camera reads 0 wherever it sits in the frame). Signs: yaw > 0 turns the nose to the image's right, pitch > 0 tips it down,
-    roll > 0 tilts the face counterclockwise as seen. Frames with non-finite points give NaN.
-    Absolute angles of a generic face are biased per person; compare changes (e.g. about a clip's median).
+    The project's 68-point mean 3D face (``render.head3d.MEAN_FACE_68``) is fitted to the points that lids
+    and jaw do not move (jaw's upper ends, eye corners, nose: ``STABLE_POINTS``) by a weak-perspective
+    camera, so an open mouth or a smile reads as no pitch, and 21 points leave no mirrored second
+    solution (a 6-point perspective fit flipped between +45 and -37 degrees of yaw on a 3/4-view clip).
+    Signs: yaw > 0 turns the nose to the image's right, pitch > 0 tips it down, roll > 0 tilts the face
+    counterclockwise as seen. Frames with non-finite points give NaN. Absolute angles of a mean face
+    are biased per person; compare changes (e.g. about a clip's median).
     """
     points = np.asarray(points, np.float64)
     single = points.ndim == 2
     batch = points[None] if single else points
     if batch.ndim != 3 or batch.shape[1:] != (68, 2):
         raise ValueError(f"expected (T, 68, 2) or (68, 2) landmarks, got {points.shape}")
-    width, height = frame_size
-    camera = np.array([[width, 0.0, width / 2], [0.0, width, height / 2], [0.0, 0.0, 1.0]], np.float64)
-    angles = np.array([_pose_one(p, camera) for p in batch], np.float64).reshape(len(batch), 3)
+    stable = list(STABLE_POINTS)
+    angles = np.full((len(batch), 3), np.nan)
+    for index, face in enumerate(batch):
+        if np.isfinite(face[stable]).all() and np.ptp(face[stable, 0]) > 1.0:
+            _, rotation, _ = weak_perspective(MEAN_FACE_68[stable], face[stable])
+            angles[index] = _euler_degrees(rotation)
     return angles[0] if single else angles
 
 
@@ -231,7 +160,7 @@ def _load_driver(path: Path, renderers: Renderers, config: CrossConfig) -> _Cros
     raw, track = _track(renderers.backend, frames, fps, config.smoothing, str(path))
     pose = np.full((len(frames), 3), math.nan)
     if raw.valid.any():
-        pose[raw.valid] = head_pose(raw.points[raw.valid], (frames[0].shape[1], frames[0].shape[0]))
+        pose[raw.valid] = head_pose(raw.points[raw.valid])
     return _CrossDriver(path, frames, raw, Driver(path=path, track=track, video=None), pose)
 
 
@@ -301,9 +230,9 @@ def _score(photo: np.ndarray, photo_points: np.ndarray, photo_id: np.ndarray, dr
         details.append(detail_ratio(out[by0:by1, bx0:bx1], photo_box))
     row: dict[str, Any] = {"frames": len(out_points), "face_found": len(out_points) / max(measured, 1),
                            "identity_distance": _mean(ids), "detail": _mean(details)}
-    driver_pose = head_pose(np.array(drv_points), (drive.frames[0].shape[1], drive.frames[0].shape[0])) \
+    driver_pose = head_pose(np.array(drv_points)) \
         if drv_points else np.zeros((0, 3))
-    output_pose = head_pose(np.array(out_points), (width, height)) if out_points else np.zeros((0, 3))
+    output_pose = head_pose(np.array(out_points)) if out_points else np.zeros((0, 3))
     both = np.isfinite(driver_pose).all(axis=1) & np.isfinite(output_pose).all(axis=1)
     row["driver_pose_jumps"], row["output_pose_jumps"] = pose_jumps(driver_pose), pose_jumps(output_pose)
     for k, angle in enumerate(ANGLES):

@@ -192,9 +192,17 @@ class Head3D:
         """Depth (photo pixels, towards the camera) at photo pixels (x, y), any shape."""
         x = np.asarray(x, np.float32)
         y = np.asarray(y, np.float32)
-        flat_x, flat_y = x.reshape(1, -1) / self.step, y.reshape(1, -1) / self.step
-        values = cv2.remap(self.depth, flat_x, flat_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return values.reshape(x.shape).astype(np.float64)
+        # cv2.remap takes maps of fewer than 32767 columns and rows: a 2D grid as it is, else rows of 1024.
+        count = x.size
+        width = x.shape[1] if x.ndim == 2 and x.shape[1] < 32767 else min(count, 1024)
+        rows = -(-count // max(width, 1))
+        maps = []
+        for values in (x, y):
+            padded = np.zeros(rows * width, np.float32)
+            padded[:count] = values.reshape(-1) / self.step
+            maps.append(padded.reshape(rows, width))
+        sampled = cv2.remap(self.depth, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return sampled.reshape(-1)[:count].reshape(x.shape).astype(np.float64)
 
     def motion(self, target: np.ndarray) -> tuple[RigidMotion, np.ndarray]:
         """The rigid motion that best explains the (68, 2) ``target`` landmarks (fitted to the stable
