@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -148,8 +149,9 @@ def register_eval_command(app: typer.Typer) -> None:
                  "number of photos).")] = None,
         methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated. Crops: neural, warp, "
                                                        "copy (default all). --full-frame: frozen, warp, warp-crop, "
-                                                       "neural, neural-crop, real (the real frames: the "
-                                                       "metrics' floor) (default all).")] = None,
+                                                       "warp-flat, neural, neural-crop, neural-flat, real (the "
+                                                       "real frames: the metrics' floor) (default all); "
+                                                       "-flat: the head turned by a 2D similarity.")] = None,
         json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report (rows, per-target "
                                                            "records, settings, machine) to this file.")] = None,
         max_subjects: Annotated[Optional[int], typer.Option("--max-subjects", min=1, help="Evaluate at most this "
@@ -165,6 +167,14 @@ def register_eval_command(app: typer.Typer) -> None:
         photo: Annotated[Optional[list[Path]], typer.Option("--photo", help="--full-frame: a photo for the "
                                                              "mouth-open cross-identity protocol (repeatable).",
                                                              rich_help_panel="Full frame")] = None,
+        cross: Annotated[bool, typer.Option("--cross", help="Cross-identity: each --photo driven by each video "
+                                            "(its first --max-frames frames): identity kept, yaw/pitch/roll, "
+                                            "mouth and eyes followed (slope and r against the driver), detail "
+                                            "against the photo. Methods as --full-frame (default warp).",
+                                            rich_help_panel="Full frame")] = False,
+        sheets: Annotated[Optional[Path], typer.Option("--sheets", help="--cross: write a contact sheet per "
+                                                       "photo, driver and method into this folder (the frames "
+                                                       "of largest turn first).", rich_help_panel="Full frame")] = None,
         still: Annotated[Optional[list[Path]], typer.Option("--still", help="--full-frame: also drive this photo "
                                                              "by a still video of itself (20 frames, crf 18; "
                                                              "repeatable): face-box PSNR and detail against the "
@@ -203,6 +213,11 @@ def register_eval_command(app: typer.Typer) -> None:
     ) -> None:
         setup_logging(verbose, quiet)
         with errors_to_exit_codes(verbose):
+            if cross:
+                _run_cross(data, photo or [], weights, methods, finetune_steps, max_frames or 90, stride, json_path,
+                           landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet), learned_parts,
+                           mouth.value, sheets)
+                return
             if full_frame:
                 _run_full_frame(data, photo or [], weights, methods, finetune_steps, max_frames or 120, stride,
                                 json_path, landmarks.value, device.value, overwrite, RichProgress(enabled=not quiet),
@@ -404,23 +419,99 @@ def full_frame_tables(report: dict[str, Any]) -> list[Any]:
     return tables
 
 
+def _renderers(weights: str | None, landmarks: str, device: str, methods: Sequence[str], learned_parts: bool,
+               mouth: str) -> Any:
+    """The warp engine, and the neural one when a method needs it, sharing one landmark backend."""
+    from ..eval.full_frame import Renderers
+    from ..jobs import build_engine
+
+    warp = build_engine(weights, landmarks=landmarks, device=device, renderer="warp", learned_parts=learned_parts,
+                        mouth=mouth)
+    neural = None
+    if any(m.startswith("neural") for m in methods):
+        neural = build_engine(weights, landmarks, device, landmark_backend=warp.backend, learned_parts=learned_parts,
+                              mouth=mouth)
+    return Renderers(warp.backend, warp, neural)
+
+
+CROSS_COLUMNS_ALL = (("ID dist ↓", "identity_distance", 3), ("yaw slope", "yaw_slope", 2), ("yaw r", "yaw_r", 2),
+                     ("yaw spread", "yaw_spread", 1), ("pitch slope", "pitch_slope", 2), ("pitch r", "pitch_r", 2),
+                     ("roll slope", "roll_slope", 2), ("roll r", "roll_r", 2), ("roll spread", "roll_spread", 1),
+                     ("mouth slope", "mouth_slope", 2), ("mouth r", "mouth_r", 2), ("eye slope", "eye_slope", 2),
+                     ("eye r", "eye_r", 2), ("detail", "detail", 2))
+
+
+def _run_cross(videos: list[Path], photos: list[Path], weights: str | None, methods: str | None,
+               finetune_steps: int | None, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
+               device: str, overwrite: bool, progress: Any, learned_parts: bool, mouth: str,
+               sheets: Path | None) -> None:
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..errors import UsageError
+    from ..eval.cross import CrossConfig, cross_identity, cross_summary
+    from ..io.atomic import check_output_path, ensure_folder
+
+    if not photos:
+        raise UsageError("--cross needs photos to drive: --photo PHOTO (repeatable)")
+    chosen = tuple(m.strip() for m in (methods or "warp").split(",") if m.strip())
+    config = CrossConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps)
+    if json_path is not None:
+        if json_path.suffix.lower() != ".json":
+            raise UsageError(f"{json_path}: the report must be a .json file")
+        check_output_path(json_path.expanduser(), overwrite)
+    if sheets is not None:
+        ensure_folder(sheets, "the sheets folder")
+    renderers = _renderers(weights, landmarks, device, chosen, learned_parts, mouth)
+    started = time.perf_counter()
+    rows = cross_identity(photos, videos, renderers, config, progress=progress, sheet_dir=sheets)
+    report = {"cross": rows, "cross_mean": cross_summary(rows)}
+    seconds = time.perf_counter() - started
+    table = Table(title="cross-identity: photos driven by other people's videos",
+                  caption="slopes and r: the output's angle or opening regressed on the driver's (1 = as far); "
+                          "spread: the driver's std in degrees (no slope under 3); detail: the output face's "
+                          "fine detail over the photo's")
+    for name in ("photo", "driver", "method"):
+        table.add_column(name)
+    for header, _, _ in CROSS_COLUMNS_ALL:
+        table.add_column(header, justify="right")
+    for row in rows + [dict(entry, photo="mean", driver="") for entry in report["cross_mean"]]:
+        table.add_row(row["photo"], row["driver"], row["method"],
+                      *(_format(row.get(key), digits) for _, key, digits in CROSS_COLUMNS_ALL))
+    console = Console()
+    console.print(table)
+    console.print(f"{len(photos)} photos, {len(videos)} drivers, {seconds:.0f} s", highlight=False)
+    if json_path is not None:
+        settings = {"drivers": [str(v) for v in videos], "photos": [str(p) for p in photos], "methods": list(chosen),
+                    "max_frames": max_frames, "stride": stride, "finetune_steps": finetune_steps, "weights": weights}
+        _write_report(json_path, _dated(seconds, settings, report), overwrite)
+
+
+def _dated(seconds: float, settings: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """A protocol's report with its date, time taken, machine and settings first."""
+    import datetime
+
+    from ..eval.report import machine_record
+
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": seconds, "machine": machine_record(), "settings": settings, **report}
+
+
 def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None, methods: str | None,
                     finetune_steps: int | None, max_frames: int, stride: int, json_path: Path | None, landmarks: str,
                     device: str, overwrite: bool, progress: Any, learned_parts: bool = True,
                     mouth: str = "teeth", outputs: tuple[tuple[str, str], ...] = (),
                     paired_with: str | None = None, still: list[Path] | None = None) -> None:
-    import datetime
-    import json
     import time
 
     from rich.console import Console
 
     from ..errors import UsageError
-    from ..eval.full_frame import (FULL_FRAME_METHODS, FullFrameConfig, Renderers, average_rows,
-                                   mouth_open_cross_identity, paired_rows, self_reenactment, still_driver)
-    from ..eval.report import json_safe, machine_record
-    from ..io.atomic import atomic_output, check_output_path
-    from ..jobs import build_engine
+    from ..eval.full_frame import (FULL_FRAME_METHODS, FullFrameConfig, average_rows, mouth_open_cross_identity,
+                                   paired_rows, self_reenactment, still_driver)
+    from ..io.atomic import check_output_path
 
     chosen = tuple(m.strip() for m in (methods or ",".join(FULL_FRAME_METHODS)).split(",") if m.strip())
     config = FullFrameConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps,
@@ -429,13 +520,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
         if json_path.suffix.lower() != ".json":
             raise UsageError(f"{json_path}: the report must be a .json file")
         check_output_path(json_path.expanduser(), overwrite)
-    warp = build_engine(weights, landmarks=landmarks, device=device, renderer="warp", learned_parts=learned_parts,
-                        mouth=mouth)
-    neural = None
-    if any(m.startswith("neural") for m in chosen):
-        neural = build_engine(weights, landmarks, device, landmark_backend=warp.backend, learned_parts=learned_parts,
-                              mouth=mouth)
-    renderers = Renderers(warp.backend, warp, neural)
+    renderers = _renderers(weights, landmarks, device, chosen, learned_parts, mouth)
     started = time.perf_counter()
     rows = self_reenactment(videos, renderers, config, progress=progress)
     keys = [key for _, key, _ in FULL_FRAME_COLUMNS]
@@ -451,13 +536,7 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
         console.print(table)
     console.print(f"{len(videos)} videos, {len(photos)} photos, {seconds:.0f} s", highlight=False)
     if json_path is not None:
-        document = {"command": "animate-face " + " ".join(sys.argv[1:]),
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "seconds": seconds, "machine": machine_record(),
-                    "settings": {"videos": [str(v) for v in videos], "photos": [str(p) for p in photos],
-                                 "methods": list(chosen), "outputs": dict(outputs), "paired_with": paired_with,
-                                 "max_frames": max_frames, "stride": stride,
-                                 "finetune_steps": finetune_steps, "weights": weights},
-                    **report}
-        with atomic_output(json_path.expanduser(), overwrite=overwrite) as tmp:
-            tmp.write_text(json.dumps(json_safe(document), indent=1, allow_nan=False))
+        settings = {"videos": [str(v) for v in videos], "photos": [str(p) for p in photos], "methods": list(chosen),
+                    "outputs": dict(outputs), "paired_with": paired_with, "max_frames": max_frames, "stride": stride,
+                    "finetune_steps": finetune_steps, "weights": weights}
+        _write_report(json_path, _dated(seconds, settings, report), overwrite)

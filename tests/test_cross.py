@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from animate_cli.cross_identity import (CROSS_KEYS, CrossConfig, cross_identity, cross_summary, head_pose, pose_jumps,
-                                        sheet_indices)
-from animate_cli.render.head3d import MEAN_FACE_68
 from animate_cli.errors import UsageError
+from animate_cli.eval.cross import (CROSS_KEYS, CrossConfig, cross_identity, cross_summary, head_pose, pose_jumps,
+                                    sheet_indices)
 from animate_cli.eval.full_frame import regression_slope
 from animate_cli.eval.metrics import pearson
+from animate_cli.render.head3d import MEAN_FACE_68
 
 SIZE = (640, 480)
 
@@ -188,3 +188,26 @@ def test_cross_identity_on_real_data(realdata, tmp_path):
     for angle in ("yaw", "roll"):
         assert row[f"{angle}_spread"] > 3
         assert 0.8 <= row[f"{angle}_slope"] <= 1.2 and row[f"{angle}_r"] >= 0.8
+
+
+def test_eval_cross_command_writes_a_table_json_and_sheets(tmp_path, short_driver, portrait_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from animate_cli.cli import app
+
+    report, sheets = tmp_path / "cross.json", tmp_path / "sheets"
+    result = CliRunner().invoke(app, ["eval", str(short_driver), "--cross", "--photo", str(portrait_path),
+                                      "--max-frames", "12", "--stride", "4", "--sheets", str(sheets),
+                                      "--json", str(report), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "cross-identity" in result.output
+    document = json.loads(report.read_text())
+    (row,) = document["cross"]
+    assert row["method"] == "warp" and row["photo"] == portrait_path.name and row["identity_distance"] < 0.6
+    assert [entry["method"] for entry in document["cross_mean"]] == ["warp"]
+    assert (sheets / f"{portrait_path.stem}__{short_driver.stem}__warp.png").is_file()
+    # No photo to drive: a usage error, before anything is loaded.
+    missing = CliRunner().invoke(app, ["eval", str(short_driver), "--cross", "-q"])
+    assert missing.exit_code == 2 and "--photo" in missing.output

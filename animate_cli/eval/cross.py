@@ -35,18 +35,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .config import FinetuneConfig
-from .errors import UsageError
-from .eval.full_frame import (BASELINE_METHODS, DETAIL_BOX_SCALE, FULL_FRAME_METHODS, Renderers, _render, _track,
-                              average_rows, face_box, read_frames, regression_slope)
-from .eval.metrics import FaceIdentity, detail_ratio, detect_near, identity_distance, pearson
-from .io.images import load_image, save_image
-from .landmarks import LandmarkTrack, detect_photo_landmarks, eye_opening, mouth_opening
-from .progress import ProgressReporter, SilentProgress
-from .landmarks.retarget import STABLE_POINTS
-from .render.head3d import MEAN_FACE_68, weak_perspective
-from .render.pipeline import Driver
-from .render.preview import preview_indices, write_preview
+from ..config import FinetuneConfig
+from ..errors import UsageError
+from ..io.images import load_image, save_image
+from ..landmarks import LandmarkTrack, detect_photo_landmarks, eye_opening, mouth_opening
+from ..landmarks.retarget import STABLE_POINTS
+from ..progress import ProgressReporter, SilentProgress
+from ..render.head3d import MEAN_FACE_68, weak_perspective
+from ..render.pipeline import Driver
+from ..render.preview import preview_indices, write_preview
+from .full_frame import (BASELINE_METHODS, DETAIL_BOX_SCALE, FULL_FRAME_METHODS, Renderers, _render, _track,
+                         average_rows, face_box, read_frames, regression_slope)
+from .metrics import FaceIdentity, detail_ratio, detect_near, identity_distance, pearson
 
 log = logging.getLogger(__name__)
 
