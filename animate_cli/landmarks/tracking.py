@@ -134,10 +134,15 @@ class FaceTracker:
         return np.asarray(self.backend.landmarks(frame, box), dtype=np.float32)
 
     def _settled_fit(self, frame: np.ndarray, box: Box) -> np.ndarray:
-        """A fit in a detector's ``box``, refitted in its own landmarks' box (``SETTLE_FITS``)."""
-        points = self._fit(frame, box)
+        """A fit in a detector's ``box``, refitted in its own landmarks' box (``SETTLE_FITS``), as long as it
+        stays within half the drift tolerance of the detector's fit (a fit that keeps moving is drift)."""
+        anchored = points = self._fit(frame, box)
+        size = _center_size(anchored)[1]
         for _ in range(SETTLE_FITS):
-            points = self._fit(frame, self.backend.box_from_landmarks(points))
+            refit = self._fit(frame, self.backend.box_from_landmarks(points))
+            if float(np.linalg.norm(refit - anchored, axis=1).mean()) / size > MAX_DRIFT / 2:
+                break
+            points = refit
         return points
 
     def _follow(self, frame: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray | None:
