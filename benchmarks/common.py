@@ -115,8 +115,9 @@ class TimedRenderer:
     def render(self, target_points: np.ndarray) -> np.ndarray:
         return self._timed(self.renderer.render, target_points)
 
-    def render_layers(self, target_points: np.ndarray) -> list:
-        return self._timed(self.renderer.render_layers, target_points)
+    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list:
+        return self._timed(lambda points: self.renderer.render_layers(points, measure_points=measure_points),
+                           target_points)
 
 
 class ReplayRenderer:
@@ -133,7 +134,8 @@ class ReplayRenderer:
         assert len(crops) == len(target_points)
         return crops
 
-    render_layers = render
+    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list:
+        return self.render(target_points)
 
 
 def print_tables(tables: list[tuple[str, list[str], list[list[str]]]], notes: list[str]) -> None:

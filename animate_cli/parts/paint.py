@@ -147,14 +147,17 @@ class PartsPainter:
 
     @torch.inference_mode()
     def paint(self, frames: np.ndarray, target_points: np.ndarray, in_place: bool = False,
-              alphas: np.ndarray | None = None, skin: np.ndarray | None = None) -> np.ndarray:
+              alphas: np.ndarray | None = None, skin: np.ndarray | None = None,
+              measure_points: np.ndarray | None = None) -> np.ndarray:
         """(B, H, W, 3) uint8 rendered crops and their (B, 68, 2) target landmarks -> the crops with
         the changed parts redrawn: a new array, or ``frames`` itself painted over with ``in_place``
         (a renderer's own fresh frames). Frames no part applies to are left unchanged.
 
         ``alphas`` (B, H, W) float32, when given, take where each crop was painted; ``skin`` the same
         for the parts that redraw skin (the eyes' lids), under which a larger photo's fine detail can
-        be kept (``render.fullres``)."""
+        be kept (``render.fullres``). ``measure_points`` (B, 68, 2), when given, decide how strongly each
+        part is redrawn instead of ``target_points`` (the face as the output shows it, when the targets
+        are in another frame: the 3D head's expression in the photo's own frame)."""
         out = frames if in_place else np.array(frames, dtype=np.uint8, copy=True)
         if out.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames, got {out.dtype}")
@@ -162,7 +165,8 @@ class PartsPainter:
             size = self.parts.config.size_of(part)
             jobs = []
             for index, points in enumerate(target_points):
-                strength = _strength(part, self._source_measures[part], part_measure(part, points))
+                seen = points if measure_points is None else measure_points[index]
+                strength = _strength(part, self._source_measures[part], part_measure(part, seen))
                 if strength > 0.0:
                     jobs.append((index, strength, part_matrix(points, part, size)))
             if not jobs:

@@ -107,6 +107,8 @@ HEAD_RADII = np.array([0.95, 1.35, 1.15])
 # The landmarks' depths relative to the ellipsoid are spread over the face by a Gaussian of this width
 # (units of the eye-corner distance).
 FACE_SPREAD = 0.25
+# Fixed-point steps of ``Head3D.inverse`` (each about halves the error of a 20-degree turn's first guess).
+INVERSE_ITERATIONS = 8
 # The depth map is kept at about this many samples on the photo's longer side (it is smooth).
 DEPTH_SAMPLES = 384
 _STABLE = np.asarray(STABLE_POINTS)
@@ -206,7 +208,8 @@ class Head3D:
 
     def motion(self, target: np.ndarray) -> tuple[RigidMotion, np.ndarray]:
         """The rigid motion that best explains the (68, 2) ``target`` landmarks (fitted to the stable
-        points) and the expression left over, as landmarks in the photo's own frame (68, 2)."""
+        points) and the expression left over, as landmarks in the photo's own frame (68, 2): the points
+        the motion carries onto the targets (``inverse``)."""
         target = np.asarray(target, np.float64)
         source = self.points3d[_STABLE] - self.centre
         design = np.column_stack([source, np.ones(len(source))])
@@ -215,9 +218,19 @@ class Head3D:
         rigid = RigidMotion(rotation, scale, np.zeros(2), self.centre)
         shift = (target[_STABLE] - rigid.project(self.points3d[_STABLE])).mean(axis=0)
         rigid = RigidMotion(rotation, scale, shift, self.centre)
-        residual = target - rigid.project(self.points3d)
-        expression = self.points + residual @ np.linalg.inv(rigid.linear()).T
-        return rigid, expression
+        return rigid, self.inverse(rigid, target)
+
+    def inverse(self, rigid: RigidMotion, target: np.ndarray, iterations: int = INVERSE_ITERATIONS) -> np.ndarray:
+        """The photo pixels that ``rigid`` moves onto the (N, 2) ``target`` pixels (each at its own depth):
+        where the head's map (``forward``) sends them back, so a face warped to these points in the photo's
+        frame lands on the target once the head turns. Fixed-point steps through the motion's 2x2 part."""
+        target = np.asarray(target, np.float64)
+        step = np.linalg.inv(rigid.linear()).T
+        points = self.points + (target - rigid.project(self.points3d)) @ step
+        for _ in range(iterations):
+            x, y = self.forward(rigid, points[:, 0], points[:, 1])
+            points = points + (target - np.column_stack([x, y])) @ step
+        return points
 
     def forward(self, rigid: RigidMotion, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where photo pixels (x, y) go under ``rigid`` (arrays of any one shape)."""
@@ -230,11 +243,15 @@ class Head3D:
 
 
 def _front_depth(quadric: np.ndarray, centre: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The ellipsoid's depth seen at (x, y): its front surface inside its outline, its middle depth (where
-    the front and back meet) beyond it, so the depth is continuous at the outline."""
+    """The head's depth seen at (x, y): in front of the ellipsoid's middle depth (where its front and back
+    meet) by the square of its half-thickness there over its largest (a paraboloid-like cap with the
+    ellipsoid's outline and front), and that middle depth beyond the outline, so the depth is continuous
+    there. The ellipsoid's own front is vertical at its outline: a turn folds the surface there and the
+    backward map finds no single answer (the far cheek of a 3/4 view tore into the background)."""
     dx, dy = np.asarray(x, np.float64) - centre[0], np.asarray(y, np.float64) - centre[1]
     a = quadric[2, 2]
     b = quadric[0, 2] * dx + quadric[1, 2] * dy
     c = quadric[0, 0] * dx * dx + 2 * quadric[0, 1] * dx * dy + quadric[1, 1] * dy * dy - 1.0
-    root = np.sqrt(np.maximum(b * b - a * c, 0.0))
-    return centre[2] + (-b + root) / a
+    half = np.sqrt(np.maximum(b * b - a * c, 0.0)) / a
+    deepest = 1.0 / np.sqrt(a)
+    return centre[2] - b / a + half * half / deepest

@@ -144,12 +144,16 @@ class MotionPlan:
     # then hold the expression in the photo's own crop, and ``head_matrices`` the motions' nearest similarities.
     head: Head3D | None = None
     rigid: tuple[RigidMotion, ...] | None = None
+    # With the 3D head: the face as the output shows it, in the crop (the targets less the nearest
+    # similarity, as the flat head's ``crop_points``): what the eyes' and mouth's redrawing is judged by.
+    seen_points: np.ndarray | None = None
 
     def select(self, indices: np.ndarray) -> "MotionPlan":
         matrices = None if self.head_matrices is None else self.head_matrices[indices]
         outlines = None if self.outline_matrices is None else self.outline_matrices[indices]
         rigid = None if self.rigid is None else tuple(self.rigid[i] for i in indices)
-        return MotionPlan(self.crop_points[indices], matrices, self.reference, outlines, self.head, rigid)
+        seen = None if self.seen_points is None else self.seen_points[indices]
+        return MotionPlan(self.crop_points[indices], matrices, self.reference, outlines, self.head, rigid, seen)
 
 
 def choose_references(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> References:
@@ -186,7 +190,8 @@ def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> Moti
         expressions = [expression for _, expression in motions]
         matrices = (np.stack([head_similarity(photo.points, motion.project(head.points3d)) for motion in rigid])
                     if rigid else np.zeros((0, 2, 3)))
-        return MotionPlan(_to_crop(photo, expressions), matrices, reference, None, head, rigid)
+        seen = [apply_affine(invert_affine(m), p) for m, p in zip(matrices, image_points)]
+        return MotionPlan(_to_crop(photo, expressions), matrices, reference, None, head, rigid, _to_crop(photo, seen))
     matrices = head_similarities(photo.points, image_points)
     stabilised = [apply_affine(invert_affine(m), p) for m, p in zip(matrices, image_points)]
     outlines = (np.stack([outline_similarity(m, photo.points, p) for m, p in zip(matrices, image_points)])
@@ -294,7 +299,7 @@ def run_ahead(items: Iterator[T], limit: int, name: str) -> Iterator[T]:
 def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, config: RenderConfig,
                    size: tuple[int, int], head_matrices: np.ndarray | None = None,
                    outline_matrices: np.ndarray | None = None, head: Head3D | None = None,
-                   rigid: Sequence[RigidMotion] | None = None) -> Iterator[np.ndarray]:
+                   rigid: Sequence[RigidMotion] | None = None, seen: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Render the targets in batches and paste each face back into the photo (or keep the crop).
 
     With ``head_matrices`` (photo -> output similarity per target, in ``photo``'s pixels) the whole
@@ -302,7 +307,8 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
     follows the head, is pasted into the moved head.
 
     With ``head`` and ``rigid`` (the 3D head and each target's rigid motion, ``plan_motion``) the head
-    turns in 3D and ``targets`` are the expression in the photo's own crop (full-resolution path only).
+    turns in 3D and ``targets`` are the expression in the photo's own crop (full-resolution path only);
+    ``seen``: the face as the output shows it, in the crop, which decides how strongly parts are redrawn.
 
     Generation and compositing run in two worker threads, each a little ahead of the next stage
     (the caller, usually the encoder), so the slowest stage sets the pace; frames come out in order.
@@ -316,7 +322,9 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
         def layered_batches() -> Iterator[tuple[np.ndarray, list]]:
             for start in range(0, len(targets), config.batch_size):
                 batch = targets[start:start + config.batch_size]
-                yield batch, renderer.render_layers(batch)
+                measured = None if seen is None else seen[start:start + config.batch_size]
+                yield batch, (renderer.render_layers(batch) if measured is None
+                              else renderer.render_layers(batch, measure_points=measured))
 
         generated = run_ahead(layered_batches(), RENDERED_BATCHES_AHEAD, "generate")
         motion = None if head_matrices is None else HeadMotion(HeadLayers.from_photo(photo.image, photo.points))
@@ -469,7 +477,7 @@ def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, confi
         matrices = np.stack([scale_affine(m, sx, sy) for m in matrices])
         outlines = np.stack([scale_affine(m, sx, sy) for m in outlines])
     frames = compose_frames(renderer, backdrop, plan.crop_points, config, size, head_matrices=matrices,
-                            outline_matrices=outlines, head=plan.head, rigid=plan.rigid)
+                            outline_matrices=outlines, head=plan.head, rigid=plan.rigid, seen=plan.seen_points)
     return FrameStream(frames, size, fps, indices, plan.reference)
 
 

@@ -136,9 +136,9 @@ class WarpRenderer:
         frames = np.stack([self.warper.warp(points, fill_mouth=fill) for points in target_points])
         return frames if self.painter is None else self.painter.paint(frames, target_points, in_place=True)
 
-    def render_layers(self, target_points: np.ndarray) -> list[FaceLayer]:
+    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list[FaceLayer]:
         """The targets as ``FaceLayer``s: the warp's map, and the mouth interior and eyes painted in the
-        photo's colours."""
+        photo's colours (how strongly: by ``measure_points`` when given, see ``PartsPainter.paint``)."""
         fill = self.painter is None or self.painter.needs_synthetic_mouth
         count = len(target_points)
         painted = np.zeros((count, self.size, self.size), np.float32)
@@ -150,7 +150,8 @@ class WarpRenderer:
             maps.append(source_map)
         frames = np.stack(crops)
         if self.painter is not None:
-            self.painter.paint(frames, target_points, in_place=True, alphas=painted, skin=skin)
+            self.painter.paint(frames, target_points, in_place=True, alphas=painted, skin=skin,
+                               measure_points=measure_points)
         return _finish_layers(self.palette, frames, maps, painted, skin, [None] * count)
 
 
@@ -227,10 +228,10 @@ class GeneratorRenderer:
             return frames
         return self.painter.paint(frames, np.asarray(target_points) * (self.size / self.model_size), in_place=True)
 
-    def render_layers(self, target_points: np.ndarray) -> list[FaceLayer]:
+    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list[FaceLayer]:
         """The targets as ``FaceLayer``s: the photo's warp at the working size, the generator's change to
         it (faded out where the target does not move: ``motion_share``), and the mouth interior and eyes
-        painted in, everything drawn in the photo's colours."""
+        painted in, everything drawn in the photo's colours (parts' strengths by ``measure_points`` when given)."""
         if not self.draws_layers:
             raise ValueError("render_layers needs a warp-guided generator")
         from ..finetune import nearest_shot_indices
@@ -264,7 +265,8 @@ class GeneratorRenderer:
             corrections.append(correction)
         frames = np.stack(crops)
         if self.painter is not None:
-            self.painter.paint(frames, target_points * scale, in_place=True, alphas=painted, skin=skin)
+            self.painter.paint(frames, target_points * scale, in_place=True, alphas=painted, skin=skin,
+                               measure_points=None if measure_points is None else measure_points * scale)
         return _finish_layers(self.palette, frames, maps, painted, skin, corrections)
 
     def _in_palette(self, sharp: np.ndarray, correction: np.ndarray) -> np.ndarray:
