@@ -48,10 +48,8 @@ MAX_DEFAULT_SIDE = 4096
 # frames are photo-sized (up to 4096 px, 50 MB each), so only a few wait for the encoder.
 RENDERED_BATCHES_AHEAD = 2
 COMPOSITED_FRAMES_AHEAD = 4
-# Whole-head motion builds each frame's face mask at 1/MASK_REDUCTION of the crop's size.
-# (Its feather was measured at 0.06 and 0.08 of the crop instead of the default 0.04: full-frame box SSIM
-# over 23 talking videos changed by -0.0001 / +0.0001 on average, higher on 11 / 12 of them and lower on the
-# rest, AKD by +0.0000 / +0.0002; kept at the default.)
+# Whole-head motion builds each frame's face mask at 1/MASK_REDUCTION of the crop's size (its feather:
+# docs/findings.md, 2026-12-02, "a wider feather on the face mask").
 MASK_REDUCTION = 4
 
 T = TypeVar("T")
