@@ -37,9 +37,6 @@ MASK_REDUCTION = 4
 # many output pixels; the detail is the photo minus its blur at about half that footprint.
 DETAIL_UPSCALE = 1.2
 
-# A 3D turn moves the head's parts by more or less than its nearest similarity: the regions computed are
-# grown by this share of their size.
-TURN_MARGIN = 0.15
 # The background plate shows only where the head's field moves a pixel this far (output pixels) or more.
 STILL_PIXELS = 1.0
 # ... computed on a lattice of this step (output pixels) and enlarged: it follows the matte's soft edge.
@@ -95,12 +92,21 @@ class FullResCompositor:
         reduced = face_mask((np.asarray(points) * self.points_scale + 0.5) * factor - 0.5, self._small)
         return cv2.resize(reduced, (self.crop_size, self.crop_size), interpolation=cv2.INTER_LINEAR)
 
-    def _output_box(self, crop_to_out: np.ndarray, support: tuple[int, int, int, int], margin: float = 0.0):
-        """The output pixels covering the crop's ``support`` box (grown by ``margin`` of its size), clipped to
-        the frame (None if none)."""
+    def _turned_box(self, forward, support: tuple[int, int, int, int], samples: int = 24):
+        """The output pixels covering the crop's ``support`` box moved by a 3D head's ``forward`` (a lattice
+        of its points mapped), clipped to the frame (None if none)."""
         sx0, sy0, sx1, sy1 = support
-        grow_x, grow_y = margin * (sx1 - sx0), margin * (sy1 - sy0)
-        sx0, sy0, sx1, sy1 = sx0 - grow_x, sy0 - grow_y, sx1 + grow_x, sy1 + grow_y
+        cx, cy = np.meshgrid(np.linspace(sx0, sx1, samples), np.linspace(sy0, sy1, samples))
+        k = self.crop_to_photo
+        fx, fy = forward(k[0, 0] * cx + k[0, 1] * cy + k[0, 2], k[1, 0] * cx + k[1, 1] * cy + k[1, 2])
+        pad = 3 + int(np.ceil(max(np.ptp(fx), np.ptp(fy)) / samples))
+        x0, y0 = max(int(np.floor(fx.min())) - pad, 0), max(int(np.floor(fy.min())) - pad, 0)
+        x1, y1 = min(int(np.ceil(fx.max())) + pad, self.width), min(int(np.ceil(fy.max())) + pad, self.height)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    def _output_box(self, crop_to_out: np.ndarray, support: tuple[int, int, int, int]):
+        """The output pixels covering the crop's ``support`` box, clipped to the frame (None if none)."""
+        sx0, sy0, sx1, sy1 = support
         corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64)
         mapped = corners @ crop_to_out[:, :2].T + crop_to_out[:, 2]
         x0, y0 = max(int(np.floor(mapped[:, 0].min())) - 2, 0), max(int(np.floor(mapped[:, 1].min())) - 2, 0)
@@ -122,9 +128,17 @@ class FullResCompositor:
         out_to_crop = invert_affine(crop_to_out)
         mask = self._crop_mask if self.whole_crop else np.maximum(self._face_mask(points), self._photo_mask)
         support = _mask_support(mask)
-        face_box = self._output_box(crop_to_out, support, TURN_MARGIN if turning else 0.0) \
-            if support[2] > support[0] else None
-        head_box = self.head.roi(outline, TURN_MARGIN if turning else 0.0) if self.head is not None else None
+        forward = (lambda x, y: self.head3d.forward(rigid, x, y)) if turning else None
+        if support[2] <= support[0]:
+            face_box = None
+        elif turning:
+            face_box = self._turned_box(forward, support)
+        else:
+            face_box = self._output_box(crop_to_out, support)
+        if self.head is None:
+            head_box = None
+        else:
+            head_box = self.head.moved_roi(forward) if turning else self.head.roi(outline)
         roi = _box_union(face_box, head_box)
         frame = self.image.copy()
         if roi is None:
@@ -133,7 +147,6 @@ class FullResCompositor:
 
         # The backward map: the head's field, and inside the face mask the face's own motion.
         if head_box is not None:
-            forward = (lambda x, y: self.head3d.forward(rigid, x, y)) if turning else None
             map_x, map_y = self.head.backward_map(outline, roi, forward)
         else:
             map_x, map_y = _affine_grid(_IDENTITY, roi)

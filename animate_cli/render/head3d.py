@@ -194,7 +194,11 @@ class Head3D:
         """Depth (photo pixels, towards the camera) at photo pixels (x, y), any shape."""
         x = np.asarray(x, np.float32)
         y = np.asarray(y, np.float32)
-        # cv2.remap takes maps of fewer than 32767 columns and rows: a 2D grid as it is, else rows of 1024.
+        if x.ndim == 2 and max(x.shape) < 32767:
+            sampled = cv2.remap(self.depth, x * (1.0 / self.step), y * (1.0 / self.step), cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+            return sampled.astype(np.float64)
+        # cv2.remap takes maps of fewer than 32767 columns and rows: anything else goes in rows of 1024.
         count = x.size
         width = x.shape[1] if x.ndim == 2 and x.shape[1] < 32767 else min(count, 1024)
         rows = -(-count // max(width, 1))

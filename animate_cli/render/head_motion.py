@@ -326,19 +326,34 @@ class HeadMotion:
         self._matte = layers.matte
         self._plate = layers.plate.astype(np.float32)
 
-    def roi(self, matrix: np.ndarray, margin: float = 0.0) -> tuple[int, int, int, int] | None:
-        """The output pixels a head motion can change: the moving support, where it was and where it goes
-        (the support grown by ``margin`` of its size, for a motion ``matrix`` only approximates)."""
+    def roi(self, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The output pixels a head motion can change: the moving support, where it was and where it goes."""
         if self.layers.support is None:
             return None
         x0, y0, x1, y1 = self.layers.support
-        grow_x, grow_y = margin * (x1 - x0), margin * (y1 - y0)
-        x0, y0, x1, y1 = x0 - grow_x, y0 - grow_y, x1 + grow_x, y1 + grow_y
         corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
         moved = apply_affine(matrix, corners)
         allx = np.concatenate([corners[:, 0], moved[:, 0]])
         ally = np.concatenate([corners[:, 1], moved[:, 1]])
         pad = self.grid_step + 2
+        rx0, ry0 = max(int(np.floor(allx.min())) - pad, 0), max(int(np.floor(ally.min())) - pad, 0)
+        rx1, ry1 = min(int(np.ceil(allx.max())) + pad, self.width), min(int(np.ceil(ally.max())) + pad, self.height)
+        return (rx0, ry0, rx1, ry1) if rx1 > rx0 and ry1 > ry0 else None
+
+    def moved_roi(self, forward: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+                  samples: int = 48) -> tuple[int, int, int, int] | None:
+        """``roi`` for a motion given as a function (x, y) -> (x', y') (a 3D head turning): the moving
+        support and where a lattice of its points goes, each followed by its head weight."""
+        if self.layers.support is None:
+            return None
+        x0, y0, x1, y1 = self.layers.support
+        gx, gy = np.meshgrid(np.linspace(x0, x1 - 1, samples), np.linspace(y0, y1 - 1, samples))
+        w = cv2.remap(self.layers.weight, gx.astype(np.float32), gy.astype(np.float32), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+        fx, fy = forward(gx, gy)
+        allx = np.concatenate([[x0, x1], (gx + w * (fx - gx)).ravel()])
+        ally = np.concatenate([[y0, y1], (gy + w * (fy - gy)).ravel()])
+        pad = self.grid_step + 2 + int(np.ceil(max(x1 - x0, y1 - y0) / samples))
         rx0, ry0 = max(int(np.floor(allx.min())) - pad, 0), max(int(np.floor(ally.min())) - pad, 0)
         rx1, ry1 = min(int(np.ceil(allx.max())) + pad, self.width), min(int(np.ceil(ally.max())) + pad, self.height)
         return (rx0, ry0, rx1, ry1) if rx1 > rx0 and ry1 > ry0 else None
