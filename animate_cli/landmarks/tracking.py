@@ -30,8 +30,9 @@ MAX_DRIFT = 0.05
 COARSE_SEARCH_SIDE = 2048
 # A fit in the detector's box is refitted this many times in the box of its own landmarks, so it lands
 # where tracking (each frame fitted in the previous frame's landmark box) settles: on a still video the
-# first frame and every re-detection otherwise jumped 3 px (1.2 % of the face) from the tracked frames,
-# and a still driver moved the face.
+# first frame otherwise jumped 3 px (1.2 % of the face) from the tracked frames, and a still driver moved
+# the face. The photo's landmarks are settled the same way, so a photo that is a driver's frame matches
+# it (settling the driver alone moved the pose reference off that frame: AKD +0.003 on a talking video).
 SETTLE_FITS = 4
 COARSE_FACE_FRACTION = 1 / 8
 
@@ -56,7 +57,7 @@ def detect_photo_landmarks(backend: LandmarkBackend, image: np.ndarray, face_ind
     side = max(face.width, face.height)
     if side < min_face_px:
         raise NoFaceError(f"face is too small ({side:.0f}px; at least {min_face_px:.0f}px is needed)", path)
-    return backend.landmarks(image, face.box)
+    return settled_landmarks(backend, image, face.box)
 
 
 def _largest_faces(backend: LandmarkBackend, image: np.ndarray, wanted: int) -> list[FaceDetection]:
@@ -76,6 +77,21 @@ def _largest_faces(backend: LandmarkBackend, image: np.ndarray, wanted: int) -> 
 def _center_size(points: np.ndarray) -> tuple[np.ndarray, float]:
     lo, hi = points.min(axis=0), points.max(axis=0)
     return (lo + hi) / 2, float(max(hi[0] - lo[0], hi[1] - lo[1], 1.0))
+
+
+def settled_landmarks(backend: LandmarkBackend, image: np.ndarray, box: Box) -> np.ndarray:
+    """(68, 2) float32 landmarks fitted in a detector's ``box``, then refitted in the box of their own
+    landmarks (``SETTLE_FITS``) as long as they stay within half the drift tolerance of the first fit (a fit
+    that keeps moving is drift): where tracking settles, so a photo, the first frame of a video and its
+    tracked frames agree on a still face."""
+    anchored = points = np.asarray(backend.landmarks(image, box), dtype=np.float32)
+    size = _center_size(anchored)[1]
+    for _ in range(SETTLE_FITS):
+        refit = np.asarray(backend.landmarks(image, backend.box_from_landmarks(points)), dtype=np.float32)
+        if float(np.linalg.norm(refit - anchored, axis=1).mean()) / size > MAX_DRIFT / 2:
+            break
+        points = refit
+    return points
 
 
 def plausible_step(points: np.ndarray, previous: np.ndarray, frame_size: tuple[int, int]) -> bool:
@@ -134,16 +150,7 @@ class FaceTracker:
         return np.asarray(self.backend.landmarks(frame, box), dtype=np.float32)
 
     def _settled_fit(self, frame: np.ndarray, box: Box) -> np.ndarray:
-        """A fit in a detector's ``box``, refitted in its own landmarks' box (``SETTLE_FITS``), as long as it
-        stays within half the drift tolerance of the detector's fit (a fit that keeps moving is drift)."""
-        anchored = points = self._fit(frame, box)
-        size = _center_size(anchored)[1]
-        for _ in range(SETTLE_FITS):
-            refit = self._fit(frame, self.backend.box_from_landmarks(points))
-            if float(np.linalg.norm(refit - anchored, axis=1).mean()) / size > MAX_DRIFT / 2:
-                break
-            points = refit
-        return points
+        return settled_landmarks(self.backend, frame, box)
 
     def _follow(self, frame: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray | None:
         assert self.previous is not None
@@ -152,9 +159,9 @@ class FaceTracker:
         if match is None:
             return None
         refresh = self.since_detection + 1 >= self.redetect_every
-        points = self._settled_fit(frame, match.box) if refresh else self._fit(frame, box)
+        points = self._fit(frame, match.box if refresh else box)
         if not refresh:
-            anchored = self._settled_fit(frame, match.box)
+            anchored = self._fit(frame, match.box)
             drift = float(np.linalg.norm(points - anchored, axis=1).mean()) / _center_size(anchored)[1]
             if drift > MAX_DRIFT or not plausible_step(points, self.previous, frame_size):
                 # The previous frame's box misled the fit (drift, fast motion): take the detection's.

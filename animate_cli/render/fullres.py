@@ -42,6 +42,9 @@ STILL_PIXELS = 1.0
 # ... computed on a lattice of this step (output pixels) and enlarged: it follows the matte's soft edge.
 PLATE_STEP = 4
 
+# What is painted is averaged down first where one output pixel covers more than this many crop pixels.
+SHRINK_FIRST = 1.5
+
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -231,12 +234,21 @@ class FullResCompositor:
         if x1 <= x0 or y1 <= y0:
             return
         px, py = cx[y0:y1, x0:x1], cy[y0:y1, x0:x1]
-        alpha = cv2.remap(layer.painted, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        paint = cv2.remap(layer.crop, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        under = region[y0:y1, x0:x1]
         upscale = float(np.sqrt(abs(np.linalg.det(crop_to_out[:, :2]))))
-        if layer.skin is not None and upscale > DETAIL_UPSCALE:
-            skin = cv2.remap(layer.skin, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        crop, painted, skin = layer.crop, layer.painted, layer.skin
+        if upscale < 1.0 / SHRINK_FIRST:
+            # The crop is drawn finer than the output shows it: averaged down first, or the teeth's edges
+            # and gaps alias into a sharper, noisier mouth than the photo's own.
+            side = max(8, int(round(self.crop_size * upscale)))
+            factor = side / self.crop_size
+            crop, painted = (cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+                             for image in (crop, painted))
+            px, py = (px + 0.5) * factor - 0.5, (py + 0.5) * factor - 0.5
+        alpha = cv2.remap(painted, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        paint = cv2.remap(crop, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        under = region[y0:y1, x0:x1]
+        if skin is not None and upscale > DETAIL_UPSCALE:
+            skin = cv2.remap(skin, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             detail = under - cv2.GaussianBlur(np.ascontiguousarray(under), (0, 0), 0.5 * upscale)
             paint += skin[..., None] * detail
         under += alpha[..., None] * (paint - under)
