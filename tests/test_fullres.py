@@ -142,5 +142,5 @@ def test_hold_still_takes_out_only_a_nearly_still_frames_motion():
 
 def test_tracking_a_still_video_gives_the_same_landmarks_in_every_frame(warp_engine):
     image = data.astronaut()
-    track = track_video(warp_engine.backend, [image] * 5, 25.0, redetect_every=2)
+    track = track_video(warp_engine.backend, [image] * 5, 25.0, redetect_every=2)   # re-detections too
     assert np.abs(track.points - track.points[0]).max() < 1e-3

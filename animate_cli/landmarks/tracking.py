@@ -159,7 +159,7 @@ class FaceTracker:
         if match is None:
             return None
         refresh = self.since_detection + 1 >= self.redetect_every
-        points = self._fit(frame, match.box if refresh else box)
+        points = self._settled_fit(frame, match.box) if refresh else self._fit(frame, box)
         if not refresh:
             anchored = self._fit(frame, match.box)
             drift = float(np.linalg.norm(points - anchored, axis=1).mean()) / _center_size(anchored)[1]
