@@ -254,9 +254,10 @@ class GeneratorRenderer:
             share = motion_share(self.photo_points, points)
             correction = None
             if share > 0:
-                change = (frame.astype(np.float32) - warped.astype(np.float32)) * share
-                correction = self._in_palette(sharp, cv2.resize(change, (self.size, self.size),
-                                                                interpolation=cv2.INTER_LINEAR))
+                # The generator's drawing in the photo's colours, at its own size (its change is smooth);
+                # where it keeps the warp, no change.
+                change = (self.palette.apply(frame) - self.palette.apply(warped)) * share
+                correction = cv2.resize(change, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
                 sharp = np.clip(sharp + correction + 0.5, 0, 255).astype(np.uint8)
             if fill:
                 self.photo_warper.fill_mouth(sharp, points * scale, alpha_out=alpha)
@@ -268,14 +269,6 @@ class GeneratorRenderer:
             self.painter.paint(frames, target_points * scale, in_place=True, alphas=painted, skin=skin,
                                measure_points=None if measure_points is None else measure_points * scale)
         return _finish_layers(self.palette, frames, maps, painted, skin, corrections)
-
-    def _in_palette(self, sharp: np.ndarray, correction: np.ndarray) -> np.ndarray:
-        """The correction changed so that warp + correction lies in the photo's colours, where it acts."""
-        corrected = sharp.astype(np.float32) + correction
-        acts = np.abs(correction).max(axis=2) > 0.5
-        if acts.any():
-            corrected[acts] = self.palette.apply(np.clip(corrected[acts], 0, 255))
-        return corrected - sharp.astype(np.float32)
 
     def _add_detail(self, frame: np.ndarray, warped: np.ndarray, detail_warper: FaceWarper,
                     points: np.ndarray) -> np.ndarray:
