@@ -6,6 +6,8 @@ backend, the renderer) are passed in, so tests run each stage with tiny ones.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import logging
 import queue
@@ -13,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -48,6 +50,7 @@ MAX_DEFAULT_SIDE = 4096
 # frames are photo-sized (up to 4096 px, 50 MB each), so only a few wait for the encoder.
 RENDERED_BATCHES_AHEAD = 2
 COMPOSITED_FRAMES_AHEAD = 4
+COMPOSE_WORKERS = 2
 # Whole-head motion builds each frame's face mask at 1/MASK_REDUCTION of the crop's size (its feather:
 # docs/findings.md, 2026-12-02, "a wider feather on the face mask").
 MASK_REDUCTION = 4
@@ -354,18 +357,33 @@ def composite_layers(batches: Iterator[tuple[np.ndarray, list]], compositor: Ful
                      rigid: Sequence[RigidMotion] | None = None) -> Iterator[np.ndarray]:
     """(target points, face layers) batches -> output frames of ``size`` (width, height), each the photo
     resampled once at its own resolution with what it lacks laid over it (``render.fullres``)."""
+    def compose(layer: Any, points: np.ndarray, index: int) -> np.ndarray:
+        matrix = outline = None
+        if head_matrices is not None:
+            matrix, outline = head_matrices[index], outline_matrices[index]
+        frame = compositor.compose(layer, points, matrix, outline, None if rigid is None else rigid[index])
+        if (frame.shape[1], frame.shape[0]) != size:
+            interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_CUBIC
+            frame = cv2.resize(frame, size, interpolation=interp)
+        return frame
+
+    # Frames are composed COMPOSE_WORKERS at a time (OpenCV and numpy release the GIL): a large photo's
+    # frames cost most here, while the renderer's thread waits.
+    pending: collections.deque = collections.deque()
     index = 0
-    for batch, layers in batches:
-        for layer, points in zip(layers, batch):
-            matrix = outline = None
-            if head_matrices is not None:
-                matrix, outline = head_matrices[index], outline_matrices[index]
-            frame = compositor.compose(layer, points, matrix, outline, None if rigid is None else rigid[index])
-            index += 1
-            if (frame.shape[1], frame.shape[0]) != size:
-                interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_CUBIC
-                frame = cv2.resize(frame, size, interpolation=interp)
-            yield frame
+    with concurrent.futures.ThreadPoolExecutor(COMPOSE_WORKERS, thread_name_prefix="compose") as pool:
+        try:
+            for batch, layers in batches:
+                for layer, points in zip(layers, batch):
+                    pending.append(pool.submit(compose, layer, points, index))
+                    index += 1
+                    if len(pending) >= COMPOSE_WORKERS:
+                        yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def composite_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], crop_size: int, photo: Shot,
