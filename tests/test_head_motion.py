@@ -32,8 +32,11 @@ def _set_mouth(points: np.ndarray, gap: float) -> np.ndarray:
     out = points.copy()
     current = np.mean([out[lo, 1] - out[up, 1] for up, lo in ((61, 67), (62, 66), (63, 65))])
     shift = gap - current
-    out[[65, 66, 67, 56, 57, 58], 1] += shift
+    out[[56, 57, 58], 1] += shift
     out[[7, 8, 9], 1] += 0.6 * shift
+    # Each inner-lip pair exactly ``gap`` apart (a mean gap of 0 can still leave one pair open).
+    for up, lo in ((61, 67), (62, 66), (63, 65)):
+        out[lo, 1] = out[up, 1] + gap
     return out
 
 
