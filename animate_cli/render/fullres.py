@@ -236,19 +236,24 @@ class FullResCompositor:
         px, py = cx[y0:y1, x0:x1], cy[y0:y1, x0:x1]
         upscale = float(np.sqrt(abs(np.linalg.det(crop_to_out[:, :2]))))
         crop, painted, skin = layer.crop, layer.painted, layer.skin
+        unpainted = layer.crop if layer.unpainted is None else layer.unpainted
         if upscale < 1.0 / SHRINK_FIRST:
             # The crop is drawn finer than the output shows it: averaged down first, or the teeth's edges
             # and gaps alias into a sharper, noisier mouth than the photo's own.
             side = max(8, int(round(self.crop_size * upscale)))
             factor = side / self.crop_size
-            crop, painted = (cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
-                             for image in (crop, painted))
+            crop, painted, unpainted = (cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+                                        for image in (crop, painted, unpainted))
             px, py = (px + 0.5) * factor - 0.5, (py + 0.5) * factor - 0.5
         alpha = cv2.remap(painted, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         paint = cv2.remap(crop, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        before = cv2.remap(unpainted, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         under = region[y0:y1, x0:x1]
         if skin is not None and upscale > DETAIL_UPSCALE:
             skin = cv2.remap(skin, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             detail = under - cv2.GaussianBlur(np.ascontiguousarray(under), (0, 0), 0.5 * upscale)
-            paint += skin[..., None] * detail
-        under += alpha[..., None] * (paint - under)
+            before += skin[..., None] * detail
+        # The crop holds the paint already blended over its own warp with ``alpha``: swap that warp for the
+        # full-size one under the same alpha, so the paint's soft edge is applied once (blending the blended
+        # crop again thinned a mouth's dark rim to alpha squared: it read less open).
+        under += alpha[..., None] * (before - under) + (paint - before)

@@ -54,7 +54,9 @@ class FaceLayer:
     ``crop``: the rendered crop (the photo warped at working size with everything below painted in).
     ``painted``: (S, S) float32, where ``crop`` replaces the warped photo (mouth interior, redrawn eyes),
     or None; ``skin``: of that, where it redraws skin (lids), under which a larger photo's fine detail is
-    kept. ``correction``: (S, S, 3) float32 the generator adds to the warped photo, or None.
+    kept. ``correction``: (S, S, 3) float32 the generator adds to the warped photo, or None. ``unpainted``:
+    ``crop`` before anything was painted into it (with ``painted``), so what was painted is laid over the
+    full-size photo with its own soft edge once, not twice.
     """
 
     source_map: tuple[np.ndarray, np.ndarray]
@@ -62,6 +64,7 @@ class FaceLayer:
     painted: np.ndarray | None = None
     skin: np.ndarray | None = None
     correction: np.ndarray | None = None
+    unpainted: np.ndarray | None = None
 
 
 def motion_share(source_points: np.ndarray, target_points: np.ndarray) -> float:
@@ -145,24 +148,31 @@ class WarpRenderer:
         skin = np.zeros_like(painted)
         crops, maps = [], []
         for points, alpha in zip(target_points, painted):
-            crop, source_map = self.warper.warp_with_map(points, fill_mouth=fill, alpha_out=alpha)
+            crop, source_map = self.warper.warp_with_map(points, fill_mouth=False)
             crops.append(crop)
             maps.append(source_map)
-        frames = np.stack(crops)
+        unpainted = np.stack(crops)
+        frames = unpainted.copy()
+        if fill:
+            for frame, points, alpha in zip(frames, target_points, painted):
+                self.warper.fill_mouth(frame, points, alpha_out=alpha)
         if self.painter is not None:
             self.painter.paint(frames, target_points, in_place=True, alphas=painted, skin=skin,
                                measure_points=measure_points)
-        return _finish_layers(self.palette, frames, maps, painted, skin, [None] * count)
+        return _finish_layers(self.palette, frames, unpainted, maps, painted, skin, [None] * count)
 
 
-def _finish_layers(palette: PhotoPalette, frames: np.ndarray, maps: list, painted: np.ndarray, skin: np.ndarray,
-                   corrections: list[np.ndarray | None]) -> list[FaceLayer]:
-    """Bring what was painted into the photo's colours and pack one ``FaceLayer`` per frame."""
+def _finish_layers(palette: PhotoPalette, frames: np.ndarray, unpainted: np.ndarray, maps: list, painted: np.ndarray,
+                   skin: np.ndarray, corrections: list[np.ndarray | None]) -> list[FaceLayer]:
+    """Bring what was painted into the photo's colours and pack one ``FaceLayer`` per frame (``unpainted``:
+    the crops before anything was painted into them)."""
     layers = []
-    for frame, source_map, alpha, skin_alpha, correction in zip(frames, maps, painted, skin, corrections):
+    for frame, before, source_map, alpha, skin_alpha, correction in zip(frames, unpainted, maps, painted, skin,
+                                                                        corrections):
         palette.paint_into(frame, alpha)
-        layers.append(FaceLayer(source_map, frame, alpha if alpha.any() else None,
-                                skin_alpha if skin_alpha.any() else None, correction))
+        drawn = bool(alpha.any())
+        layers.append(FaceLayer(source_map, frame, alpha if drawn else None,
+                                skin_alpha if skin_alpha.any() else None, correction, before if drawn else None))
     return layers
 
 
@@ -259,16 +269,18 @@ class GeneratorRenderer:
                 change = (self.palette.apply(frame) - self.palette.apply(warped)) * share
                 correction = cv2.resize(change, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
                 sharp = np.clip(sharp + correction + 0.5, 0, 255).astype(np.uint8)
-            if fill:
-                self.photo_warper.fill_mouth(sharp, points * scale, alpha_out=alpha)
             crops.append(sharp)
             maps.append(source_map)
             corrections.append(correction)
-        frames = np.stack(crops)
+        unpainted = np.stack(crops)
+        frames = unpainted.copy()
+        if fill:
+            for frame, points, alpha in zip(frames, target_points, painted):
+                self.photo_warper.fill_mouth(frame, points * scale, alpha_out=alpha)
         if self.painter is not None:
             self.painter.paint(frames, target_points * scale, in_place=True, alphas=painted, skin=skin,
                                measure_points=None if measure_points is None else measure_points * scale)
-        return _finish_layers(self.palette, frames, maps, painted, skin, corrections)
+        return _finish_layers(self.palette, frames, unpainted, maps, painted, skin, corrections)
 
     def _add_detail(self, frame: np.ndarray, warped: np.ndarray, detail_warper: FaceWarper,
                     points: np.ndarray) -> np.ndarray:
