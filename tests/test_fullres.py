@@ -144,3 +144,27 @@ def test_tracking_a_still_video_gives_the_same_landmarks_in_every_frame(warp_eng
     image = data.astronaut()
     track = track_video(warp_engine.backend, [image] * 5, 25.0, redetect_every=2)   # re-detections too
     assert np.abs(track.points - track.points[0]).max() < 1e-3
+
+
+def test_paint_is_laid_over_the_photo_with_its_soft_edge_once():
+    # A crop whose hole was painted black at half strength over its own warp must come out half black over
+    # the full-size photo too (blending the already blended crop again gave three quarters of the photo).
+    from animate_cli.landmarks.crop import FaceCrop
+    from animate_cli.person import Shot
+    from animate_cli.render.fullres import FullResCompositor
+    from animate_cli.render.renderers import FaceLayer
+
+    size = 64
+    image = np.full((128, 128, 3), 100, np.uint8)
+    points = np.stack(np.meshgrid(np.linspace(40, 88, 17), np.linspace(40, 88, 4)), axis=-1).reshape(-1, 2)[:68]
+    shot = Shot.from_photo("photo.png", image, points.astype(np.float32), FaceCrop((64.0, 64.0), 96.0, size))
+    grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float32)
+    alpha = np.zeros((size, size), np.float32)
+    alpha[24:40, 24:40] = 0.5
+    unpainted = np.full((size, size, 3), 100, np.uint8)
+    painted = (unpainted * (1 - alpha[..., None])).astype(np.uint8)           # black at alpha over the warp
+    layer = FaceLayer((grid_x, grid_y), painted, alpha, None, None, unpainted)
+    frame = FullResCompositor(shot, size, whole_crop=True).compose(layer, shot.crop_points)
+    centre = frame[60:68, 60:68].astype(int)
+    assert np.abs(centre - 50).max() <= 1
+    assert np.abs(frame[:20].astype(int) - 100).max() == 0       # untouched outside
