@@ -168,3 +168,23 @@ def test_paint_is_laid_over_the_photo_with_its_soft_edge_once():
     centre = frame[60:68, 60:68].astype(int)
     assert np.abs(centre - 50).max() <= 1
     assert np.abs(frame[:20].astype(int) - 100).max() == 0       # untouched outside
+
+
+def test_eval_still_reports_the_photo_given_back(tmp_path, short_driver, portrait_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from animate_cli.cli import app
+
+    report = tmp_path / "still.json"
+    result = CliRunner().invoke(app, ["eval", str(short_driver), "--full-frame", "--methods", "warp",
+                                      "--max-frames", "4", "--stride", "2", "--still", str(portrait_path),
+                                      "--json", str(report), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "still driver" in result.output
+    (row,) = json.loads(report.read_text())["still_driver"]
+    assert row["photo"] == portrait_path.name and row["method"] == "warp" and row["frames"] == 20
+    # Within 1 dB of the photo encoded once at the same crf, and as sharp.
+    assert row["box_psnr"] >= row["ceiling_box_psnr"] - 1.0
+    assert row["detail"] >= 0.9 * row["ceiling_detail"]

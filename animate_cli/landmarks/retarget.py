@@ -167,12 +167,16 @@ def _uncross_lids_and_lips(points: np.ndarray) -> None:
 # photo's is the photo (the driver did not move: what is left is the detector's scatter, 0.2-0.3 % of
 # the face on a video of a still 2048 px photo); the motion comes back in full by the second fraction.
 STILL_BAND = (0.004, 0.01)
+# ... and never less than this many pixels: on a small face (134 px, the samples' portrait) the encoder moves
+# dlib's landmarks by a pixel, 0.75 % of that face.
+STILL_PIXELS = 1.5
 
 
 def hold_still(source_points: np.ndarray, targets: np.ndarray, band: tuple[float, float] = STILL_BAND) -> np.ndarray:
     """(T, 68, 2) targets with the motion of nearly still frames taken out: each frame's displacement from
-    ``source_points`` is scaled by a smoothstep of its largest landmark displacement over the face size,
-    0 below ``band[0]``, 1 from ``band[1]``, so a still driver gives the photo back exactly."""
+    ``source_points`` is scaled by a smoothstep of its largest landmark displacement: 0 below ``band[0]`` of
+    the face size (at least ``STILL_PIXELS``), 1 from there plus ``band[1] - band[0]`` of the face size, so a
+    still driver gives the photo back exactly."""
     source = _check_points(source_points, "source_points", batched=False).astype(np.float64)
     targets = np.asarray(targets, np.float64)
     if not len(targets):
@@ -180,8 +184,9 @@ def hold_still(source_points: np.ndarray, targets: np.ndarray, band: tuple[float
     extent = source.max(axis=0) - source.min(axis=0)
     size = max(float(extent.max()), 1.0)
     moved = targets - source
-    largest = np.linalg.norm(moved, axis=2).max(axis=1) / size
-    t = np.clip((largest - band[0]) / max(band[1] - band[0], 1e-9), 0.0, 1.0)
+    largest = np.linalg.norm(moved, axis=2).max(axis=1)
+    low = max(band[0] * size, STILL_PIXELS)
+    t = np.clip((largest - low) / max((band[1] - band[0]) * size, 1e-9), 0.0, 1.0)
     share = t * t * (3.0 - 2.0 * t)
     return (source + moved * share[:, None, None]).astype(np.float32)
 
