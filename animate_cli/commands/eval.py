@@ -452,16 +452,13 @@ def _run_cross(videos: list[Path], photos: list[Path], weights: str | None, meth
 
     from ..errors import UsageError
     from ..eval.cross import CrossConfig, cross_identity, cross_summary
-    from ..io.atomic import check_output_path, ensure_folder
+    from ..io.atomic import ensure_folder
 
     if not photos:
         raise UsageError("--cross needs photos to drive: --photo PHOTO (repeatable)")
     chosen = tuple(m.strip() for m in (methods or "warp").split(",") if m.strip())
     config = CrossConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps)
-    if json_path is not None:
-        if json_path.suffix.lower() != ".json":
-            raise UsageError(f"{json_path}: the report must be a .json file")
-        check_output_path(json_path.expanduser(), overwrite)
+    _check_report_path(json_path, overwrite)
     if sheets is not None:
         ensure_folder(sheets, "the sheets folder")
     renderers = _renderers(weights, landmarks, device, chosen, learned_parts, mouth)
@@ -508,18 +505,13 @@ def _run_full_frame(videos: list[Path], photos: list[Path], weights: str | None,
 
     from rich.console import Console
 
-    from ..errors import UsageError
     from ..eval.full_frame import (FULL_FRAME_METHODS, FullFrameConfig, average_rows, mouth_open_cross_identity,
                                    paired_rows, self_reenactment, still_driver)
-    from ..io.atomic import check_output_path
 
     chosen = tuple(m.strip() for m in (methods or ",".join(FULL_FRAME_METHODS)).split(",") if m.strip())
     config = FullFrameConfig(methods=chosen, max_frames=max_frames, stride=stride, finetune_steps=finetune_steps,
                              outputs=outputs, paired_with=paired_with)
-    if json_path is not None:
-        if json_path.suffix.lower() != ".json":
-            raise UsageError(f"{json_path}: the report must be a .json file")
-        check_output_path(json_path.expanduser(), overwrite)
+    _check_report_path(json_path, overwrite)
     renderers = _renderers(weights, landmarks, device, chosen, learned_parts, mouth)
     started = time.perf_counter()
     rows = self_reenactment(videos, renderers, config, progress=progress)

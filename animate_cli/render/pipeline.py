@@ -314,38 +314,29 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
     Generation and compositing run in two worker threads, each a little ahead of the next stage
     (the caller, usually the encoder), so the slowest stage sets the pace; frames come out in order.
     """
-    def rendered_batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    layered = not config.crop_only and getattr(renderer, "draws_layers", False)
+
+    def rendered_batches() -> Iterator[tuple[np.ndarray, Any]]:
         for start in range(0, len(targets), config.batch_size):
             batch = targets[start:start + config.batch_size]
-            yield batch, renderer.render(batch)
-
-    if not config.crop_only and getattr(renderer, "draws_layers", False):
-        def layered_batches() -> Iterator[tuple[np.ndarray, list]]:
-            for start in range(0, len(targets), config.batch_size):
-                batch = targets[start:start + config.batch_size]
+            if layered:
                 measured = None if seen is None else seen[start:start + config.batch_size]
-                yield batch, (renderer.render_layers(batch) if measured is None
-                              else renderer.render_layers(batch, measure_points=measured))
+                yield batch, renderer.render_layers(batch, measure_points=measured)
+            else:
+                yield batch, renderer.render(batch)
 
-        generated = run_ahead(layered_batches(), RENDERED_BATCHES_AHEAD, "generate")
-        motion = None if head_matrices is None else HeadMotion(HeadLayers.from_photo(photo.image, photo.points))
-        compositor = FullResCompositor(photo, renderer.size, motion,
-                                       whole_crop=getattr(renderer, "keeps_crop_border", False), head3d=head)
-        outlines = head_matrices if outline_matrices is None else outline_matrices
-        composited = composite_layers(generated, compositor, size, head_matrices, outlines, rigid)
-        try:
-            yield from run_ahead(composited, COMPOSITED_FRAMES_AHEAD, "composite")
-        finally:
-            generated.close()
-        return
     generated = run_ahead(rendered_batches(), RENDERED_BATCHES_AHEAD, "generate")
-    if head_matrices is not None and not config.crop_only:
-        layers = HeadLayers.from_photo(photo.image, photo.points)
-        composited = composite_head_batches(generated, renderer.size, photo, HeadMotion(layers), head_matrices, size,
-                                            head_matrices if outline_matrices is None else outline_matrices)
+    motion = (HeadMotion(HeadLayers.from_photo(photo.image, photo.points))
+              if head_matrices is not None and not config.crop_only else None)
+    outlines = head_matrices if outline_matrices is None else outline_matrices
+    whole_crop = getattr(renderer, "keeps_crop_border", False)
+    if layered:
+        compositor = FullResCompositor(photo, renderer.size, motion, whole_crop=whole_crop, head3d=head)
+        composited = composite_layers(generated, compositor, size, head_matrices, outlines, rigid)
+    elif motion is not None:
+        composited = composite_head_batches(generated, renderer.size, photo, motion, head_matrices, size, outlines)
     else:
-        composited = composite_batches(generated, renderer.size, photo, config, size,
-                                       whole_crop=getattr(renderer, "keeps_crop_border", False))
+        composited = composite_batches(generated, renderer.size, photo, config, size, whole_crop=whole_crop)
     try:
         yield from run_ahead(composited, COMPOSITED_FRAMES_AHEAD, "composite")
     finally:

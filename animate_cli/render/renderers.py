@@ -142,30 +142,26 @@ class WarpRenderer:
     def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list[FaceLayer]:
         """The targets as ``FaceLayer``s: the warp's map, and the mouth interior and eyes painted in the
         photo's colours (how strongly: by ``measure_points`` when given, see ``PartsPainter.paint``)."""
-        fill = self.painter is None or self.painter.needs_synthetic_mouth
-        count = len(target_points)
-        painted = np.zeros((count, self.size, self.size), np.float32)
-        skin = np.zeros_like(painted)
-        crops, maps = [], []
-        for points, alpha in zip(target_points, painted):
-            crop, source_map = self.warper.warp_with_map(points, fill_mouth=False)
-            crops.append(crop)
-            maps.append(source_map)
-        unpainted = np.stack(crops)
-        frames = unpainted.copy()
-        if fill:
-            for frame, points, alpha in zip(frames, target_points, painted):
-                self.warper.fill_mouth(frame, points, alpha_out=alpha)
-        if self.painter is not None:
-            self.painter.paint(frames, target_points, in_place=True, alphas=painted, skin=skin,
-                               measure_points=measure_points)
-        return _finish_layers(self.palette, frames, unpainted, maps, painted, skin, [None] * count)
+        crops, maps = zip(*(self.warper.warp_with_map(points, fill_mouth=False) for points in target_points))
+        return _painted_layers(self.warper, self.painter, self.palette, np.stack(crops), list(maps), target_points,
+                               measure_points, [None] * len(crops))
 
 
-def _finish_layers(palette: PhotoPalette, frames: np.ndarray, unpainted: np.ndarray, maps: list, painted: np.ndarray,
-                   skin: np.ndarray, corrections: list[np.ndarray | None]) -> list[FaceLayer]:
-    """Bring what was painted into the photo's colours and pack one ``FaceLayer`` per frame (``unpainted``:
-    the crops before anything was painted into them)."""
+def _painted_layers(warper: FaceWarper, painter, palette: PhotoPalette, unpainted: np.ndarray, maps: list,
+                    target_points: np.ndarray, measure_points: np.ndarray | None,
+                    corrections: list[np.ndarray | None]) -> list[FaceLayer]:
+    """The warped crops ``unpainted`` with what the photo lacks painted in (the synthetic mouth interior
+    unless the learned mouth draws it from a blank, then the part models), brought into the photo's colours,
+    one ``FaceLayer`` per crop; ``target_points`` and ``measure_points`` in the crops' own pixels."""
+    count, size = len(unpainted), unpainted.shape[1]
+    painted = np.zeros((count, size, size), np.float32)
+    skin = np.zeros_like(painted)
+    frames = unpainted.copy()
+    if painter is None or painter.needs_synthetic_mouth:
+        for frame, points, alpha in zip(frames, target_points, painted):
+            warper.fill_mouth(frame, points, alpha_out=alpha)
+    if painter is not None:
+        painter.paint(frames, target_points, in_place=True, alphas=painted, skin=skin, measure_points=measure_points)
     layers = []
     for frame, before, source_map, alpha, skin_alpha, correction in zip(frames, unpainted, maps, painted, skin,
                                                                         corrections):
@@ -254,12 +250,8 @@ class GeneratorRenderer:
                    if self.blend_region is not None else None)
         generated = self.generate(landmark_images, warped_images, regions)
         scale = self.size / self.model_size
-        count = len(target_points)
-        painted = np.zeros((count, self.size, self.size), np.float32)
-        skin = np.zeros_like(painted)
-        fill = self.painter is None or self.painter.needs_synthetic_mouth
         crops, maps, corrections = [], [], []
-        for frame, warped, points, alpha in zip(generated, warped_images, target_points, painted):
+        for frame, warped, points in zip(generated, warped_images, target_points):
             sharp, source_map = self.photo_warper.warp_with_map(points * scale, fill_mouth=False)
             share = motion_share(self.photo_points, points)
             correction = None
@@ -272,15 +264,9 @@ class GeneratorRenderer:
             crops.append(sharp)
             maps.append(source_map)
             corrections.append(correction)
-        unpainted = np.stack(crops)
-        frames = unpainted.copy()
-        if fill:
-            for frame, points, alpha in zip(frames, target_points, painted):
-                self.photo_warper.fill_mouth(frame, points * scale, alpha_out=alpha)
-        if self.painter is not None:
-            self.painter.paint(frames, target_points * scale, in_place=True, alphas=painted, skin=skin,
-                               measure_points=None if measure_points is None else measure_points * scale)
-        return _finish_layers(self.palette, frames, unpainted, maps, painted, skin, corrections)
+        return _painted_layers(self.photo_warper, self.painter, self.palette, np.stack(crops), maps,
+                               target_points * scale, None if measure_points is None else measure_points * scale,
+                               corrections)
 
     def _add_detail(self, frame: np.ndarray, warped: np.ndarray, detail_warper: FaceWarper,
                     points: np.ndarray) -> np.ndarray:
