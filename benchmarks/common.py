@@ -138,6 +138,44 @@ class ReplayRenderer:
         return self.render(target_points)
 
 
+def product_plan(renderer, person, track, config=None):
+    """What ``render_frames`` hands ``renderer`` for ``track`` (default ``RenderConfig``): the motion plan
+    (``plan_motion`` on the photo as the output shows it; ``crop_points`` are the targets, ``seen_points`` the
+    measure points), the output's (width, height), and the path: True where the renderer draws layers
+    (``render_layers``, then ``FullResCompositor`` at the output size), False for the crop path (``render``)."""
+    from animate_cli.render.pipeline import RenderConfig, output_size, photo_at_output_size, plan_motion
+
+    config = config or RenderConfig()
+    photo = person.photo
+    size = output_size(photo, config, renderer.size)
+    backdrop = photo if config.crop_only else photo_at_output_size(photo, size)
+    planned = backdrop if config.moves_whole_head and config.head_model == "3d" else photo
+    layered = not config.crop_only and getattr(renderer, "draws_layers", False)
+    return plan_motion(planned, track, config), size, layered
+
+
+def render_batch(renderer, layered: bool, targets: np.ndarray, measure: np.ndarray | None = None):
+    """One batch down the path ``product_plan`` chose, as ``compose_frames`` renders it."""
+    return renderer.render_layers(targets, measure_points=measure) if layered else renderer.render(targets)
+
+
+def composited_seconds(renderer, person, track, config=None) -> float:
+    """Wall seconds of ``render_frames`` (plan, render and composite at the output size, overlapped in its
+    threads as in the product) over ``track``, the frames made and dropped, never encoded."""
+    from animate_cli.render.pipeline import Driver, RenderConfig, render_frames
+
+    with Timer() as timer:
+        stream = render_frames(renderer, person, Driver(DRIVER, track, None), config or RenderConfig())
+        for _ in stream.frames:
+            pass
+    return timer.seconds
+
+
+# The path timed, as the tables name it: face layers composited at full resolution, or the old crop path
+# (only for a renderer that draws no layers: a generator without warp guidance).
+PATH_LABELS = {True: "layers", False: "crop"}
+
+
 def print_tables(tables: list[tuple[str, list[str], list[list[str]]]], notes: list[str]) -> None:
     """Markdown tables (title, columns, rows), then the machine's line and notes, on stdout."""
     console = Console(width=250)

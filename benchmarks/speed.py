@@ -6,11 +6,17 @@
 Every measurement runs in its own subprocess, so each peak memory figure is that configuration's
 own (Linux peak RSS; on a GPU also torch's peak allocation):
 
-- rendering: the renderer on the sample driver's motion applied to samples/portrait.jpg (landmark
-  images, warps, the network, the detail path), per preset (untrained weights, warp guidance) and
-  backend: torch, onnx, and on CUDA torch with torch.compile. "network fps" times the generator
-  call alone on the same batches; the first two batches are a warm-up, not timed; fps come from the
-  median batch time, which other processes' bursts on a shared machine do not move;
+- rendering: what the product does with the sample driver's motion applied to samples/portrait.jpg
+  (the targets of ``render_frames``' motion plan, default settings), per preset (untrained weights,
+  warp guidance) and backend: torch, onnx, and on CUDA torch with torch.compile. "renderer fps"
+  times the renderer's share down the product's path: ``render_layers`` (landmark images, warps, the
+  network, the photo's warp at its face size with the correction, the face layers), or the old crop
+  path (``render``) only for a renderer that draws no layers (a generator without warp guidance); the
+  "path" column says which. "+ composite fps" adds the full-resolution compositing at the photo's
+  size: ``render_frames`` over the same number of frames, rendering and compositing overlapped in its
+  threads, the frames dropped, never encoded. "network fps" times the generator call alone on the
+  same batches; the first two batches are a warm-up, not timed; renderer and network fps come from
+  the median batch time, which other processes' bursts on a shared machine do not move;
 - fine-tuning: 8 photos (the portrait, flipped, turned and scaled) and the default steps;
 - landmarks: tracking the sample driver, per landmark backend available here;
 - memory: the whole main job (feed-forward, default backend) on the sample driver looped to 10 s
@@ -30,8 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (DRIVER, PORTRAIT, Timer, gpu_peak_mb, peak_rss_mb, print_tables, setup_process,
-                    untrained_weights)
+from common import (DRIVER, PATH_LABELS, PORTRAIT, Timer, composited_seconds, gpu_peak_mb, peak_rss_mb,
+                    print_tables, product_plan, render_batch, setup_process, untrained_weights)
 
 BATCH = 8
 # Untimed batches first: allocators, oneDNN primitive caches, cuDNN autotuning and torch.compile
@@ -52,29 +58,41 @@ def child_render(preset: str, backend: str, compile: bool, frames: int, track_pa
     from animate_cli.landmarks import LandmarkTrack
     from animate_cli.landmarks.drawing import draw_landmark_images
     from animate_cli.landmarks.regions import blend_regions
-    from animate_cli.render.pipeline import target_crop_points
 
     engine = build_engine(str(untrained_weights(preset, Path(folder))), landmarks="auto", device="auto",
                           backend=backend, compile=compile)
     person = engine.make_person([PORTRAIT], FinetuneConfig(steps=0))
-    targets = target_crop_points(person.photo, LandmarkTrack.load(track_path))
     warm_up_frames = WARM_UP_BATCHES * BATCH
-    targets = np.resize(targets, (frames + warm_up_frames, *targets.shape[1:]))  # loops a short driver
+    track = LandmarkTrack.load(track_path)
+
+    def looped(count: int) -> LandmarkTrack:  # loops a short driver
+        return LandmarkTrack(np.resize(track.points, (count, *track.points.shape[1:])), np.resize(track.valid, count),
+                             track.fps, track.frame_size)
+
     with Timer() as setup:
         renderer = engine.frame_renderer(person)
+    # The targets the product hands the renderer (its motion plan), and its path: face layers where the
+    # renderer draws them, the crop path only where it cannot (a generator without warp guidance).
+    plan, size, layered = product_plan(renderer, person, looped(frames + warm_up_frames))
+    targets, seen = plan.crop_points, plan.seen_points if layered else None
+    batches = [(targets[start:start + BATCH], None if seen is None else seen[start:start + BATCH])
+               for start in range(0, len(targets), BATCH)]
     with Timer() as warm_up:
-        for start in range(0, warm_up_frames, BATCH):
-            renderer.render(targets[start:start + BATCH])
-    batches = [targets[start:start + BATCH] for start in range(warm_up_frames, len(targets), BATCH)]
+        for batch, measure in batches[:WARM_UP_BATCHES]:
+            render_batch(renderer, layered, batch, measure)
+    batches = batches[WARM_UP_BATCHES:]
     render_times = []
-    for batch in batches:
+    for batch, measure in batches:
         with Timer() as rendering:
-            renderer.render(batch)
+            render_batch(renderer, layered, batch, measure)
         render_times.append(rendering.seconds)
+    # The renderer with the compositing at the photo's size, as the product runs them (overlapped in
+    # render_frames' threads) over the same number of frames, made and dropped, never encoded.
+    composited = composited_seconds(renderer, person, looped(frames))
     # The network alone, on the same inputs (landmark images, warped shots and blend regions prepared
     # beforehand).
     inputs = []
-    for batch in batches:
+    for batch, _ in batches:
         warped = region = None
         if renderer.guidance == "warp":
             warped = np.stack([renderer.warpers[0].warp(points) for points in batch])
@@ -88,7 +106,8 @@ def child_render(preset: str, backend: str, compile: bool, frames: int, track_pa
         network_times.append(network.seconds)
     # fps from the median batch: robust to other processes' bursts on a shared machine.
     return {"setup": setup.seconds, "warm_up": warm_up.seconds, "fps": BATCH / np.median(render_times),
-            "network_fps": BATCH / np.median(network_times), "crop": renderer.size, "device": engine.device.type,
+            "network_fps": BATCH / np.median(network_times), "composited_fps": frames / composited,
+            "layered": layered, "output": list(size), "crop": renderer.size, "device": engine.device.type,
             "backend": engine.render_backend, "rss": peak_rss_mb(), "gpu": gpu_peak_mb()}
 
 
@@ -238,15 +257,16 @@ def main() -> None:
                                                                compile=compile, frames=frames, track_path=track,
                                                                folder=tmp)
                 rows.append([preset, backend + (" + compile" if compile else ""), result["device"],
-                             f"{result['crop']} px", str(frames), f"{result['setup']:.1f}",
-                             f"{result['warm_up']:.1f}", f"{result['network_fps']:.2f}", f"{result['fps']:.2f}",
-                             mb(result["rss"]), mb(result["gpu"])])
+                             PATH_LABELS[result["layered"]], f"{result['crop']} px", str(frames),
+                             f"{result['setup']:.1f}", f"{result['warm_up']:.1f}", f"{result['network_fps']:.2f}",
+                             f"{result['fps']:.2f}", "{}x{}".format(*result["output"]),
+                             f"{result['composited_fps']:.2f}", mb(result["rss"]), mb(result["gpu"])])
             torch_fps, onnx_fps = results["torch", False]["fps"], results["onnx", False]["fps"]
             faster, ratio = ("onnx", onnx_fps / torch_fps) if onnx_fps > torch_fps else ("torch", torch_fps / onnx_fps)
-            rows.append([preset, f"faster: {faster}", "", "", "", "", "", "", f"x{ratio:.2f}", "", ""])
+            rows.append([preset, f"faster: {faster}", "", "", "", "", "", "", "", f"x{ratio:.2f}", "", "", "", ""])
         tables.append(("rendering (warp guidance, untrained weights, batches of 8)",
-                       ["preset", "backend", "device", "crop", "frames", "setup s", "warm-up s", "network fps",
-                        "renderer fps", "peak RSS MB", "GPU peak MB"], rows))
+                       ["preset", "backend", "device", "path", "crop", "frames", "setup s", "warm-up s", "network fps",
+                        "renderer fps", "output px", "+ composite fps", "peak RSS MB", "GPU peak MB"], rows))
 
         rows = []
         photos = make_photos(folder)
@@ -273,8 +293,11 @@ def main() -> None:
                            ["driver", "frames", "preset", "wall s", "peak RSS MB"], rows))
 
     print_tables(tables, [
-        "Renderer fps: the whole renderer per frame (landmark image, warp of the nearest photo, generator, "
-        "sharp warp + upsampled correction at the photo's face size); network fps: the generator call alone.",
+        "Renderer fps: the renderer's share per frame, down the path the product takes (layers: render_layers, "
+        "i.e. landmark image, warp of the nearest photo, generator, the photo's warp at its face size + the "
+        "correction; crop: the old render, only for a renderer that draws no layers, a generator without warp "
+        "guidance); network fps: the generator call alone; + composite fps: render_frames (the product's motion plan, "
+        "rendering and full-resolution compositing at the output size, overlapped), frames dropped, not encoded.",
         "Peak RSS is each measurement's own process (a fresh interpreter per row).",
     ])
 

@@ -188,3 +188,42 @@ def test_eval_still_reports_the_photo_given_back(tmp_path, short_driver, portrai
     # Within 1 dB of the photo encoded once at the same crf, and as sharp.
     assert row["box_psnr"] >= row["ceiling_box_psnr"] - 1.0
     assert row["detail"] >= 0.9 * row["ceiling_detail"]
+
+
+def test_a_lattice_map_gives_the_per_pixel_frames(tmp_path, warp_engine, monkeypatch):
+    # Where the output shows the face at twice the working size or more (a large photo), the backward map is
+    # made on a lattice and enlarged: the frames are those of the map made at every pixel.
+    from animate_cli.render import fullres
+
+    side = 3072
+    path = tmp_path / "large.png"
+    save_image(path, cv2.resize(data.astronaut(), (side, side), interpolation=cv2.INTER_CUBIC))
+    person = warp_engine.make_person([path], FinetuneConfig(steps=0))
+    points = person.photo.points.astype(np.float64)
+    moved = _open_mouth(points, 0.08) + np.array([12.0, -8.0])
+    targets = np.stack([points, moved])
+    lattices = []
+    nodes = fullres.lattice_nodes
+
+    def spy(roi, lattice):
+        lattices.append(lattice)
+        return nodes(roi, lattice)
+
+    monkeypatch.setattr(fullres, "lattice_nodes", spy)
+
+    def render() -> np.ndarray:
+        track = LandmarkTrack(targets.astype(np.float32), np.ones(len(targets), bool), 25.0, (side, side))
+        stream = render_frames(warp_engine.frame_renderer(person), person, Driver(path=None, track=track, video=None),
+                               RenderConfig(audio=False, reference="first"))
+        try:
+            return list(stream.frames)[1]
+        finally:
+            stream.frames.close()
+
+    coarse = render()
+    assert max(lattices) > 1
+    monkeypatch.setattr(fullres, "MAX_LATTICE", 1)
+    fine = render()
+    difference = np.abs(coarse.astype(int) - fine.astype(int))
+    assert np.abs(fine.astype(int) - cv2.resize(data.astronaut(), (side, side)).astype(int)).mean() > 1.0
+    assert difference.mean() < 0.2 and np.percentile(difference, 99.9) <= 8

@@ -18,13 +18,15 @@ than a small one: only the region that can move is computed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from ..person import Shot
 from .composite import _mask_support, compose_affine, crop_mask, face_mask
 from .head3d import Head3D, RigidMotion
-from .head_motion import HeadMotion, invert_affine
+from .head_motion import HeadMotion, enlarge, invert_affine, lattice_nodes, mask_bounds
 from .renderers import FaceLayer
 
 # The photo is resampled with Lanczos (8x8 taps) where the moving region is small enough, else with
@@ -41,6 +43,11 @@ DETAIL_UPSCALE = 1.2
 STILL_PIXELS = 1.0
 # ... computed on a lattice of this step (output pixels) and enlarged: it follows the matte's soft edge.
 PLATE_STEP = 4
+
+# The backward map is made on a lattice of at most this step (output pixels) and enlarged: about one node per
+# working-size pixel where the output shows the face 1.5x the working size or more (the face's map has
+# nothing finer), and never coarser than the head field's own grid (``head_motion.GRID_STEP``).
+MAX_LATTICE = 4
 
 # What is painted is averaged down first where one output pixel covers more than this many crop pixels.
 SHRINK_FIRST = 1.5
@@ -61,6 +68,58 @@ def _box_union(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int]
     if a is None or b is None:
         return a or b
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _node_matrix(matrix: np.ndarray, roi: tuple[int, int, int, int], lattice: int) -> np.ndarray:
+    """``matrix`` (2x3) acting on the lattice's node indices: node (i, j) is pixel roi's corner + lattice (i, j)."""
+    return compose_affine(np.asarray(matrix, np.float64),
+                          np.array([[lattice, 0.0, roi[0]], [0.0, lattice, roi[1]]]))
+
+
+def _nodes_within(box: tuple[int, int, int, int], roi: tuple[int, int, int, int], lattice: int):
+    """The lattice nodes (i0, j0, i1, j1), ends excluded, whose cells cover the pixels of ``box`` (inside
+    ``roi``); None if none."""
+    columns, rows = lattice_nodes(roi, lattice)
+    i0, j0 = (box[0] - roi[0]) // lattice, (box[1] - roi[1]) // lattice
+    i1 = min(-(-(box[2] - 1 - roi[0]) // lattice) + 1, columns)
+    j1 = min(-(-(box[3] - 1 - roi[1]) // lattice) + 1, rows)
+    return (i0, j0, i1, j1) if i1 > i0 and j1 > j0 else None
+
+
+@dataclass(frozen=True)
+class _FaceNodes:
+    """The face's crop coordinates (cx, cy) and mask weight on lattice ``nodes`` of ``roi``, and the output
+    pixels they cover (``pixels``), enlarged to any box of those pixels on demand."""
+
+    cx: np.ndarray
+    cy: np.ndarray
+    weight: np.ndarray
+    nodes: tuple[int, int, int, int]
+    roi: tuple[int, int, int, int]
+    lattice: int
+
+    @property
+    def pixels(self) -> tuple[int, int, int, int]:
+        i0, j0, i1, j1 = self.nodes
+        x0, y0, x1, y1 = self.roi
+        step = self.lattice
+        return x0 + step * i0, y0 + step * j0, min(x0 + step * (i1 - 1) + 1, x1), min(y0 + step * (j1 - 1) + 1, y1)
+
+    def clip(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+        px0, py0, px1, py1 = self.pixels
+        x0, y0, x1, y1 = max(box[0], px0), max(box[1], py0), min(box[2], px1), min(box[3], py1)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    def fine(self, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cx, cy, weight) at every output pixel of ``box`` (inside ``pixels``)."""
+        px0, py0 = self.pixels[:2]
+        if self.lattice == 1:
+            where = (slice(box[1] - py0, box[3] - py0), slice(box[0] - px0, box[2] - px0))
+            return self.cx[where], self.cy[where], self.weight[where]
+        ratio = 1.0 / self.lattice
+        offset = ((box[0] - px0) * ratio, (box[1] - py0) * ratio)
+        size = (box[2] - box[0], box[3] - box[1])
+        return tuple(enlarge(a, size, ratio, offset) for a in (self.cx, self.cy, self.weight))
 
 
 class FullResCompositor:
@@ -147,16 +206,21 @@ class FullResCompositor:
         if roi is None:
             return frame
         x0, y0, x1, y1 = roi
+        # The map is made on a lattice about as fine as the face's map (a node per working-size pixel, at
+        # most every MAX_LATTICE pixels) and enlarged once.
+        lattice = int(np.clip(np.round(np.sqrt(abs(np.linalg.det(crop_to_out[:, :2])))), 1, MAX_LATTICE))
+        columns, rows = lattice_nodes(roi, lattice)
 
         # The backward map: the head's field, and inside the face mask the face's own motion.
         if head_box is not None:
-            map_x, map_y = self.head.backward_map(outline, roi, forward)
+            map_x, map_y = self.head.backward_map(outline, roi, forward, lattice)
         else:
-            map_x, map_y = _affine_grid(_IDENTITY, roi)
+            map_x, map_y = _affine_grid(_node_matrix(_IDENTITY, roi, lattice), (0, 0, columns, rows))
         face = None
         if face_box is not None:
-            fx0, fy0, fx1, fy1 = face_box
-            inside = (slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0))
+            nodes = _nodes_within(face_box, roi, lattice)
+        if face_box is not None and nodes is not None:
+            inside = (slice(nodes[1], nodes[3]), slice(nodes[0], nodes[2]))
             if turning:
                 # The face's crop is the photo's own: reached through the head's (3D) map.
                 p = self.photo_to_crop.astype(np.float32)
@@ -164,7 +228,7 @@ class FullResCompositor:
                 cx = p[0, 0] * head_x + p[0, 1] * head_y + p[0, 2]
                 cy = p[1, 0] * head_x + p[1, 1] * head_y + p[1, 2]
             else:
-                cx, cy = _affine_grid(out_to_crop, face_box)
+                cx, cy = _affine_grid(_node_matrix(out_to_crop, roi, lattice), nodes)
             source_x, source_y = layer.source_map
             sx = cv2.remap(source_x, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             sy = cv2.remap(source_y, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -172,68 +236,84 @@ class FullResCompositor:
             weight = cv2.remap(mask, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             map_x[inside] += weight * (k[0, 0] * sx + k[0, 1] * sy + k[0, 2] - map_x[inside])
             map_y[inside] += weight * (k[1, 0] * sx + k[1, 1] * sy + k[1, 2] - map_y[inside])
-            face = (inside, cx, cy, weight, face_box)
+            face = _FaceNodes(cx, cy, weight, nodes, roi, lattice)
+        plate = None if head_box is None else self._plate_weight(map_x, map_y, roi, lattice)
+        if lattice > 1:
+            size = (x1 - x0, y1 - y0)
+            map_x, map_y = enlarge(map_x, size, 1.0 / lattice), enlarge(map_y, size, 1.0 / lattice)
 
         # The photo, resampled once.
         kernel = cv2.INTER_LANCZOS4 if map_x.size <= SHARP_KERNEL_MAX_PIXELS else cv2.INTER_CUBIC
         out = cv2.remap(self.image, map_x, map_y, kernel, borderMode=cv2.BORDER_REPLICATE)
-        if head_box is not None:
-            weight = self._plate_weight(map_x, map_y, roi)
-            out = cv2.blendLinear(out, self._plate[y0:y1, x0:x1], 1.0 - weight, weight)
+        if plate is not None:
+            weight, (bx0, by0, bx1, by1) = plate
+            band = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
+            out[band] = cv2.blendLinear(out[band], self._plate[by0:by1, bx0:bx1], 1.0 - weight, weight)
         if face is not None:
             self._lay_over(out, layer, face, crop_to_out)
         frame[y0:y1, x0:x1] = out
         return frame
 
-    def _plate_weight(self, map_x: np.ndarray, map_y: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
-        """(H, W) float32 over ``roi``: how much the background plate shows. The moved person lies over the
-        plate where the head moved, so what it uncovers is the plate's; where nothing moved the photo is its
-        own answer (the matte's soft edge would otherwise mix the plate into hair that stays put). Smooth, so
-        computed every PLATE_STEP pixels and enlarged."""
-        step = PLATE_STEP
-        coarse_x, coarse_y = map_x[::step, ::step], map_y[::step, ::step]
-        x0, y0, _, _ = roi
+    def _plate_weight(self, map_x: np.ndarray, map_y: np.ndarray, roi: tuple[int, int, int, int],
+                      lattice: int = 1) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+        """How much the background plate shows, from the backward map on its ``lattice`` over ``roi``: (H, W)
+        float32 over the box (output pixels) where it shows at all, and that box; None where it shows nowhere.
+        The moved person lies over the plate where the head moved, so what it uncovers is the plate's; where
+        nothing moved the photo is its own answer (the matte's soft edge would otherwise mix the plate into
+        hair that stays put). Smooth, so computed about every PLATE_STEP pixels and enlarged."""
+        skip = max(1, PLATE_STEP // lattice)
+        step = skip * lattice
+        coarse_x, coarse_y = map_x[::skip, ::skip], map_y[::skip, ::skip]
+        x0, y0, x1, y1 = roi
         grid_x = np.arange(coarse_x.shape[1], dtype=np.float32) * step + x0
         grid_y = (np.arange(coarse_x.shape[0], dtype=np.float32) * step + y0)[:, None]
         moved = np.minimum(np.hypot(coarse_x - grid_x, coarse_y - grid_y) * (1.0 / STILL_PIXELS), 1.0)
         # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
         alpha = cv2.remap(self._matte, coarse_x, coarse_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         coarse = np.ascontiguousarray(moved * (1.0 - alpha), np.float32)
-        height, width = map_x.shape
-        fine_x = np.arange(width, dtype=np.float32) / step
-        fine_y = np.arange(height, dtype=np.float32) / step
-        lattice_x, lattice_y = np.meshgrid(fine_x, fine_y)
-        return cv2.remap(coarse, lattice_x, lattice_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        nodes = mask_bounds(coarse > 0)
+        if nodes is None:
+            return None
+        # The pixels whose nodes' cells touch a node where it shows (bilinear: one cell either side).
+        i0, j0, i1, j1 = max(nodes[0] - 1, 0), max(nodes[1] - 1, 0), nodes[2] + 1, nodes[3] + 1
+        box = (x0 + step * i0, y0 + step * j0, min(x0 + step * (i1 - 1) + 1, x1), min(y0 + step * (j1 - 1) + 1, y1))
+        size = (box[2] - box[0], box[3] - box[1])
+        return enlarge(coarse, size, 1.0 / step, (float(i0), float(j0))), box
 
-    def _lay_over(self, out: np.ndarray, layer: FaceLayer, face: tuple, crop_to_out: np.ndarray) -> None:
-        """What the photo lacks, over the resampled photo ``out`` (the ROI, uint8) in place."""
+    def _lay_over(self, out: np.ndarray, layer: FaceLayer, face: "_FaceNodes", crop_to_out: np.ndarray) -> None:
+        """What the photo lacks, over the resampled photo ``out`` (the ROI, uint8) in place: the generator's
+        change over the face, the painted parts where something was painted (a mouth, an eye)."""
         if layer.correction is None and layer.painted is None:
             return
-        inside, cx, cy, weight, (fx0, fy0, _, _) = face
-        region = out[inside].astype(np.float32)
+        paint_box = None
+        if layer.painted is not None:
+            rows = np.flatnonzero(layer.painted.any(axis=1))
+            cols = np.flatnonzero(layer.painted.any(axis=0))
+            if len(rows):
+                box = self._output_box(crop_to_out, (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+                paint_box = None if box is None else face.clip(box)
+        box = face.pixels if layer.correction is not None else paint_box
+        if box is None:
+            return
+        bx0, by0, bx1, by1 = box
+        x0, y0 = face.roi[:2]
+        where = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
+        region = out[where].astype(np.float32)
         if layer.correction is not None:
+            cx, cy, weight = face.fine(box)
             change = cv2.remap(layer.correction, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                borderValue=0)
             region += weight[..., None] * change
-        if layer.painted is not None:
-            self._paint(region, layer, cx, cy, crop_to_out, (fx0, fy0))
-        out[inside] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+        if paint_box is not None:
+            px0, py0, px1, py1 = paint_box
+            px, py, _ = face.fine(paint_box)
+            self._paint(region[py0 - by0:py1 - by0, px0 - bx0:px1 - bx0], layer, px, py, crop_to_out)
+        out[where] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
 
-    def _paint(self, region: np.ndarray, layer: FaceLayer, cx: np.ndarray, cy: np.ndarray, crop_to_out: np.ndarray,
-               origin: tuple[int, int]) -> None:
-        """The painted parts of ``layer`` over ``region`` (float32, the face box from ``origin``) in place,
-        only where something was painted (a mouth, an eye: a small part of the face)."""
-        rows = np.flatnonzero(layer.painted.any(axis=1))
-        cols = np.flatnonzero(layer.painted.any(axis=0))
-        box = self._output_box(crop_to_out, (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
-        if box is None:
-            return
-        height, width = region.shape[:2]
-        x0, y0 = max(box[0] - origin[0], 0), max(box[1] - origin[1], 0)
-        x1, y1 = min(box[2] - origin[0], width), min(box[3] - origin[1], height)
-        if x1 <= x0 or y1 <= y0:
-            return
-        px, py = cx[y0:y1, x0:x1], cy[y0:y1, x0:x1]
+    def _paint(self, under: np.ndarray, layer: FaceLayer, px: np.ndarray, py: np.ndarray,
+               crop_to_out: np.ndarray) -> None:
+        """The painted parts of ``layer`` over ``under`` (float32 output pixels, a view, changed in place)
+        whose crop coordinates are (``px``, ``py``)."""
         upscale = float(np.sqrt(abs(np.linalg.det(crop_to_out[:, :2]))))
         crop, painted, skin = layer.crop, layer.painted, layer.skin
         unpainted = layer.crop if layer.unpainted is None else layer.unpainted
@@ -248,7 +328,6 @@ class FullResCompositor:
         alpha = cv2.remap(painted, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         paint = cv2.remap(crop, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         before = cv2.remap(unpainted, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        under = region[y0:y1, x0:x1]
         if skin is not None and upscale > DETAIL_UPSCALE:
             skin = cv2.remap(skin, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             detail = under - cv2.GaussianBlur(np.ascontiguousarray(under), (0, 0), 0.5 * upscale)

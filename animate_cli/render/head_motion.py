@@ -59,13 +59,37 @@ MATTE_SOFTNESS = 0.015
 # The plate is filled where the person's moving part is, grown by this fraction of the face size
 # (the matte's soft edge and hair strands beyond it).
 PLATE_GROW = 0.06
-# Backward field: grid step in pixels and fixed-point iterations.
+# Backward field: grid step in pixels (at least; ``field_step``) and fixed-point iterations.
 GRID_STEP = 4
+# ... and at most this share of the face size: the field is smooth over the neck's fall-off (most of a face),
+# so a large photo's head is solved on as many nodes as a small one's.
+FIELD_STEP_FACE = 1 / 64
 FIELD_ITERATIONS = 4
 # A segmentation that covers less than this share of the head prior, or more than this share of
 # the image, is not believed; the prior shapes are used instead.
 MIN_HEAD_COVERAGE = 0.45
 MAX_PERSON_SHARE = 0.97
+
+
+def lattice_nodes(roi: tuple[int, int, int, int], lattice: int) -> tuple[int, int]:
+    """(columns, rows) of the nodes every ``lattice`` pixels from ``roi``'s corner that cover it (the last
+    node at or beyond its last pixel); ``lattice`` 1: its pixels."""
+    x0, y0, x1, y1 = roi
+    return -(-(x1 - x0 - 1) // lattice) + 1, -(-(y1 - y0 - 1) // lattice) + 1
+
+
+def enlarge(coarse: np.ndarray, size: tuple[int, int], ratio: float, offset: tuple[float, float] = (0.0, 0.0),
+            ) -> np.ndarray:
+    """``coarse`` (float32, node (i, j) at i, j) sampled bilinearly at ``offset + ratio * (x, y)`` for every
+    pixel (x, y) of an image of ``size`` (width, height), edges replicated."""
+    matrix = np.array([[ratio, 0.0, offset[0]], [0.0, ratio, offset[1]]])
+    return cv2.warpAffine(coarse, matrix, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def field_step(points: np.ndarray) -> int:
+    """The backward field's grid step (pixels) for a face with (68, 2) ``points``."""
+    return max(GRID_STEP, int(FIELD_STEP_FACE * face_size(np.asarray(points, np.float64))))
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -257,7 +281,7 @@ def _push_pull(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return image * weight[..., None] + up * (1.0 - weight[..., None])
 
 
-def _bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
         return None
@@ -293,9 +317,9 @@ class HeadLayers:
         grow = max(1, int(round(PLATE_GROW * face_size(points))))
         moving = cv2.dilate(moving.astype(np.uint8), cv2.getStructuringElement(
             cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))).astype(bool)
-        support = _bounds((weight > 1e-3) & moving)
+        support = mask_bounds((weight > 1e-3) & moving)
         plate = image.copy()
-        hole = _bounds(moving)
+        hole = mask_bounds(moving)
         if hole is not None:
             # Fill inside the hole's box plus a margin of known background around it.
             x0, y0, x1, y1 = hole
@@ -359,9 +383,10 @@ class HeadMotion:
         return (rx0, ry0, rx1, ry1) if rx1 > rx0 and ry1 > ry0 else None
 
     def backward_map(self, matrix: np.ndarray, roi: tuple[int, int, int, int],
-                     forward: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Per output pixel of ``roi``, the photo pixel it shows: (map_x, map_y) float32 for cv2.remap.
+                     forward: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+                     lattice: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Per output pixel of ``roi``, the photo pixel it shows: (map_x, map_y) float32 for cv2.remap
+        (with ``lattice`` > 1: for every ``lattice``-th pixel of ``roi`` from its corner, ``lattice_nodes``).
 
         The forward motion of a photo pixel x is ``x + w(x) (S x - x)``; its inverse at output pixel
         p is the fixed point of ``x = p - w(x) (S x - x)``, found on a coarse grid and upsampled.
@@ -387,15 +412,11 @@ class HeadMotion:
                           borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
             sx, sy = forward(x, y) if forward is not None else (a * x + b * y + c, d * x + e * y + f)
             x, y = px - w * (sx - x), py - w * (sy - y)
-        size = (x1 - x0, y1 - y0)
-        # Coarse node (i, j) sits at pixel (x0 + i * step, ...); resize maps pixel centres, so sample
-        # the node lattice exactly with remap instead of cv2.resize.
-        fine_x = (np.arange(size[0], dtype=np.float32) / step)
-        fine_y = (np.arange(size[1], dtype=np.float32) / step)
-        mx, my = np.meshgrid(fine_x, fine_y)
-        map_x = cv2.remap(x.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        map_y = cv2.remap(y.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return map_x, map_y
+        # Coarse node (i, j) sits at pixel (x0 + i * step, ...); resize maps pixel centres, so the finer
+        # lattice is sampled exactly by an affine warp instead.
+        size = lattice_nodes(roi, lattice)
+        return (enlarge(x.astype(np.float32), size, lattice / step),
+                enlarge(y.astype(np.float32), size, lattice / step))
 
     def render(self, matrix: np.ndarray) -> np.ndarray:
         """The photo with its head moved by the 2x3 similarity ``matrix``: a new (H, W, 3) uint8 frame."""

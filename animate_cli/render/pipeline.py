@@ -35,8 +35,8 @@ from ..progress import ProgressReporter, SilentProgress
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .fullres import FullResCompositor
 from .head3d import Head3D, RigidMotion
-from .head_motion import (HeadLayers, HeadMotion, apply_affine, head_similarities, head_similarity, invert_affine,
-                          outline_similarity)
+from .head_motion import (HeadLayers, HeadMotion, apply_affine, field_step, head_similarities, head_similarity,
+                          invert_affine, outline_similarity)
 from .preview import TILE_HEIGHT, driver_frame, keep_frames, preview_indices, write_preview
 from .renderers import FrameRenderer
 
@@ -326,7 +326,7 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
                 yield batch, renderer.render(batch)
 
     generated = run_ahead(rendered_batches(), RENDERED_BATCHES_AHEAD, "generate")
-    motion = (HeadMotion(HeadLayers.from_photo(photo.image, photo.points))
+    motion = (HeadMotion(HeadLayers.from_photo(photo.image, photo.points), field_step(photo.points))
               if head_matrices is not None and not config.crop_only else None)
     outlines = head_matrices if outline_matrices is None else outline_matrices
     whole_crop = getattr(renderer, "keeps_crop_border", False)
