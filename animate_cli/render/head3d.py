@@ -111,6 +111,11 @@ FACE_SPREAD = 0.25
 INVERSE_ITERATIONS = 8
 # The depth map is kept at about this many samples on the photo's longer side (it is smooth).
 DEPTH_SAMPLES = 384
+# A turn or nod (the fitted rotation's out-of-plane part) of a few degrees is mostly the landmarks' scatter: a
+# pixel of the nose against the jaw's ends reads as a degree or more, and it moved the head's outline against
+# the face on calm clips. It is shrunk towards none (``quiet_turn``: a * a^2 / (a^2 + noise^2) with noise this
+# many degrees: 1 degree keeps a tenth, 6 degrees four fifths, 15 degrees 96 %). Measured: docs/findings.md.
+TURN_NOISE_DEGREES = 3.0
 _STABLE = np.asarray(STABLE_POINTS)
 
 
@@ -129,6 +134,16 @@ def weak_perspective(model: np.ndarray, points: np.ndarray) -> tuple[float, np.n
     affine, *_ = np.linalg.lstsq(model - model_mean, points - points_mean, rcond=None)
     scale, rotation = scaled_rotation(affine.T)
     return scale, rotation, points_mean - scale * (rotation @ model_mean)[:2]
+
+
+def quiet_turn(rotation: np.ndarray, noise_degrees: float = TURN_NOISE_DEGREES) -> np.ndarray:
+    """``rotation`` (3x3) with its out-of-plane part (about the image's x and y axes) shrunk as
+    ``TURN_NOISE_DEGREES`` says; the roll (in the image plane) is kept."""
+    vector = cv2.Rodrigues(np.asarray(rotation, np.float64))[0].ravel()
+    noise = np.radians(noise_degrees)
+    if noise > 0:
+        vector[:2] = vector[:2] ** 3 / (vector[:2] ** 2 + noise * noise)
+    return cv2.Rodrigues(vector)[0]
 
 
 @dataclass(frozen=True)
@@ -212,13 +227,14 @@ class Head3D:
 
     def motion(self, target: np.ndarray) -> tuple[RigidMotion, np.ndarray]:
         """The rigid motion that best explains the (68, 2) ``target`` landmarks (fitted to the stable
-        points) and the expression left over, as landmarks in the photo's own frame (68, 2): the points
-        the motion carries onto the targets (``inverse``)."""
+        points; its small turns and nods quieted, ``quiet_turn``) and the expression left over, as landmarks
+        in the photo's own frame (68, 2): the points the motion carries onto the targets (``inverse``)."""
         target = np.asarray(target, np.float64)
         source = self.points3d[_STABLE] - self.centre
         design = np.column_stack([source, np.ones(len(source))])
         solution, *_ = np.linalg.lstsq(design, target[_STABLE] - self.centre[:2], rcond=None)
         scale, rotation = scaled_rotation(solution[:3].T)
+        rotation = quiet_turn(rotation)
         rigid = RigidMotion(rotation, scale, np.zeros(2), self.centre)
         shift = (target[_STABLE] - rigid.project(self.points3d[_STABLE])).mean(axis=0)
         rigid = RigidMotion(rotation, scale, shift, self.centre)
