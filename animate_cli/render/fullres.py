@@ -86,6 +86,14 @@ def _nodes_within(box: tuple[int, int, int, int], roi: tuple[int, int, int, int]
     return (i0, j0, i1, j1) if i1 > i0 and j1 > j0 else None
 
 
+def _node_pixels(nodes: tuple[int, int, int, int], roi: tuple[int, int, int, int], step: int) -> tuple[int, int, int, int]:
+    """The output pixels (x0, y0, x1, y1) from the first to the last of lattice ``nodes`` (i0, j0, i1, j1; ends
+    excluded) of ``roi`` every ``step`` pixels, clipped to ``roi``."""
+    i0, j0, i1, j1 = nodes
+    x0, y0, x1, y1 = roi
+    return x0 + step * i0, y0 + step * j0, min(x0 + step * (i1 - 1) + 1, x1), min(y0 + step * (j1 - 1) + 1, y1)
+
+
 @dataclass(frozen=True)
 class _FaceNodes:
     """The face's crop coordinates (cx, cy) and mask weight on lattice ``nodes`` of ``roi``, and the output
@@ -100,10 +108,7 @@ class _FaceNodes:
 
     @property
     def pixels(self) -> tuple[int, int, int, int]:
-        i0, j0, i1, j1 = self.nodes
-        x0, y0, x1, y1 = self.roi
-        step = self.lattice
-        return x0 + step * i0, y0 + step * j0, min(x0 + step * (i1 - 1) + 1, x1), min(y0 + step * (j1 - 1) + 1, y1)
+        return _node_pixels(self.nodes, self.roi, self.lattice)
 
     def clip(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
         px0, py0, px1, py1 = self.pixels
@@ -276,7 +281,7 @@ class FullResCompositor:
             return None
         # The pixels whose nodes' cells touch a node where it shows (bilinear: one cell either side).
         i0, j0, i1, j1 = max(nodes[0] - 1, 0), max(nodes[1] - 1, 0), nodes[2] + 1, nodes[3] + 1
-        box = (x0 + step * i0, y0 + step * j0, min(x0 + step * (i1 - 1) + 1, x1), min(y0 + step * (j1 - 1) + 1, y1))
+        box = _node_pixels((i0, j0, i1, j1), roi, step)
         size = (box[2] - box[0], box[3] - box[1])
         return enlarge(coarse, size, 1.0 / step, (float(i0), float(j0))), box
 
