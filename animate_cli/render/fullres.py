@@ -12,13 +12,17 @@ coordinates rather than by chaining images:
 The photo is then sampled once through that map with a sharp kernel, and what the photo lacks is laid
 over it with soft edges: the generator's change (added, so the photo's detail stays under it), the
 mouth's interior and teeth, and redrawn eyes (their lids keep the photo's fine detail when the photo is
-larger than the working size). A still driver gives the photo back, and a large photo costs little more
-than a small one: only the region that can move is computed.
+larger than the working size). Where the moved head's soft edge lies over the background plate, the
+photo's own background behind the moved pixel is swapped for the plate's at its new place, so hair strands
+over a wall keep their detail instead of being blended into the plate. A still driver gives the photo back,
+and a large photo costs little more than a small one: only the region that can move is computed, and where
+the plate alone shows (the background beside a moved head) the photo is not resampled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,6 +47,17 @@ DETAIL_UPSCALE = 1.2
 STILL_PIXELS = 1.0
 # ... computed on a lattice of this step (output pixels) and enlarged: it follows the matte's soft edge.
 PLATE_STEP = 4
+# The photo's background behind a moved pixel is swapped for the plate's (``_over_plate``) in full where the matte
+# is this or more, less below it: where the matte calls it background the plate's blend is kept.
+SWAP_MATTE = 0.25
+# Beside the person, where the plate's weight is this or more, the photo is not resampled (the plate shows);
+# which columns need it is decided per strip of this many rows.
+PLATE_ONLY = 0.9999
+RESAMPLE_ROWS = 32
+# The swap is computed in the tiles of this many pixels that the matte's soft edge crosses.
+SWAP_TILE = 64
+# ... where its weight is more than this (less changes a pixel by under a grey level).
+SWAP_MIN = 0.004
 
 # The backward map is made on a lattice of at most this step (output pixels) and enlarged: about one node per
 # working-size pixel where the output shows the face 1.5x the working size or more (the face's map has
@@ -86,12 +101,24 @@ def _nodes_within(box: tuple[int, int, int, int], roi: tuple[int, int, int, int]
     return (i0, j0, i1, j1) if i1 > i0 and j1 > j0 else None
 
 
-def _node_pixels(nodes: tuple[int, int, int, int], roi: tuple[int, int, int, int], step: int) -> tuple[int, int, int, int]:
+def _node_pixels(nodes: tuple[int, int, int, int], roi: tuple[int, int, int, int],
+                 step: int) -> tuple[int, int, int, int]:
     """The output pixels (x0, y0, x1, y1) from the first to the last of lattice ``nodes`` (i0, j0, i1, j1; ends
     excluded) of ``roi`` every ``step`` pixels, clipped to ``roi``."""
     i0, j0, i1, j1 = nodes
     x0, y0, x1, y1 = roi
     return x0 + step * i0, y0 + step * j0, min(x0 + step * (i1 - 1) + 1, x1), min(y0 + step * (j1 - 1) + 1, y1)
+
+
+def _tiles_with(mask: np.ndarray, tile: int) -> list[tuple[int, int, int, int]]:
+    """(r0, r1, c0, c1) of the ``tile`` x ``tile`` tiles of ``mask`` (H, W) that hold any True."""
+    height, width = mask.shape
+    rows, columns = -(-height // tile), -(-width // tile)
+    padded = np.zeros((rows * tile, columns * tile), bool)
+    padded[:height, :width] = mask
+    any_true = padded.reshape(rows, tile, columns, tile).any(axis=(1, 3))
+    return [(i * tile, min((i + 1) * tile, height), j * tile, min((j + 1) * tile, width))
+            for i, j in zip(*np.nonzero(any_true))]
 
 
 @dataclass(frozen=True)
@@ -153,6 +180,12 @@ class FullResCompositor:
         if head is not None:
             self._matte = head.layers.matte
             self._plate = np.ascontiguousarray(head.layers.plate)
+            # Where the plate is filled in (the person's moving part and a margin): there the photo's own
+            # background is not the photo, and is estimated by the plate. Elsewhere the plate is the photo.
+            # Grown by what a node's cell and the kernel reach, so the nodes see every pixel that needs it.
+            reach = 2 * (PLATE_STEP * MAX_LATTICE + 4) + 1
+            self._near_fill = cv2.dilate((self._plate != self.image).any(axis=2).astype(np.uint8),
+                                         np.ones((reach, reach), np.uint8))
 
     def _face_mask(self, points: np.ndarray) -> np.ndarray:
         factor = self._small / self.crop_size
@@ -247,25 +280,86 @@ class FullResCompositor:
             size = (x1 - x0, y1 - y0)
             map_x, map_y = enlarge(map_x, size, 1.0 / lattice), enlarge(map_y, size, 1.0 / lattice)
 
-        # The photo, resampled once.
+        # The photo, resampled once (not where the plate alone shows).
         kernel = cv2.INTER_LANCZOS4 if map_x.size <= SHARP_KERNEL_MAX_PIXELS else cv2.INTER_CUBIC
-        out = cv2.remap(self.image, map_x, map_y, kernel, borderMode=cv2.BORDER_REPLICATE)
+        out, spans = self._resample(map_x, map_y, kernel, roi, plate)
         if plate is not None:
-            weight, (bx0, by0, bx1, by1) = plate
-            band = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
-            out[band] = cv2.blendLinear(out[band], self._plate[by0:by1, bx0:bx1], 1.0 - weight, weight)
+            self._over_plate(out, spans, plate, map_x, map_y, kernel, roi)
         if face is not None:
             self._lay_over(out, layer, face, crop_to_out)
         frame[y0:y1, x0:x1] = out
         return frame
 
+    def _over_plate(self, out: np.ndarray, spans: list[tuple[int, int, int, int]], plate: Any, map_x: np.ndarray,
+                    map_y: np.ndarray, kernel: int, roi: tuple[int, int, int, int]) -> None:
+        """The resampled photo ``out`` (the ROI, uint8, changed in place) laid over the background plate with
+        ``plate``'s weight (``_plate_weight``), in the ``spans`` that ``_resample`` resampled.
+
+        On the person's soft edge, where the moved pixel came from the plate's filled part, the photo's own
+        background behind it is the fill, not the photo: it is swapped for the plate's at the pixel's new place,
+        out = photo(src) + weight (plate(p) - plate(src)), so what lies over it (hair strands) keeps its
+        detail. Blending the edge into the plate kept 0.4 of it. Only the tiles the soft edge crosses (a ring
+        round the head) are computed."""
+        x0, y0 = roi[:2]
+        weight, (bx0, by0, bx1, by1), swap = plate
+        restored = []
+        if swap is not None:
+            share, (fx0, fy0) = swap[0], swap[1][:2]
+            for r0, r1, c0, c1 in _tiles_with(share > SWAP_MIN, SWAP_TILE):
+                where = (slice(fy0 - y0 + r0, fy0 - y0 + r1), slice(fx0 - x0 + c0, fx0 - x0 + c1))
+                behind = cv2.remap(self._plate, map_x[where], map_y[where], kernel, borderMode=cv2.BORDER_REPLICATE)
+                restored.append((where, share[r0:r1, c0:c1, None] * (out[where].astype(np.float32) - behind)))
+        for r0, r1, c0, c1 in spans:
+            r0, r1 = max(r0, by0 - y0), min(r1, by1 - y0)
+            c0, c1 = max(c0, bx0 - x0), min(c1, bx1 - x0)
+            if r1 > r0 and c1 > c0:
+                part = weight[r0 - (by0 - y0):r1 - (by0 - y0), c0 - (bx0 - x0):c1 - (bx0 - x0)]
+                backdrop = self._plate[y0 + r0:y0 + r1, x0 + c0:x0 + c1]
+                out[r0:r1, c0:c1] = cv2.blendLinear(out[r0:r1, c0:c1], backdrop, 1.0 - part, part)
+        for where, change in restored:
+            change += out[where]
+            out[where] = np.clip(change + 0.5, 0, 255).astype(np.uint8)
+
+    def _resample(self, map_x: np.ndarray, map_y: np.ndarray, kernel: int, roi: tuple[int, int, int, int],
+                  plate: Any) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+        """The photo through the backward map over ``roi`` (uint8), except beside the person where the plate
+        alone shows (``plate``'s weight PLATE_ONLY or more): there the plate, which the blend would put there.
+        Beside a moved head that is about half the region (the background it can move over). Also the spans
+        (r0, r1, c0, c1) of ``roi`` that were resampled."""
+        x0, y0, x1, y1 = roi
+        if plate is None:
+            return (cv2.remap(self.image, map_x, map_y, kernel, borderMode=cv2.BORDER_REPLICATE),
+                    [(0, y1 - y0, 0, x1 - x0)])
+        weight, (bx0, by0, bx1, by1), _ = plate
+        covered = weight >= PLATE_ONLY
+        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        spans = []
+        for r0 in range(0, y1 - y0, RESAMPLE_ROWS):
+            r1 = min(r0 + RESAMPLE_ROWS, y1 - y0)
+            need = np.ones(x1 - x0, bool)
+            if by0 - y0 <= r0 and r1 <= by1 - y0:
+                need[bx0 - x0:bx1 - x0] = ~covered[r0 - (by0 - y0):r1 - (by0 - y0)].all(axis=0)
+            columns = np.flatnonzero(need)
+            c0, c1 = (int(columns[0]), int(columns[-1]) + 1) if len(columns) else (0, 0)
+            if c0 > 0:
+                out[r0:r1, :c0] = self._plate[y0 + r0:y0 + r1, x0:x0 + c0]
+            if c1 < x1 - x0:
+                out[r0:r1, c1:] = self._plate[y0 + r0:y0 + r1, x0 + c1:x1]
+            if c1 > c0:
+                out[r0:r1, c0:c1] = cv2.remap(self.image, map_x[r0:r1, c0:c1], map_y[r0:r1, c0:c1], kernel,
+                                              borderMode=cv2.BORDER_REPLICATE)
+                spans.append((r0, r1, c0, c1))
+        return out, spans
+
     def _plate_weight(self, map_x: np.ndarray, map_y: np.ndarray, roi: tuple[int, int, int, int],
-                      lattice: int = 1) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+                      lattice: int = 1) -> tuple[np.ndarray, tuple[int, int, int, int], Any] | None:
         """How much the background plate shows, from the backward map on its ``lattice`` over ``roi``: (H, W)
-        float32 over the box (output pixels) where it shows at all, and that box; None where it shows nowhere.
-        The moved person lies over the plate where the head moved, so what it uncovers is the plate's; where
-        nothing moved the photo is its own answer (the matte's soft edge would otherwise mix the plate into
-        hair that stays put). Smooth, so computed about every PLATE_STEP pixels and enlarged."""
+        float32 over the box (output pixels) where it shows at all, that box, and the swap's weight (see
+        ``_over_plate``) with its own box within it, or None where there is none; None where the plate shows nowhere.
+        The moved person lies over the plate where the head moved, so what it uncovers is the plate's. Within
+        the plate's fill, where nothing moved the photo is its own answer (the matte's soft edge would otherwise
+        mix the fill into hair that stays put); away from it the plate is the photo itself, shown unmoved.
+        Smooth, so computed about every PLATE_STEP pixels and enlarged."""
         skip = max(1, PLATE_STEP // lattice)
         step = skip * lattice
         coarse_x, coarse_y = map_x[::skip, ::skip], map_y[::skip, ::skip]
@@ -273,6 +367,10 @@ class FullResCompositor:
         grid_x = np.arange(coarse_x.shape[1], dtype=np.float32) * step + x0
         grid_y = (np.arange(coarse_x.shape[0], dtype=np.float32) * step + y0)[:, None]
         moved = np.minimum(np.hypot(coarse_x - grid_x, coarse_y - grid_y) * (1.0 / STILL_PIXELS), 1.0)
+        # Away from the plate's fill the plate is the photo: the background shows unmoved there, moved or not.
+        near = cv2.remap(self._near_fill, coarse_x, coarse_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+        moved[near == 0] = 1.0
         # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
         alpha = cv2.remap(self._matte, coarse_x, coarse_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         coarse = np.ascontiguousarray(moved * (1.0 - alpha), np.float32)
@@ -283,7 +381,17 @@ class FullResCompositor:
         i0, j0, i1, j1 = max(nodes[0] - 1, 0), max(nodes[1] - 1, 0), nodes[2] + 1, nodes[3] + 1
         box = _node_pixels((i0, j0, i1, j1), roi, step)
         size = (box[2] - box[0], box[3] - box[1])
-        return enlarge(coarse, size, 1.0 / step, (float(i0), float(j0))), box
+        weight = enlarge(coarse, size, 1.0 / step, (float(i0), float(j0)))
+        # The swap (``_over_plate``): on the matte's soft edge, where the source lies in the plate's filled part.
+        share = coarse * near * np.minimum(alpha * (1.0 / SWAP_MATTE), 1.0)
+        nodes = mask_bounds(share > 0)
+        if nodes is None:
+            return weight, box, None
+        nodes = (max(nodes[0] - 1, i0), max(nodes[1] - 1, j0), min(nodes[2] + 1, i1), min(nodes[3] + 1, j1))
+        inner = _node_pixels(nodes, roi, step)
+        inner_size = (inner[2] - inner[0], inner[3] - inner[1])
+        return weight, box, (enlarge(np.ascontiguousarray(share, np.float32), inner_size, 1.0 / step,
+                                     (float(nodes[0]), float(nodes[1]))), inner)
 
     def _lay_over(self, out: np.ndarray, layer: FaceLayer, face: "_FaceNodes", crop_to_out: np.ndarray) -> None:
         """What the photo lacks, over the resampled photo ``out`` (the ROI, uint8) in place: the generator's
