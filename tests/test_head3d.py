@@ -135,3 +135,47 @@ def test_landmark_scatter_does_not_turn_the_head():
         # The face still lands on the targets: the expression holds what the quieted turn left.
         moved = np.column_stack(head.forward(rigid, expression[:, 0], expression[:, 1]))
         assert np.abs(moved - target).max() < 0.05
+
+
+def _pitch(degrees: float) -> np.ndarray:
+    a = np.radians(degrees)
+    return np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+
+
+@pytest.mark.parametrize("axis", ["yaw", "pitch"])
+def test_a_side_view_photo_turns_as_far_as_its_driver(axis):
+    # A 3/4-view photo (35 degrees) driven by a frontal driver's turns or nods: carried over in 2D, the targets
+    # read 0.70 of the driver's yaw; with the driver's own turn, all of it. Nods stay the 2D targets' (0.85).
+    from animate_cli.eval.cross import head_pose
+    from animate_cli.landmarks import retarget_relative
+    from animate_cli.render.head3d import turn_like_driver
+
+    angles = np.linspace(-12.0, 12.0, 9)
+    photo = _seen(_yaw(35.0))
+    turn = _yaw if axis == "yaw" else _pitch
+    driver = np.stack([_seen(turn(a), 80.0, (200.0, 220.0)) for a in [0.0, *angles]])
+    flat = retarget_relative(photo, driver, 0)
+    turned = turn_like_driver(photo, flat, driver, 0)
+    column = 0 if axis == "yaw" else 1
+
+    def slope(targets):
+        read = head_pose(targets[1:])[:, column] - head_pose(photo)[column]
+        return abs(np.polyfit(angles, read, 1)[0])
+
+    if axis == "yaw":
+        assert slope(flat) < 0.8
+        assert 0.95 < slope(turned) < 1.05
+    else:
+        assert abs(slope(turned) - slope(flat)) < 0.03
+    np.testing.assert_allclose(turned[0], flat[0], atol=1e-6)    # the reference frame is the photo
+
+
+def test_a_driver_seen_as_the_photo_is_keeps_its_2d_motion():
+    # The photo and the driver's reference face the same way (self-reenactment): nothing is replaced.
+    from animate_cli.landmarks import retarget_relative
+    from animate_cli.render.head3d import turn_like_driver
+
+    photo = _seen(_yaw(3.0))
+    driver = np.stack([_seen(_yaw(a), 80.0, (200.0, 220.0)) for a in (0.0, 8.0, -8.0)])
+    flat = retarget_relative(photo, driver, 0)
+    np.testing.assert_array_equal(turn_like_driver(photo, flat, driver, 0), flat)

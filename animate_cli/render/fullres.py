@@ -37,6 +37,9 @@ from .renderers import FaceLayer
 # bicubic (4x4): measured on a classical warp, bilinear keeps 0.58 of the detail, bicubic 0.81,
 # Lanczos 0.85; Lanczos costs about 5x bicubic (107 against 21 ms for 1.5 Mpx on one core here).
 SHARP_KERNEL_MAX_PIXELS = 600_000
+# Beyond the photo's edge (a head moved down in a photo whose frame cuts its hair) the photo is mirrored, so hair
+# goes on as hair; repeating the edge's pixels drew streaks above the head.
+PHOTO_BORDER = cv2.BORDER_REFLECT_101
 # The face mask is made at 1/MASK_REDUCTION of the working size and enlarged (it is smooth).
 MASK_REDUCTION = 4
 # Under redrawn skin (lids) the photo's detail is kept when one working-size pixel covers more than this
@@ -307,7 +310,7 @@ class FullResCompositor:
             share, (fx0, fy0) = swap[0], swap[1][:2]
             for r0, r1, c0, c1 in _tiles_with(share > SWAP_MIN, SWAP_TILE):
                 where = (slice(fy0 - y0 + r0, fy0 - y0 + r1), slice(fx0 - x0 + c0, fx0 - x0 + c1))
-                behind = cv2.remap(self._plate, map_x[where], map_y[where], kernel, borderMode=cv2.BORDER_REPLICATE)
+                behind = cv2.remap(self._plate, map_x[where], map_y[where], kernel, borderMode=PHOTO_BORDER)
                 restored.append((where, share[r0:r1, c0:c1, None] * (out[where].astype(np.float32) - behind)))
         for r0, r1, c0, c1 in spans:
             r0, r1 = max(r0, by0 - y0), min(r1, by1 - y0)
@@ -328,7 +331,7 @@ class FullResCompositor:
         (r0, r1, c0, c1) of ``roi`` that were resampled."""
         x0, y0, x1, y1 = roi
         if plate is None:
-            return (cv2.remap(self.image, map_x, map_y, kernel, borderMode=cv2.BORDER_REPLICATE),
+            return (cv2.remap(self.image, map_x, map_y, kernel, borderMode=PHOTO_BORDER),
                     [(0, y1 - y0, 0, x1 - x0)])
         weight, (bx0, by0, bx1, by1), _ = plate
         covered = weight >= PLATE_ONLY
@@ -347,7 +350,7 @@ class FullResCompositor:
                 out[r0:r1, c1:] = self._plate[y0 + r0:y0 + r1, x0 + c1:x1]
             if c1 > c0:
                 out[r0:r1, c0:c1] = cv2.remap(self.image, map_x[r0:r1, c0:c1], map_y[r0:r1, c0:c1], kernel,
-                                              borderMode=cv2.BORDER_REPLICATE)
+                                              borderMode=PHOTO_BORDER)
                 spans.append((r0, r1, c0, c1))
         return out, spans
 

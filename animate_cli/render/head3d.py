@@ -107,8 +107,9 @@ HEAD_RADII = np.array([0.95, 1.35, 1.15])
 # The landmarks' depths relative to the ellipsoid are spread over the face by a Gaussian of this width
 # (units of the eye-corner distance).
 FACE_SPREAD = 0.25
-# Fixed-point steps of ``Head3D.inverse`` (each about halves the error of a 20-degree turn's first guess).
-INVERSE_ITERATIONS = 8
+# Fixed-point steps of ``Head3D.inverse`` (from the photo's own landmarks: 20 leave under 0.1 px at a 25-degree
+# turn).
+INVERSE_ITERATIONS = 20
 # The depth map is kept at about this many samples on the photo's longer side (it is smooth).
 DEPTH_SAMPLES = 384
 # A turn or nod (the fitted rotation's out-of-plane part) of a few degrees is mostly the landmarks' scatter: a
@@ -116,6 +117,12 @@ DEPTH_SAMPLES = 384
 # the face on calm clips. It is shrunk towards none (``quiet_turn``: a * a^2 / (a^2 + noise^2) with noise this
 # many degrees: 1 degree keeps a tenth, 6 degrees four fifths, 15 degrees 96 %). Measured: docs/findings.md.
 TURN_NOISE_DEGREES = 3.0
+# A face seen from a side (a 3/4 view) given its driver's landmark motion in 2D turns less than the driver (at 35
+# degrees, 0.70 of the yaw as the mean face reads it), as do nods. Where the photo's view and the driver
+# reference's differ by more than VIEW_START degrees, the targets' turn is the driver's own (its mean-face rotation
+# relative to the reference, in the head's frame), in full from VIEW_FULL degrees (``turn_like_driver``).
+VIEW_START = 5.0
+VIEW_FULL = 20.0
 _STABLE = np.asarray(STABLE_POINTS)
 
 
@@ -146,6 +153,76 @@ def quiet_turn(rotation: np.ndarray, noise_degrees: float = TURN_NOISE_DEGREES) 
     return cv2.Rodrigues(vector)[0]
 
 
+def turn_like_driver(photo_points: np.ndarray, targets: np.ndarray, driver_points: np.ndarray,
+                     reference: int) -> np.ndarray:
+    """(T, 68, 2) ``targets`` (the driver's landmark motion carried onto the photo in 2D) whose head turn (yaw,
+    about the head's vertical axis) is the driver's own, relative to its ``reference`` frame; the nod and the
+    tilt stay the targets'. The photo's landmarks at the mean face's depths are moved by the rigid motion that
+    fits each target and by the same motion with the driver's yaw; the difference is added, in full where the
+    photo's view differs from the reference's by VIEW_FULL degrees or more, not at all within VIEW_START (a
+    driver seen as the photo is: its 2D motion is already right). ``driver_points`` (T, 68, 2)."""
+    photo = np.asarray(photo_points, np.float64)
+    targets = np.asarray(targets, np.float64)
+    driver = np.asarray(driver_points, np.float64)
+    if not np.isfinite(driver[reference][_STABLE]).all():
+        return targets
+    scale, photo_rotation, _ = weak_perspective(MEAN_FACE_68[_STABLE], photo[_STABLE])
+    points3d = np.column_stack([photo, scale * (MEAN_FACE_68 @ photo_rotation.T)[:, 2]])
+    centre = points3d[_STABLE].mean(axis=0)
+    _, reference_rotation, _ = weak_perspective(MEAN_FACE_68[_STABLE], driver[reference][_STABLE])
+    # The angle between the two faces' forward directions (a roll alone changes nothing here).
+    view = np.degrees(np.arccos(np.clip(photo_rotation[:, 2] @ reference_rotation[:, 2], -1.0, 1.0)))
+    share = float(np.clip((view - VIEW_START) / (VIEW_FULL - VIEW_START), 0.0, 1.0))
+    if share == 0.0:
+        return targets
+    photo_yaw, reference_yaw = yaw_pitch_roll(photo_rotation)[0], yaw_pitch_roll(reference_rotation)[0]
+    turned = targets.copy()
+    for index, (target, frame) in enumerate(zip(targets, driver)):
+        if not (np.isfinite(frame[_STABLE]).all() and np.isfinite(target).all()):
+            continue
+        fitted = _fit_rigid(points3d, target, centre)
+        _, pitch, roll = yaw_pitch_roll(fitted.rotation @ photo_rotation)
+        yaw = photo_yaw + yaw_pitch_roll(weak_perspective(MEAN_FACE_68[_STABLE], frame[_STABLE])[1])[0] - reference_yaw
+        own = rotation_from(yaw, pitch, roll) @ photo_rotation.T
+        own = _placed(RigidMotion(own, fitted.scale, np.zeros(2), centre), points3d, target)
+        turned[index] = target + share * (own.project(points3d) - fitted.project(points3d))
+    return turned
+
+
+def yaw_pitch_roll(rotation: np.ndarray) -> tuple[float, float, float]:
+    """Angles (a, b, c) in radians of a face-to-image rotation written as R = Rz(c) Ry(a) Rx(b): a nod b about
+    the ear-to-ear axis, a turn a about the vertical axis, then a tilt c in the image plane (mean face's frame:
+    x right, y down, z towards the camera)."""
+    a = float(np.arcsin(np.clip(-rotation[2, 0], -1.0, 1.0)))
+    return a, float(np.arctan2(rotation[2, 1], rotation[2, 2])), float(np.arctan2(rotation[1, 0], rotation[0, 0]))
+
+
+def rotation_from(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Rz(roll) Ry(yaw) Rx(pitch), radians: the inverse of ``yaw_pitch_roll``."""
+    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    rz = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
+    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
+    return rz @ ry @ rx
+
+
+def _fit_rigid(points3d: np.ndarray, target: np.ndarray, centre: np.ndarray) -> "RigidMotion":
+    """The rigid motion (rotation, scale, shift about ``centre``) that best carries the stable points of
+    ``points3d`` (68, 3) onto ``target`` (68, 2): least squares on an affine camera, then its nearest scaled
+    rotation, the shift matching the stable points' mean."""
+    source = points3d[_STABLE] - centre
+    design = np.column_stack([source, np.ones(len(source))])
+    solution, *_ = np.linalg.lstsq(design, target[_STABLE] - centre[:2], rcond=None)
+    scale, rotation = scaled_rotation(solution[:3].T)
+    return _placed(RigidMotion(rotation, scale, np.zeros(2), centre), points3d, target)
+
+
+def _placed(rigid: "RigidMotion", points3d: np.ndarray, target: np.ndarray) -> "RigidMotion":
+    """``rigid`` shifted so the stable points' mean lands on the target's."""
+    shift = (target[_STABLE] - rigid.project(points3d[_STABLE])).mean(axis=0)
+    return RigidMotion(rigid.rotation, rigid.scale, rigid.shift + shift, rigid.centre)
+
+
 @dataclass(frozen=True)
 class RigidMotion:
     """One frame's head motion: photo point X (x, y, depth) -> scale * rotation (X - centre) + centre + shift,
@@ -168,12 +245,16 @@ class RigidMotion:
 class Head3D:
     """A photo's head as a 3D proxy (see the module doc): a depth for every photo pixel."""
 
-    def __init__(self, depth: np.ndarray, step: float, centre: np.ndarray, points: np.ndarray):
+    def __init__(self, depth: np.ndarray, step: float, centre: np.ndarray, points: np.ndarray,
+                 landmark_depths: np.ndarray | None = None):
         self.depth = depth.astype(np.float32)        # depth map, one sample every ``step`` photo pixels
         self.step = float(step)
         self.centre = np.asarray(centre, np.float64)
         self.points = np.asarray(points, np.float64)
-        self.points3d = np.column_stack([self.points, self.depth_at(self.points[:, 0], self.points[:, 1])])
+        # The landmarks' own depths (the rigid motion is fitted to them), by default the map's.
+        if landmark_depths is None:
+            landmark_depths = self.depth_at(self.points[:, 0], self.points[:, 1])
+        self.points3d = np.column_stack([self.points, landmark_depths])
 
     @classmethod
     def from_photo(cls, shape: tuple[int, int], points: np.ndarray) -> "Head3D":
@@ -203,7 +284,13 @@ class Head3D:
         spread = (weights * relative).sum(axis=-1) / np.maximum(total, 1e-9)
         # Full weight where the landmarks are dense, fading out beyond them.
         presence = np.clip(total / 1.5, 0.0, 1.0)
-        return cls(surface + spread * presence, step, centre, points)
+        depth = surface + spread * presence
+        head = cls(depth, step, centre, points)
+        # The rigid motion is fitted to the landmarks at the mean face's own depths (the map spreads them, which
+        # flattens the nose and a 3/4 view's far jaw: fitted to the map's, a side view's head turned twice as far
+        # as its driver), placed at the map's depth on average.
+        stable_depth = head.points3d[_STABLE, 2].mean()
+        return cls(depth, step, centre, points, model[:, 2] - model[_STABLE, 2].mean() + stable_depth)
 
     def depth_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Depth (photo pixels, towards the camera) at photo pixels (x, y), any shape."""
@@ -230,14 +317,9 @@ class Head3D:
         points; its small turns and nods quieted, ``quiet_turn``) and the expression left over, as landmarks
         in the photo's own frame (68, 2): the points the motion carries onto the targets (``inverse``)."""
         target = np.asarray(target, np.float64)
-        source = self.points3d[_STABLE] - self.centre
-        design = np.column_stack([source, np.ones(len(source))])
-        solution, *_ = np.linalg.lstsq(design, target[_STABLE] - self.centre[:2], rcond=None)
-        scale, rotation = scaled_rotation(solution[:3].T)
-        rotation = quiet_turn(rotation)
-        rigid = RigidMotion(rotation, scale, np.zeros(2), self.centre)
-        shift = (target[_STABLE] - rigid.project(self.points3d[_STABLE])).mean(axis=0)
-        rigid = RigidMotion(rotation, scale, shift, self.centre)
+        fitted = _fit_rigid(self.points3d, target, self.centre)
+        rigid = _placed(RigidMotion(quiet_turn(fitted.rotation), fitted.scale, np.zeros(2), self.centre),
+                        self.points3d, target)
         return rigid, self.inverse(rigid, target)
 
     def inverse(self, rigid: RigidMotion, target: np.ndarray, iterations: int = INVERSE_ITERATIONS) -> np.ndarray:
@@ -246,8 +328,8 @@ class Head3D:
         frame lands on the target once the head turns. Fixed-point steps through the motion's 2x2 part."""
         target = np.asarray(target, np.float64)
         step = np.linalg.inv(rigid.linear()).T
-        points = self.points + (target - rigid.project(self.points3d)) @ step
-        for _ in range(iterations):
+        points = self.points.copy()
+        for _ in range(iterations + 1):
             x, y = self.forward(rigid, points[:, 0], points[:, 1])
             points = points + (target - np.column_stack([x, y])) @ step
         return points

@@ -3,9 +3,10 @@
 The face renderers (warp or generator) draw the face in a crop that follows the head. Everything
 else a user sees move, hair, ears, the head's outline, the neck, is this stage's job:
 
-- once per photo (``HeadLayers.from_photo``): the person is segmented (OpenCV's GrabCut seeded by
-  the face's landmarks; no new dependency), a *head weight* says how much each pixel follows the
-  head (1 on the head, a smooth fall-off down the neck, 0 on the shoulders and beyond), and a
+- once per photo (``HeadLayers.from_photo``): the person is segmented (a small pretrained network,
+  ``person_matte``; without its weights OpenCV's GrabCut seeded by the face's landmarks), a *head
+  weight* says how much each pixel follows the head (1 on the head, a smooth fall-off down the neck,
+  0 on the shoulders and beyond, and at the photo's top and side edges beside the face), and a
   *background plate* is the photo with the moving part of the person filled in from the
   surrounding background (a push-pull fill), for what the moving head uncovers;
 - per frame (``HeadMotion.render``): the head's similarity S (rotation, scale, translation; for
@@ -39,6 +40,8 @@ NECK_START = 0.05
 NECK_END = 0.85
 SIDE_START = 1.2
 SIDE_END = 2.0
+# ... and 0 at the photo's top and side edges, rising to full over this many face sizes from them.
+EDGE_FADE = 0.1
 # Variants measured and dropped here (the body following the chin, and more): docs/findings.md, "Whole-head motion".
 # Share of the jaw's width that the face's landmarks shift per unit of yaw proxy while the head's
 # outline stays (see ``outline_similarity``). Full-frame self-reenactment, face-box SSIM on three
@@ -163,7 +166,14 @@ def head_weight_map(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
     side = np.abs((xs - centre[0]) * right[0] + (ys - centre[1]) * right[1]) / size
     vertical = 1.0 - _smoothstep((along - NECK_START) / (NECK_END - NECK_START))
     lateral = 1.0 - _smoothstep((side - SIDE_START) / (SIDE_END - SIDE_START))
-    return (vertical * lateral).astype(np.float32)
+    # The photo's top and side edges stay put: what lies beyond them (hair cut by the frame) is unknown, so a head
+    # moving away from an edge stretches what is between instead of revealing it. The face itself always moves.
+    fade = max(EDGE_FADE * size, 1.0)
+    edge = _smoothstep(np.minimum(np.minimum(ys, xs), width - 1 - xs) / fade)
+    hull = np.ones(shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(np.asarray(points)).astype(np.int32)), 0)
+    face = 1.0 - _smoothstep(cv2.distanceTransform(hull, cv2.DIST_L2, 3) / fade)
+    return (vertical * lateral * np.maximum(edge, face)).astype(np.float32)
 
 
 def _prior_shapes(shape: tuple[int, int], points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,10 +210,11 @@ def _prior_shapes(shape: tuple[int, int], points: np.ndarray) -> tuple[np.ndarra
 def segment_person(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """A soft (H, W) float32 matte of the person whose face has these landmarks.
 
-    GrabCut on the photo shrunk to about ``SEGMENT_SIDE`` px, seeded with the landmark hull as sure
-    foreground and a head ellipse and body shape as likely foreground; the component holding the
-    face is kept. When GrabCut's answer is implausible (most of the head missing, or everything
-    foreground) the prior shapes themselves are the matte.
+    The person-matte network (``person_matte``: hair, headscarves and clothes included) gives each pixel a
+    probability; the part of it connected to the face is kept (another person beside them stays put), its
+    holes filled. Without the network's weights, GrabCut seeded by the landmarks does it by colour
+    (``_grabcut``). When the answer is implausible (most of the head missing, or everything the person) the
+    prior shapes themselves are the matte.
     """
     height, width = image.shape[:2]
     scale = min(1.0, SEGMENT_SIDE / max(height, width))
@@ -211,28 +222,71 @@ def segment_person(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA) if scale < 1 else image
     small_points = (np.asarray(points, np.float64) + 0.5) * (small_size[0] / width, small_size[1] / height) - 0.5
     sure, head, body = _prior_shapes(small.shape[:2], small_points)
+    probability = _network_probability(image)
+    if probability is None:
+        found = _grabcut(small, sure, head, body)
+    else:
+        reduced = cv2.resize(probability, small_size, interpolation=cv2.INTER_AREA) if scale < 1 else probability
+        found = _component_with(reduced > 0.5, sure > 0)
+    if not _plausible(found, head):
+        return _soft(np.maximum(head, body).astype(bool), points, (width, height))
+    if probability is None:
+        return _soft(found, points, (width, height))
+    # The person's part the face belongs to, a little grown so its soft edge is kept; the network's own soft
+    # edge, and the holes it left (eyes, a mouth) filled.
+    kept = cv2.resize(cv2.dilate(found.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32),
+                      (width, height), interpolation=cv2.INTER_LINEAR)
+    inside = cv2.resize(found.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= 1.0
+    return np.clip(np.maximum(probability, inside) * kept, 0.0, 1.0).astype(np.float32)
+
+
+def _plausible(found: np.ndarray, head: np.ndarray) -> bool:
+    coverage = (found & (head > 0)).sum() / max(int((head > 0).sum()), 1)
+    if found.any() and coverage >= MIN_HEAD_COVERAGE and found.mean() <= MAX_PERSON_SHARE:
+        return True
+    log.debug("segmentation implausible (head coverage %.2f, image share %.2f)", coverage, found.mean())
+    return False
+
+
+def _soft(mask: np.ndarray, points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A small boolean ``mask`` at the photo's (width, height), its edge softened (MATTE_SOFTNESS)."""
+    matte = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    sigma = max(MATTE_SOFTNESS * face_size(points), 0.6)
+    return np.clip(cv2.GaussianBlur(matte, (0, 0), sigma), 0.0, 1.0)
+
+
+def _network_probability(image: np.ndarray) -> np.ndarray | None:
+    """The person-matte network's probability for ``image``, or None (and a warning) without its weights."""
+    from .person_matte import person_probability, weights_path
+
+    path = weights_path()
+    if not path.is_file():
+        log.warning("%s: no person-matte weights; segmenting by colour instead (hair may be left behind)", path)
+        return None
+    try:
+        return person_probability(image, path)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        log.warning("%s: unreadable person-matte weights (%s); segmenting by colour instead", path, error)
+        return None
+
+
+def _grabcut(small: np.ndarray, sure: np.ndarray, head: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """The person by colour: GrabCut on the shrunk photo, seeded with the landmark hull as sure foreground and
+    a head ellipse and body shape as likely foreground; the component holding the face, holes filled (all
+    False if GrabCut cannot model the photo, e.g. one colour)."""
     likely = np.maximum(head, body)
     mask = np.where(likely > 0, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     mask[sure > 0] = cv2.GC_FGD
-    foreground = likely.astype(bool)
     try:
         background_model, foreground_model = np.zeros((1, 65)), np.zeros((1, 65))
         cv2.setRNGSeed(GRABCUT_SEED)
         cv2.grabCut(np.ascontiguousarray(small[..., ::-1]), mask, None, background_model, foreground_model,
                     GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-        found = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-        found = _component_with(found, sure > 0)
-        coverage = (found & (head > 0)).sum() / max(int((head > 0).sum()), 1)
-        if coverage >= MIN_HEAD_COVERAGE and found.mean() <= MAX_PERSON_SHARE:
-            foreground = found
-        else:
-            log.debug("segmentation implausible (head coverage %.2f, image share %.2f); using the prior shapes",
-                      coverage, found.mean())
     except cv2.error as error:  # a degenerate image (one colour): GrabCut cannot model it
-        log.debug("GrabCut failed (%s); using the prior shapes", error)
-    matte = cv2.resize(foreground.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    sigma = max(MATTE_SOFTNESS * face_size(points), 0.6)
-    return np.clip(cv2.GaussianBlur(matte, (0, 0), sigma), 0.0, 1.0)
+        log.debug("GrabCut failed (%s)", error)
+        return np.zeros(small.shape[:2], bool)
+    found = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    return _component_with(found, sure > 0)
 
 
 def _component_with(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:

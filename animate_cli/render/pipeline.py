@@ -34,7 +34,7 @@ from ..photos import PhotoFace, find_faces
 from ..progress import ProgressReporter, SilentProgress
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .fullres import FullResCompositor
-from .head3d import Head3D, RigidMotion
+from .head3d import Head3D, RigidMotion, turn_like_driver
 from .head_motion import (HeadLayers, HeadMotion, apply_affine, field_step, head_similarities, head_similarity,
                           invert_affine, outline_similarity)
 from .preview import TILE_HEIGHT, driver_frame, keep_frames, preview_indices, write_preview
@@ -179,6 +179,8 @@ def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> Moti
         reference = choose_references(photo, track, config)
         image_points = retarget_relative(photo.points, track.points, reference.pose,
                                          full_closure=config.full_closure, expression_reference=reference.expression)
+        if config.moves_whole_head and config.head_model == "3d":
+            image_points = turn_like_driver(photo.points, image_points, track.points, reference.pose)
         image_points = hold_still(photo.points, image_points)
     else:
         image_points = retarget_absolute(photo.points, track.points)
@@ -233,13 +235,22 @@ def output_size(photo: Shot, config: RenderConfig, crop_size: int) -> tuple[int,
     return even_size(round(width * scale), round(height * scale))
 
 
+def fit_frame(frame: np.ndarray, size: tuple[int, int], enlarge: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """``frame`` at the output's (width, height): as it is, its odd last column or row dropped (the encoder's
+    even size; resizing 577 px to 576 blurred the whole frame to under half its detail), or resized."""
+    height, width = frame.shape[:2]
+    if 0 <= width - size[0] <= 1 and 0 <= height - size[1] <= 1:
+        return frame if (width, height) == size else frame[:size[1], :size[0]]
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if width > size[0] else enlarge)
+
+
 def photo_at_output_size(photo: Shot, size: tuple[int, int]) -> Shot:
     """The photo shrunk once to the output's (width, height), its crop and landmarks moved along;
     the crop image and crop-space landmarks stay as they are. Compositing a large photo at full
     size and shrinking every frame costs about a second a frame for an 8000 px photo."""
     height, width = photo.image.shape[:2]
-    if size[0] >= width or size[1] >= height:
-        return photo
+    if size[0] >= width - 1 or size[1] >= height - 1:
+        return photo        # the same size, or one odd pixel more (``fit_frame`` drops it from each frame)
     scale_x, scale_y = size[0] / width, size[1] / height
     image = cv2.resize(photo.image, size, interpolation=cv2.INTER_AREA)
     # Pixel centres: x' = (x + 0.5) * scale - 0.5.
@@ -353,10 +364,7 @@ def composite_layers(batches: Iterator[tuple[np.ndarray, list]], compositor: Ful
         if head_matrices is not None:
             matrix, outline = head_matrices[index], outline_matrices[index]
         frame = compositor.compose(layer, points, matrix, outline, None if rigid is None else rigid[index])
-        if (frame.shape[1], frame.shape[0]) != size:
-            interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_CUBIC
-            frame = cv2.resize(frame, size, interpolation=interp)
-        return frame
+        return fit_frame(frame, size, cv2.INTER_CUBIC)
 
     # Frames are composed COMPOSE_WORKERS at a time (OpenCV and numpy release the GIL): a large photo's
     # frames cost most here, while the renderer's thread waits.
@@ -400,10 +408,7 @@ def composite_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], crop_siz
                 # The face moves: cover where it is now and where it was in the photo.
                 mask = np.maximum(face_mask(points * scale, crop_size), photo_mask)
                 frame = compositor.compose(crop_image, mask)
-            if (frame.shape[1], frame.shape[0]) != size:
-                interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_LINEAR
-                frame = cv2.resize(frame, size, interpolation=interp)
-            yield frame
+            yield fit_frame(frame, size)
 
 
 def composite_head_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], crop_size: int, photo: Shot,
@@ -431,10 +436,7 @@ def composite_head_batches(batches: Iterator[tuple[np.ndarray, np.ndarray]], cro
             index += 1
             mask = np.maximum(mask_for(points), photo_mask)
             paste_affine(frame, crop_image, compose_affine(matrix, crop_to_photo), mask)
-            if (frame.shape[1], frame.shape[0]) != size:
-                interp = cv2.INTER_AREA if frame.shape[1] > size[0] else cv2.INTER_LINEAR
-                frame = cv2.resize(frame, size, interpolation=interp)
-            yield frame
+            yield fit_frame(frame, size)
 
 
 def side_by_side_frames(frames: Iterator[np.ndarray], driver: Driver, indices: np.ndarray) -> Iterator[np.ndarray]:
