@@ -143,13 +143,10 @@ def product_plan(renderer, person, track, config=None):
     (``plan_motion`` on the photo as the output shows it; ``crop_points`` are the targets, ``seen_points`` the
     measure points), the output's (width, height), and the path: True where the renderer draws layers
     (``render_layers``, then ``FullResCompositor`` at the output size), False for the crop path (``render``)."""
-    from animate_cli.render.pipeline import RenderConfig, output_size, photo_at_output_size, plan_motion
+    from animate_cli.render.pipeline import RenderConfig, output_photos, plan_motion
 
     config = config or RenderConfig()
-    photo = person.photo
-    size = output_size(photo, config, renderer.size)
-    backdrop = photo if config.crop_only else photo_at_output_size(photo, size)
-    planned = backdrop if config.moves_whole_head and config.head_model == "3d" else photo
+    size, _, planned = output_photos(person.photo, config, renderer.size)
     layered = not config.crop_only and getattr(renderer, "draws_layers", False)
     return plan_motion(planned, track, config), size, layered
 

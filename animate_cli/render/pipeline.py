@@ -467,6 +467,16 @@ class FrameStream:
     reference: References           # the driver frames relative motion is measured from
 
 
+def output_photos(photo: Shot, config: RenderConfig, crop_size: int) -> tuple[tuple[int, int], Shot, Shot]:
+    """The output's (width, height), the photo the frames are composed over (shrunk once to the output's size,
+    ``photo_at_output_size``), and the photo the motion is planned on: the 3D head in the pixels of the photo as
+    the output shows it (its depths with them), else the photo itself."""
+    size = output_size(photo, config, crop_size)
+    backdrop = photo if config.crop_only else photo_at_output_size(photo, size)
+    planned = backdrop if config.moves_whole_head and config.head_model == "3d" else photo
+    return size, backdrop, planned
+
+
 def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, config: RenderConfig) -> FrameStream:
     """Every output frame (composited, not yet side by side), produced lazily in worker threads;
     close ``frames`` when stopping early."""
@@ -474,10 +484,7 @@ def render_frames(renderer: FrameRenderer, person: Person, driver: Driver, confi
     source_fps = driver.video.fps if driver.video else driver.track.fps
     fps = config.fps or source_fps
     indices = frame_indices(len(driver.track), source_fps, fps)
-    size = output_size(photo, config, renderer.size)
-    backdrop = photo if config.crop_only else photo_at_output_size(photo, size)
-    # The 3D head is planned in the pixels of the photo as the output shows it (its depths with them).
-    planned = backdrop if config.moves_whole_head and config.head_model == "3d" else photo
+    size, backdrop, planned = output_photos(photo, config, renderer.size)
     plan = plan_motion(planned, driver.track, config).select(indices)
     log.debug("reference frames: pose %d, expression %d", plan.reference.pose, plan.reference.expression)
     matrices, outlines = plan.head_matrices, plan.outline_matrices
