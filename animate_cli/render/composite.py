@@ -76,24 +76,33 @@ def face_mask(points: np.ndarray, size: int, feather: float = DEFAULT_FEATHER) -
     return np.clip(soft, 0.0, 1.0)
 
 
+def mapped_box(image_shape: tuple[int, ...], matrix: np.ndarray, support: tuple[int, int, int, int],
+               before: int = 1, after: int = 2) -> tuple[int, int, int, int] | None:
+    """The image pixels (x0, y0, x1, y1) covering the box ``support`` mapped by the 2x3 affine ``matrix``,
+    grown by ``before`` pixels on the low sides and ``after`` on the high ones, clipped to an image of
+    ``image_shape`` (None if nothing is left)."""
+    sx0, sy0, sx1, sy1 = support
+    corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64)
+    affine = np.asarray(matrix, np.float64)
+    mapped = corners @ affine[:, :2].T + affine[:, 2]
+    height, width = image_shape[:2]
+    x0 = max(int(np.floor(mapped[:, 0].min())) - before, 0)
+    y0 = max(int(np.floor(mapped[:, 1].min())) - before, 0)
+    x1 = min(int(np.ceil(mapped[:, 0].max())) + after, width)
+    y1 = min(int(np.ceil(mapped[:, 1].max())) + after, height)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
 def _roi_and_matrix(image_shape: tuple[int, ...], crop_to_image: np.ndarray, support: tuple[int, int, int, int]
                     ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
     """Image-space ROI (x0, y0, x1, y1) covering the crop's ``support`` box under the 2x3 affine
     ``crop_to_image``, and the crop -> ROI affine."""
-    sx0, sy0, sx1, sy1 = support
-    corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64)
-    inverse = np.asarray(crop_to_image, np.float64)
-    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
-    height, width = image_shape[:2]
-    x0 = max(int(np.floor(mapped[:, 0].min())) - 1, 0)
-    y0 = max(int(np.floor(mapped[:, 1].min())) - 1, 0)
-    x1 = min(int(np.ceil(mapped[:, 0].max())) + 2, width)
-    y1 = min(int(np.ceil(mapped[:, 1].max())) + 2, height)
-    if x1 <= x0 or y1 <= y0:
+    roi = mapped_box(image_shape, crop_to_image, support)
+    if roi is None:
         return None
-    matrix = inverse.copy()
-    matrix[:, 2] -= (x0, y0)
-    return (x0, y0, x1, y1), matrix
+    matrix = np.asarray(crop_to_image, np.float64).copy()
+    matrix[:, 2] -= roi[:2]
+    return roi, matrix
 
 
 def _warp_crop(crop_image: np.ndarray, matrix: np.ndarray, roi_size: tuple[int, int], shrink: float) -> np.ndarray:

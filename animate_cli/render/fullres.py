@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from ..person import Shot
-from .composite import _mask_support, compose_affine, crop_mask, face_mask
+from .composite import _mask_support, compose_affine, crop_mask, face_mask, mapped_box
 from .head3d import Head3D, RigidMotion
 from .head_motion import HeadMotion, enlarge, invert_affine, lattice_nodes, mask_bounds
 from .renderers import FaceLayer
@@ -209,13 +209,7 @@ class FullResCompositor:
 
     def _output_box(self, crop_to_out: np.ndarray, support: tuple[int, int, int, int]):
         """The output pixels covering the crop's ``support`` box, clipped to the frame (None if none)."""
-        sx0, sy0, sx1, sy1 = support
-        corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64)
-        mapped = corners @ crop_to_out[:, :2].T + crop_to_out[:, 2]
-        x0, y0 = max(int(np.floor(mapped[:, 0].min())) - 2, 0), max(int(np.floor(mapped[:, 1].min())) - 2, 0)
-        x1 = min(int(np.ceil(mapped[:, 0].max())) + 3, self.width)
-        y1 = min(int(np.ceil(mapped[:, 1].max())) + 3, self.height)
-        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+        return mapped_box((self.height, self.width), crop_to_out, support, 2, 3)
 
     def compose(self, layer: FaceLayer, points: np.ndarray, matrix: np.ndarray | None = None,
                 outline: np.ndarray | None = None, rigid: RigidMotion | None = None) -> np.ndarray:
