@@ -41,7 +41,7 @@ from ..io.images import load_image, save_image
 from ..landmarks import LandmarkTrack, detect_photo_landmarks, eye_opening, mouth_opening
 from ..landmarks.retarget import STABLE_POINTS
 from ..progress import ProgressReporter, SilentProgress
-from ..render.head3d import MEAN_FACE_68, weak_perspective
+from ..render.head3d import MEAN_FACE_68, weak_perspective, yaw_pitch_roll
 from ..render.pipeline import Driver
 from ..render.preview import preview_indices, write_preview
 from .full_frame import (BASELINE_METHODS, DETAIL_BOX_SCALE, FULL_FRAME_METHODS, Renderers, _render, _track,
@@ -108,9 +108,7 @@ def _euler_degrees(rotation: np.ndarray) -> tuple[float, float, float]:
     vertical axis, then a tilt in the image plane. Roll outermost makes an in-plane turn of the image a
     pure roll. Signed for the reader: yaw > 0 turns the nose to the image's right, pitch > 0 tips it
     down, roll > 0 tilts the face counterclockwise as seen."""
-    a = math.asin(float(np.clip(-rotation[2, 0], -1.0, 1.0)))
-    b = math.atan2(rotation[2, 1], rotation[2, 2])
-    c = math.atan2(rotation[1, 0], rotation[0, 0])
+    a, b, c = yaw_pitch_roll(rotation)
     # Ry(a), a > 0, swings the nose (+z) towards +x (right); Rx(b), b > 0, towards -y (up); Rz(c), c > 0,
     # turns +x towards +y: clockwise on screen, where y points down.
     return math.degrees(a), -math.degrees(b), -math.degrees(c)

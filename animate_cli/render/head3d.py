@@ -251,10 +251,13 @@ class Head3D:
         self.step = float(step)
         self.centre = np.asarray(centre, np.float64)
         self.points = np.asarray(points, np.float64)
-        # The landmarks' own depths (the rigid motion is fitted to them), by default the map's.
-        if landmark_depths is None:
-            landmark_depths = self.depth_at(self.points[:, 0], self.points[:, 1])
-        self.points3d = np.column_stack([self.points, landmark_depths])
+        # The landmarks' own depths (the rigid motion is fitted to them): the map's, or ``landmark_depths``
+        # (their shape) placed at the map's depth on the stable points' mean.
+        depths = self.depth_at(self.points[:, 0], self.points[:, 1])
+        if landmark_depths is not None:
+            shape = np.asarray(landmark_depths, np.float64)
+            depths = shape - shape[_STABLE].mean() + depths[_STABLE].mean()
+        self.points3d = np.column_stack([self.points, depths])
 
     @classmethod
     def from_photo(cls, shape: tuple[int, int], points: np.ndarray) -> "Head3D":
@@ -284,13 +287,10 @@ class Head3D:
         spread = (weights * relative).sum(axis=-1) / np.maximum(total, 1e-9)
         # Full weight where the landmarks are dense, fading out beyond them.
         presence = np.clip(total / 1.5, 0.0, 1.0)
-        depth = surface + spread * presence
-        head = cls(depth, step, centre, points)
         # The rigid motion is fitted to the landmarks at the mean face's own depths (the map spreads them, which
         # flattens the nose and a 3/4 view's far jaw: fitted to the map's, a side view's head turned twice as far
-        # as its driver), placed at the map's depth on average.
-        stable_depth = head.points3d[_STABLE, 2].mean()
-        return cls(depth, step, centre, points, model[:, 2] - model[_STABLE, 2].mean() + stable_depth)
+        # as its driver).
+        return cls(surface + spread * presence, step, centre, points, model[:, 2])
 
     def depth_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Depth (photo pixels, towards the camera) at photo pixels (x, y), any shape."""

@@ -12,7 +12,6 @@ a painting's headscarf background, so the head left them behind as a smear when 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -23,11 +22,8 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "person_matte.safetensors"
-# The network sees the photo squeezed to this square (its input size).
-INPUT_SIZE = 256
 
 
 def weights_path() -> Path:
@@ -136,6 +132,5 @@ def person_probability(image: np.ndarray, path: str | Path | None = None) -> np.
     height, width = image.shape[:2]
     small = cv2.resize(image, net.size[::-1], interpolation=cv2.INTER_AREA)
     tensor = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)[None].float() / 255.0
-    with torch.inference_mode():
-        probability = net(tensor)[0, 0].numpy()
+    probability = net(tensor)[0, 0].numpy()
     return np.clip(cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
