@@ -22,7 +22,7 @@ the plate alone shows (the background beside a moved head) the photo is not resa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -122,6 +122,16 @@ def _tiles_with(mask: np.ndarray, tile: int) -> list[tuple[int, int, int, int]]:
     any_true = padded.reshape(rows, tile, columns, tile).any(axis=(1, 3))
     return [(i * tile, min((i + 1) * tile, height), j * tile, min((j + 1) * tile, width))
             for i, j in zip(*np.nonzero(any_true))]
+
+
+class _Plate(NamedTuple):
+    """How the background plate shows in a frame (``FullResCompositor._plate_weight``): its weight over ``box``
+    (output pixels), and the swap's weight (``_over_plate``) over ``swap_box`` within it, or both None."""
+
+    weight: np.ndarray
+    box: tuple[int, int, int, int]
+    swap: np.ndarray | None
+    swap_box: tuple[int, int, int, int] | None
 
 
 @dataclass(frozen=True)
@@ -287,8 +297,8 @@ class FullResCompositor:
         frame[y0:y1, x0:x1] = out
         return frame
 
-    def _over_plate(self, out: np.ndarray, spans: list[tuple[int, int, int, int]], plate: Any, map_x: np.ndarray,
-                    map_y: np.ndarray, kernel: int, roi: tuple[int, int, int, int]) -> None:
+    def _over_plate(self, out: np.ndarray, spans: list[tuple[int, int, int, int]], plate: _Plate,
+                    map_x: np.ndarray, map_y: np.ndarray, kernel: int, roi: tuple[int, int, int, int]) -> None:
         """The resampled photo ``out`` (the ROI, uint8, changed in place) laid over the background plate with
         ``plate``'s weight (``_plate_weight``), in the ``spans`` that ``_resample`` resampled.
 
@@ -298,10 +308,10 @@ class FullResCompositor:
         detail. Blending the edge into the plate kept 0.4 of it. Only the tiles the soft edge crosses (a ring
         round the head) are computed."""
         x0, y0 = roi[:2]
-        weight, (bx0, by0, bx1, by1), swap = plate
+        weight, (bx0, by0, bx1, by1), share, swap_box = plate
         restored = []
-        if swap is not None:
-            share, (fx0, fy0) = swap[0], swap[1][:2]
+        if share is not None:
+            fx0, fy0 = swap_box[:2]
             for r0, r1, c0, c1 in _tiles_with(share > SWAP_MIN, SWAP_TILE):
                 where = (slice(fy0 - y0 + r0, fy0 - y0 + r1), slice(fx0 - x0 + c0, fx0 - x0 + c1))
                 behind = cv2.remap(self._plate, map_x[where], map_y[where], kernel, borderMode=PHOTO_BORDER)
@@ -318,7 +328,7 @@ class FullResCompositor:
             out[where] = np.clip(change + 0.5, 0, 255).astype(np.uint8)
 
     def _resample(self, map_x: np.ndarray, map_y: np.ndarray, kernel: int, roi: tuple[int, int, int, int],
-                  plate: Any) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+                  plate: _Plate | None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
         """The photo through the backward map over ``roi`` (uint8), except beside the person where the plate
         alone shows (``plate``'s weight PLATE_ONLY or more): there the plate, which the blend would put there.
         Beside a moved head that is about half the region (the background it can move over). Also the spans
@@ -327,8 +337,8 @@ class FullResCompositor:
         if plate is None:
             return (cv2.remap(self.image, map_x, map_y, kernel, borderMode=PHOTO_BORDER),
                     [(0, y1 - y0, 0, x1 - x0)])
-        weight, (bx0, by0, bx1, by1), _ = plate
-        covered = weight >= PLATE_ONLY
+        (bx0, by0, bx1, by1) = plate.box
+        covered = plate.weight >= PLATE_ONLY
         out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
         spans = []
         for r0 in range(0, y1 - y0, RESAMPLE_ROWS):
@@ -349,7 +359,7 @@ class FullResCompositor:
         return out, spans
 
     def _plate_weight(self, map_x: np.ndarray, map_y: np.ndarray, roi: tuple[int, int, int, int],
-                      lattice: int = 1) -> tuple[np.ndarray, tuple[int, int, int, int], Any] | None:
+                      lattice: int = 1) -> _Plate | None:
         """How much the background plate shows, from the backward map on its ``lattice`` over ``roi``: (H, W)
         float32 over the box (output pixels) where it shows at all, that box, and the swap's weight (see
         ``_over_plate``) with its own box within it, or None where there is none; None where the plate shows nowhere.
@@ -383,12 +393,12 @@ class FullResCompositor:
         share = coarse * near * np.minimum(alpha * (1.0 / SWAP_MATTE), 1.0)
         nodes = mask_bounds(share > 0)
         if nodes is None:
-            return weight, box, None
+            return _Plate(weight, box, None, None)
         nodes = (max(nodes[0] - 1, i0), max(nodes[1] - 1, j0), min(nodes[2] + 1, i1), min(nodes[3] + 1, j1))
         inner = _node_pixels(nodes, roi, step)
         inner_size = (inner[2] - inner[0], inner[3] - inner[1])
-        return weight, box, (enlarge(np.ascontiguousarray(share, np.float32), inner_size, 1.0 / step,
-                                     (float(nodes[0]), float(nodes[1]))), inner)
+        return _Plate(weight, box, enlarge(np.ascontiguousarray(share, np.float32), inner_size, 1.0 / step,
+                                           (float(nodes[0]), float(nodes[1]))), inner)
 
     def _lay_over(self, out: np.ndarray, layer: FaceLayer, face: "_FaceNodes", crop_to_out: np.ndarray) -> None:
         """What the photo lacks, over the resampled photo ``out`` (the ROI, uint8) in place: the generator's
