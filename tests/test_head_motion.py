@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import cv2
 import numpy as np
 import pytest
 from skimage import data
@@ -199,6 +200,36 @@ def test_a_turn_moves_the_outline_less_than_the_face(points):
     outline = outline_similarity(matrix, points, turned)
     assert 0 < outline[0, 2] < matrix[0, 2]
     np.testing.assert_allclose(outline[:, :2], matrix[:, :2])
+
+
+def _edge_layers(size: int = 160, fade: float = 10.0) -> HeadLayers:
+    """A photo whose head weight rises from 0 at the top edge to 1 over ``fade`` pixels (a still edge)."""
+    ys = np.arange(size, dtype=np.float32)[:, None] / fade
+    weight = np.repeat(np.clip(ys, 0, 1) ** 2 * (3 - 2 * np.clip(ys, 0, 1)), size, axis=1).astype(np.float32)
+    image = np.zeros((size, size, 3), np.uint8)
+    return HeadLayers(image=image, matte=np.ones((size, size), np.float32), weight=weight, plate=image,
+                      support=(0, 0, size, size))
+
+
+@pytest.mark.parametrize("shift", [40.0, -40.0])
+def test_a_head_moving_far_beside_a_still_edge_is_mapped_back_exactly(shift):
+    # A head moving 40 px away from (or into) a still edge that fades in over 10 px: the fixed-point steps alone
+    # diverge there and drew hair from the wrong places into the background (a dark blob above a head).
+    layers = _edge_layers()
+    motion = HeadMotion(layers, grid_step=1)
+    matrix = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, shift]])
+    roi = (0, 0, 160, 160)
+    map_x, map_y = motion.backward_map(matrix, roi)
+    weight = cv2.remap(layers.weight, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    moved_y = map_y + weight * shift
+    rows = np.arange(160, dtype=np.float32)[:, None]
+    # Every output pixel shows the photo pixel the head's field moves onto it.
+    assert np.abs(moved_y - rows).max() < 0.3
+    np.testing.assert_allclose(map_x, np.arange(160, dtype=np.float32)[None].repeat(160, 0), atol=1e-3)
+    if shift < 0:
+        # Moving into the edge the head folds over it: where both a still pixel and the head's own reach an output
+        # pixel, the head is in front.
+        assert map_y[12, 80] == pytest.approx(52.0, abs=0.3)
 
 
 def test_the_head_weight_is_one_on_the_head_and_zero_below_the_neck(points):

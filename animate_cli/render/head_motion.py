@@ -12,7 +12,7 @@ else a user sees move, hair, ears, the head's outline, the neck, is this stage's
 - per frame (``HeadMotion.render``): the head's similarity S (rotation, scale, translation; for
   the outline, less the sideways shift a turn gives the face alone: ``outline_similarity``) gives
   a backward motion field ``p -> p - w (S x - x)`` solved by a few fixed-point steps on a coarse
-  grid (the field is smooth); the photo and its person matte are resampled through it and laid
+  grid (the field is smooth), and where they do not converge through the share w itself; the photo and its person matte are resampled through it and laid
   over the plate. The background never moves, the head moves rigidly, the neck follows partly.
 
 Only the region that can change (the head's support, moved and unmoved) is computed, so a large
@@ -68,6 +68,13 @@ GRID_STEP = 4
 # so a large photo's head is solved on as many nodes as a small one's.
 FIELD_STEP_FACE = 1 / 64
 FIELD_ITERATIONS = 4
+# The fixed-point steps converge where the head's weight changes slowly against the motion. Where a head moves far
+# against a steep weight (a photo's still edge beside a face that moves by more than EDGE_FADE) they do not: a node
+# still off by more than SOLVED_PIXELS is solved by its share instead (``_solve_by_share``): SHARE_SAMPLES shares
+# tried, then SHARE_HALVINGS bisections.
+SOLVED_PIXELS = 0.25
+SHARE_SAMPLES = 17
+SHARE_HALVINGS = 7
 # A segmentation that covers less than this share of the head prior, or more than this share of
 # the image, is not believed; the prior shapes are used instead.
 MIN_HEAD_COVERAGE = 0.45
@@ -342,6 +349,34 @@ def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def _solve_by_share(head: Callable, weight: Callable, px: np.ndarray, py: np.ndarray, hx: np.ndarray,
+                    hy: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo pixels x that the head's field sends to output pixels (px, py): x + w(x) (S x - x) = p, for
+    ``head`` S (x, y) -> (x', y') and ``weight`` w (x, y) -> w; (hx, hy) is where the head alone would take
+    each from (S x = p). Solved through the share s = w(x): for a given s the pixel x(s) = p - s (S x - x) is
+    found by fixed-point steps (S is nearly a similarity: they converge), and w(x(s)) - s is positive at s = 0
+    and not at s = 1, so it has a root between. Where there are several (the head folds over a still edge) the
+    largest share is taken: the head is in front. Arrays of one 2D shape."""
+    def at_share(share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = px + share * (hx - px), py + share * (hy - py)
+        for _ in range(iterations):
+            sx, sy = head(x, y)
+            x, y = px - share * (sx - x), py - share * (sy - y)
+        return x, y
+
+    shares = np.linspace(0.0, 1.0, SHARE_SAMPLES)
+    above = np.stack([weight(*at_share(np.full(px.shape, value))) >= value for value in shares])
+    # The last share at which w(x(s)) >= s, with the next one below it (or the head's own pixel).
+    last = SHARE_SAMPLES - 1 - np.argmax(above[::-1], axis=0)
+    low = shares[last]
+    high = np.minimum(low + shares[1], 1.0)
+    for _ in range(SHARE_HALVINGS):
+        middle = 0.5 * (low + high)
+        holds = weight(*at_share(middle)) >= middle
+        low, high = np.where(holds, middle, low), np.where(holds, high, middle)
+    return at_share(low)
+
+
 @dataclass
 class HeadLayers:
     """What a photo's head motion needs, made once per photo: the photo, the person's matte, how
@@ -443,7 +478,9 @@ class HeadMotion:
         (with ``lattice`` > 1: for every ``lattice``-th pixel of ``roi`` from its corner, ``lattice_nodes``).
 
         The forward motion of a photo pixel x is ``x + w(x) (S x - x)``; its inverse at output pixel
-        p is the fixed point of ``x = p - w(x) (S x - x)``, found on a coarse grid and upsampled.
+        p is the fixed point of ``x = p - w(x) (S x - x)``, found on a coarse grid and upsampled: by
+        fixed-point steps from the pixel the head alone would bring there, and where they do not converge
+        (a steep weight against a far move) through the share w (``_solve_by_share``).
         ``forward`` (x, y) -> (x', y'), when given, is the head's motion S instead of the similarity
         ``matrix`` (a 3D head turning; ``matrix`` is then its nearest similarity, the first guess).
         """
@@ -453,19 +490,31 @@ class HeadMotion:
         gy = np.arange(y0, y1 + step, step, dtype=np.float64)
         px, py = np.meshgrid(gx, gy)
         inverse = invert_affine(matrix)
-        # Start half-way between staying and following the head fully.
-        w0 = cv2.remap(self.layers.weight, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
-        fx = inverse[0, 0] * px + inverse[0, 1] * py + inverse[0, 2]
-        fy = inverse[1, 0] * px + inverse[1, 1] * py + inverse[1, 2]
-        x, y = px + w0 * (fx - px), py + w0 * (fy - py)
         a, b, c = matrix[0]
         d, e, f = matrix[1]
-        for _ in range(self.iterations):
-            w = cv2.remap(self.layers.weight, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
-            sx, sy = forward(x, y) if forward is not None else (a * x + b * y + c, d * x + e * y + f)
-            x, y = px - w * (sx - x), py - w * (sy - y)
+
+        def head(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return forward(x, y) if forward is not None else (a * x + b * y + c, d * x + e * y + f)
+
+        def weight(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return cv2.remap(self.layers.weight, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+
+        # From the pixel following the head fully: where the head covers the node, that is the answer.
+        hx = inverse[0, 0] * px + inverse[0, 1] * py + inverse[0, 2]
+        hy = inverse[1, 0] * px + inverse[1, 1] * py + inverse[1, 2]
+        x, y = hx, hy
+        for _ in range(self.iterations + 1):
+            w = weight(x, y)
+            sx, sy = head(x, y)
+            moved_x, moved_y = x + w * (sx - x), y + w * (sy - y)
+            missed = np.hypot(moved_x - px, moved_y - py) > SOLVED_PIXELS
+            x, y = x + px - moved_x, y + py - moved_y
+        if missed.any():
+            def row(values: np.ndarray) -> np.ndarray:
+                return values[missed][None]      # cv2.remap takes 2D maps
+            solved_x, solved_y = _solve_by_share(head, weight, row(px), row(py), row(hx), row(hy), self.iterations)
+            x[missed], y[missed] = solved_x[0], solved_y[0]
         # Coarse node (i, j) sits at pixel (x0 + i * step, ...); resize maps pixel centres, so the finer
         # lattice is sampled exactly by an affine warp instead.
         size = lattice_nodes(roi, lattice)
