@@ -232,6 +232,15 @@ def test_a_head_moving_far_beside_a_still_edge_is_mapped_back_exactly(shift):
         assert map_y[12, 80] == pytest.approx(52.0, abs=0.3)
 
 
+def test_a_large_photos_head_far_beside_a_still_edge_is_mapped_back():
+    # More nodes to solve than cv2.remap takes in one row (32767): this crashed `eval --cross` on a large painting.
+    layers = _edge_layers(size=2400, fade=40.0)
+    map_x, map_y = HeadMotion(layers, grid_step=1).backward_map(np.array([[1.0, 0, 0], [0, 1.0, -100.0]]),
+                                                                 (0, 0, 2400, 160))
+    assert map_y.shape == (160, 2400)
+    assert map_y[10, 1234] == pytest.approx(110.0, abs=0.3)
+
+
 def test_the_head_weight_is_one_on_the_head_and_zero_below_the_neck(points):
     weight = head_weight_map((512, 512), points)
     assert weight[int(points[27, 1]), int(points[27, 0])] == pytest.approx(1.0)

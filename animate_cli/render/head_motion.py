@@ -75,6 +75,7 @@ FIELD_ITERATIONS = 4
 SOLVED_PIXELS = 0.25
 SHARE_SAMPLES = 17
 SHARE_HALVINGS = 7
+SOLVE_ROW = 1024
 # A segmentation that covers less than this share of the head prior, or more than this share of
 # the image, is not believed; the prior shapes are used instead.
 MIN_HEAD_COVERAGE = 0.45
@@ -511,10 +512,16 @@ class HeadMotion:
             missed = np.hypot(moved_x - px, moved_y - py) > SOLVED_PIXELS
             x, y = x + px - moved_x, y + py - moved_y
         if missed.any():
-            def row(values: np.ndarray) -> np.ndarray:
-                return values[missed][None]      # cv2.remap takes 2D maps
-            solved_x, solved_y = _solve_by_share(head, weight, row(px), row(py), row(hx), row(hy), self.iterations)
-            x[missed], y[missed] = solved_x[0], solved_y[0]
+            count = int(missed.sum())
+            # cv2.remap takes 2D maps of fewer than SHRT_MAX columns: the missed nodes in rows of SOLVE_ROW.
+            shape = (-(-count // SOLVE_ROW), min(count, SOLVE_ROW))
+
+            def rows(values: np.ndarray) -> np.ndarray:
+                return np.resize(values[missed], shape)
+
+            solved_x, solved_y = _solve_by_share(head, weight, rows(px), rows(py), rows(hx), rows(hy),
+                                                 self.iterations)
+            x[missed], y[missed] = solved_x.reshape(-1)[:count], solved_y.reshape(-1)[:count]
         # Coarse node (i, j) sits at pixel (x0 + i * step, ...); resize maps pixel centres, so the finer
         # lattice is sampled exactly by an affine warp instead.
         size = lattice_nodes(roi, lattice)
