@@ -235,10 +235,12 @@ def test_a_head_moving_far_beside_a_still_edge_is_mapped_back_exactly(shift):
 def test_a_large_photos_head_far_beside_a_still_edge_is_mapped_back():
     # More nodes to solve than cv2.remap takes in one row (32767): this crashed `eval --cross` on a large painting.
     layers = _edge_layers(size=2400, fade=40.0)
-    map_x, map_y = HeadMotion(layers, grid_step=1).backward_map(np.array([[1.0, 0, 0], [0, 1.0, -100.0]]),
+    map_x, map_y = HeadMotion(layers, grid_step=1).backward_map(np.array([[1.0, 0, 0], [0, 1.0, 100.0]]),
                                                                  (0, 0, 2400, 160))
     assert map_y.shape == (160, 2400)
-    assert map_y[10, 1234] == pytest.approx(110.0, abs=0.3)
+    # Moving away from the edge the head stretches what lies between: the pixel 20 rows down (half-way up the
+    # fade, moved by 50) shows 70 rows down.
+    assert map_y[70, 1234] == pytest.approx(20.0, abs=0.3)
 
 
 def test_the_head_weight_is_one_on_the_head_and_zero_below_the_neck(points):
