@@ -71,10 +71,12 @@ FIELD_ITERATIONS = 4
 # The fixed-point steps converge where the head's weight changes slowly against the motion. Where a head moves far
 # against a steep weight (a photo's still edge beside a face that moves by more than EDGE_FADE) they do not: a node
 # still off by more than SOLVED_PIXELS is solved by its share instead (``_solve_by_share``): SHARE_SAMPLES shares
-# tried, then SHARE_HALVINGS bisections.
+# tried, then SHARE_HALVINGS bisections (a share to 0.0005: a twentieth of a pixel for a move of 100), each pixel found
+# for the head's similarity and corrected by SHARE_CORRECTIONS steps through a 3D head's motion.
 SOLVED_PIXELS = 0.25
-SHARE_SAMPLES = 17
-SHARE_HALVINGS = 7
+SHARE_SAMPLES = 9
+SHARE_HALVINGS = 8
+SHARE_CORRECTIONS = 4
 SOLVE_ROW = 1024
 # A segmentation that covers less than this share of the head prior, or more than this share of
 # the image, is not believed; the prior shapes are used instead.
@@ -350,17 +352,23 @@ def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _solve_by_share(head: Callable, weight: Callable, px: np.ndarray, py: np.ndarray, hx: np.ndarray,
-                    hy: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+def _solve_by_share(head: Callable, weight: Callable, matrix: np.ndarray, px: np.ndarray, py: np.ndarray,
+                    corrections: int) -> tuple[np.ndarray, np.ndarray]:
     """The photo pixels x that the head's field sends to output pixels (px, py): x + w(x) (S x - x) = p, for
-    ``head`` S (x, y) -> (x', y') and ``weight`` w (x, y) -> w; (hx, hy) is where the head alone would take
-    each from (S x = p). Solved through the share s = w(x): for a given s the pixel x(s) = p - s (S x - x) is
-    found by fixed-point steps (S is nearly a similarity: they converge), and w(x(s)) - s is positive at s = 0
-    and not at s = 1, so it has a root between. Where there are several (the head folds over a still edge) the
-    largest share is taken: the head is in front. Arrays of one 2D shape."""
+    ``head`` S (x, y) -> (x', y') (``matrix``, a 2x3 similarity, or nearly it) and ``weight`` w (x, y) -> w.
+    Solved through the share s = w(x): for a given s the pixel x(s) = p - s (S x - x) is exact for the
+    similarity and then corrected by ``corrections`` fixed-point steps through S, and w(x(s)) - s is positive
+    at s = 0 and not at s = 1, so it has a root between. Where there are several (the head folds over a still
+    edge) the largest share is taken: the head is in front. Arrays of one 2D shape."""
+    (a, b, c), (d, e, f) = np.asarray(matrix, np.float64)
+
     def at_share(share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x, y = px + share * (hx - px), py + share * (hy - py)
-        for _ in range(iterations):
+        # (I + s (A - I)) x = p - s t, A = [[a, b], [d, e]], t = (c, f).
+        m00, m01, m10, m11 = 1 + share * (a - 1), share * b, share * d, 1 + share * (e - 1)
+        rx, ry = px - share * c, py - share * f
+        det = m00 * m11 - m01 * m10
+        x, y = (m11 * rx - m01 * ry) / det, (m00 * ry - m10 * rx) / det
+        for _ in range(corrections):
             sx, sy = head(x, y)
             x, y = px - share * (sx - x), py - share * (sy - y)
         return x, y
@@ -375,7 +383,7 @@ def _solve_by_share(head: Callable, weight: Callable, px: np.ndarray, py: np.nda
         middle = 0.5 * (low + high)
         holds = weight(*at_share(middle)) >= middle
         low, high = np.where(holds, middle, low), np.where(holds, high, middle)
-    return at_share(low)
+    return at_share(0.5 * (low + high))
 
 
 @dataclass
@@ -519,8 +527,8 @@ class HeadMotion:
             def rows(values: np.ndarray) -> np.ndarray:
                 return np.resize(values[missed], shape)
 
-            solved_x, solved_y = _solve_by_share(head, weight, rows(px), rows(py), rows(hx), rows(hy),
-                                                 self.iterations)
+            solved_x, solved_y = _solve_by_share(head, weight, matrix, rows(px), rows(py),
+                                                 0 if forward is None else SHARE_CORRECTIONS)
             x[missed], y[missed] = solved_x.reshape(-1)[:count], solved_y.reshape(-1)[:count]
         # Coarse node (i, j) sits at pixel (x0 + i * step, ...); resize maps pixel centres, so the finer
         # lattice is sampled exactly by an affine warp instead.
