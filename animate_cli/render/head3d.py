@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from ..landmarks.retarget import STABLE_POINTS
+from .head_motion import sample_at
 
 MEAN_FACE_68 = np.array([
     [-0.8557, -0.2601, -0.3902],
@@ -294,23 +295,8 @@ class Head3D:
 
     def depth_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Depth (photo pixels, towards the camera) at photo pixels (x, y), any shape."""
-        x = np.asarray(x, np.float32)
-        y = np.asarray(y, np.float32)
-        if x.ndim == 2 and max(x.shape) < 32767:
-            sampled = cv2.remap(self.depth, x * (1.0 / self.step), y * (1.0 / self.step), cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
-            return sampled.astype(np.float64)
-        # cv2.remap takes maps of fewer than 32767 columns and rows: anything else goes in rows of 1024.
-        count = x.size
-        width = x.shape[1] if x.ndim == 2 and x.shape[1] < 32767 else min(count, 1024)
-        rows = -(-count // max(width, 1))
-        maps = []
-        for values in (x, y):
-            padded = np.zeros(rows * width, np.float32)
-            padded[:count] = values.reshape(-1) / self.step
-            maps.append(padded.reshape(rows, width))
-        sampled = cv2.remap(self.depth, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return sampled.reshape(-1)[:count].reshape(x.shape).astype(np.float64)
+        scale = 1.0 / self.step
+        return sample_at(self.depth, np.asarray(x, np.float32) * scale, np.asarray(y, np.float32) * scale)
 
     def motion(self, target: np.ndarray) -> tuple[RigidMotion, np.ndarray]:
         """The rigid motion that best explains the (68, 2) ``target`` landmarks (fitted to the stable

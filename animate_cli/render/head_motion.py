@@ -12,8 +12,8 @@ else a user sees move, hair, ears, the head's outline, the neck, is this stage's
 - per frame (``HeadMotion.render``): the head's similarity S (rotation, scale, translation; for
   the outline, less the sideways shift a turn gives the face alone: ``outline_similarity``) gives
   a backward motion field ``p -> p - w (S x - x)`` solved by a few fixed-point steps on a coarse
-  grid (the field is smooth), and where they do not converge through the share w itself; the photo and its person matte are resampled through it and laid
-  over the plate. The background never moves, the head moves rigidly, the neck follows partly.
+  grid (the field is smooth), and where they do not converge through the share w itself; the photo
+  and its person matte are resampled through it and laid over the plate. The background never moves, the head moves rigidly, the neck follows partly.
 
 Only the region that can change (the head's support, moved and unmoved) is computed, so a large
 photo costs about as much as a small one.
@@ -77,7 +77,8 @@ SOLVED_PIXELS = 0.25
 SHARE_SAMPLES = 9
 SHARE_HALVINGS = 8
 SHARE_CORRECTIONS = 4
-SOLVE_ROW = 1024
+# cv2.remap takes maps of fewer than 32767 columns and rows: ``sample_at`` lays any other in rows of this many.
+SAMPLE_ROW = 1024
 # A segmentation that covers less than this share of the head prior, or more than this share of
 # the image, is not believed; the prior shapes are used instead.
 MIN_HEAD_COVERAGE = 0.45
@@ -352,6 +353,25 @@ def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def sample_at(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The one-channel float32 ``image`` sampled bilinearly (its edge repeated beyond it) at pixels (x, y) of
+    any one shape: float64 of that shape."""
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y, np.float32)
+    if x.ndim == 2 and max(x.shape) < 32767:
+        return cv2.remap(image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+    count = x.size
+    width = min(max(count, 1), SAMPLE_ROW)
+    rows = -(-count // width)
+    maps = []
+    for values in (x, y):
+        padded = np.zeros(rows * width, np.float32)
+        padded[:count] = values.reshape(-1)
+        maps.append(padded.reshape(rows, width))
+    sampled = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return sampled.reshape(-1)[:count].reshape(x.shape).astype(np.float64)
+
+
 def _solve_by_share(head: Callable, weight: Callable, matrix: np.ndarray, px: np.ndarray, py: np.ndarray,
                     corrections: int) -> tuple[np.ndarray, np.ndarray]:
     """The photo pixels x that the head's field sends to output pixels (px, py): x + w(x) (S x - x) = p, for
@@ -359,7 +379,7 @@ def _solve_by_share(head: Callable, weight: Callable, matrix: np.ndarray, px: np
     Solved through the share s = w(x): for a given s the pixel x(s) = p - s (S x - x) is exact for the
     similarity and then corrected by ``corrections`` fixed-point steps through S, and w(x(s)) - s is positive
     at s = 0 and not at s = 1, so it has a root between. Where there are several (the head folds over a still
-    edge) the largest share is taken: the head is in front. Arrays of one 2D shape."""
+    edge) the largest share is taken: the head is in front. Arrays of any one shape."""
     (a, b, c), (d, e, f) = np.asarray(matrix, np.float64)
 
     def at_share(share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -506,13 +526,11 @@ class HeadMotion:
             return forward(x, y) if forward is not None else (a * x + b * y + c, d * x + e * y + f)
 
         def weight(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            return cv2.remap(self.layers.weight, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+            return sample_at(self.layers.weight, x, y)
 
         # From the pixel following the head fully: where the head covers the node, that is the answer.
-        hx = inverse[0, 0] * px + inverse[0, 1] * py + inverse[0, 2]
-        hy = inverse[1, 0] * px + inverse[1, 1] * py + inverse[1, 2]
-        x, y = hx, hy
+        x = inverse[0, 0] * px + inverse[0, 1] * py + inverse[0, 2]
+        y = inverse[1, 0] * px + inverse[1, 1] * py + inverse[1, 2]
         for _ in range(self.iterations + 1):
             w = weight(x, y)
             sx, sy = head(x, y)
@@ -520,16 +538,8 @@ class HeadMotion:
             missed = np.hypot(moved_x - px, moved_y - py) > SOLVED_PIXELS
             x, y = x + px - moved_x, y + py - moved_y
         if missed.any():
-            count = int(missed.sum())
-            # cv2.remap takes 2D maps of fewer than SHRT_MAX columns: the missed nodes in rows of SOLVE_ROW.
-            shape = (-(-count // SOLVE_ROW), min(count, SOLVE_ROW))
-
-            def rows(values: np.ndarray) -> np.ndarray:
-                return np.resize(values[missed], shape)
-
-            solved_x, solved_y = _solve_by_share(head, weight, matrix, rows(px), rows(py),
-                                                 0 if forward is None else SHARE_CORRECTIONS)
-            x[missed], y[missed] = solved_x.reshape(-1)[:count], solved_y.reshape(-1)[:count]
+            x[missed], y[missed] = _solve_by_share(head, weight, matrix, px[missed], py[missed],
+                                                   0 if forward is None else SHARE_CORRECTIONS)
         # Coarse node (i, j) sits at pixel (x0 + i * step, ...); resize maps pixel centres, so the finer
         # lattice is sampled exactly by an affine warp instead.
         size = lattice_nodes(roi, lattice)
