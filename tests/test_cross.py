@@ -40,6 +40,27 @@ def test_head_pose_recovers_angles_of_the_mean_face(angles):
     assert head_pose(_projected(*angles)) == pytest.approx(angles, abs=0.05)
 
 
+def test_openings_read_a_turned_face_as_a_frontal_one():
+    # The same open mouth and lids seen from the front and turned by 40 degrees: the eye-corner distance seen
+    # shrinks by cos(40 degrees) and the gaps do not, so a gap over it reads 1.3x wider; over the face's size
+    # (the mean face's scale) both read the same, and twice the gap reads twice as wide.
+    from animate_cli.eval.cross import openings
+    from animate_cli.landmarks import mouth_opening
+
+    def face(yaw: float, gap: float) -> np.ndarray:
+        shape = MEAN_FACE_68.copy()
+        shape[[65, 66, 67], 1] += gap
+        shape[[40, 41, 46, 47], 1] += gap / 4
+        return 90.0 * (shape @ _rotation(yaw, 0, 0).T)[:, :2] + (320.0, 240.0)
+
+    faces = np.stack([face(0, 0.1), face(40, 0.1), face(0, 0.2)])
+    mouth, eyes = openings(faces)
+    assert mouth[1] == pytest.approx(mouth[0], rel=0.01) and eyes[1] == pytest.approx(eyes[0], rel=0.01)
+    assert mouth[2] - mouth[0] == pytest.approx(0.1, rel=0.05)
+    seen = mouth_opening(faces)
+    assert seen[1] > 1.2 * seen[0]
+
+
 def test_head_pose_ignores_where_and_how_large_the_face_is():
     for scale, offset in ((40.0, (50.0, 400.0)), (300.0, (900.0, 100.0))):
         assert head_pose(_projected(10, 5, -5, scale, offset)) == pytest.approx((10, 5, -5), abs=0.05)

@@ -145,37 +145,69 @@ def _pitch(degrees: float) -> np.ndarray:
 @pytest.mark.parametrize("axis", ["yaw", "pitch"])
 def test_a_side_view_photo_turns_as_far_as_its_driver(axis):
     # A 3/4-view photo (35 degrees) driven by a frontal driver's turns or nods: carried over in 2D, the targets
-    # read 0.70 of the driver's yaw; with the driver's own turn, all of it. Nods stay the 2D targets' (0.85).
+    # read 0.70 of the driver's yaw and 0.85 of its nod; carried over in 3D, all of each.
     from animate_cli.eval.cross import head_pose
     from animate_cli.landmarks import retarget_relative
-    from animate_cli.render.head3d import turn_like_driver
+    from animate_cli.render.head3d import carry_in_3d
 
     angles = np.linspace(-12.0, 12.0, 9)
     photo = _seen(_yaw(35.0))
     turn = _yaw if axis == "yaw" else _pitch
     driver = np.stack([_seen(turn(a), 80.0, (200.0, 220.0)) for a in [0.0, *angles]])
     flat = retarget_relative(photo, driver, 0)
-    turned = turn_like_driver(photo, flat, driver, 0)
+    turned = carry_in_3d(photo, flat, driver, 0)
     column = 0 if axis == "yaw" else 1
 
     def slope(targets):
         read = head_pose(targets[1:])[:, column] - head_pose(photo)[column]
         return abs(np.polyfit(angles, read, 1)[0])
 
-    if axis == "yaw":
-        assert slope(flat) < 0.8
-        assert 0.95 < slope(turned) < 1.05
-    else:
-        assert abs(slope(turned) - slope(flat)) < 0.03
-    np.testing.assert_allclose(turned[0], flat[0], atol=1e-6)    # the reference frame is the photo
+    assert slope(flat) < 0.9
+    assert 0.95 < slope(turned) < 1.05
+    np.testing.assert_allclose(turned[0], flat[0], atol=1e-3)    # the reference frame is the photo
 
 
 def test_a_driver_seen_as_the_photo_is_keeps_its_2d_motion():
     # The photo and the driver's reference face the same way (self-reenactment): nothing is replaced.
     from animate_cli.landmarks import retarget_relative
-    from animate_cli.render.head3d import turn_like_driver
+    from animate_cli.render.head3d import carry_in_3d
 
     photo = _seen(_yaw(3.0))
     driver = np.stack([_seen(_yaw(a), 80.0, (200.0, 220.0)) for a in (0.0, 8.0, -8.0)])
     flat = retarget_relative(photo, driver, 0)
-    np.testing.assert_array_equal(turn_like_driver(photo, flat, driver, 0), flat)
+    np.testing.assert_array_equal(carry_in_3d(photo, flat, driver, 0), flat)
+
+
+def test_a_frontal_drivers_turn_and_smile_reach_a_side_view_as_a_side_view_shows_them():
+    # The driver turns and nods (a tilted head, the painting's case) and widens its mouth. Carried over in 2D, its
+    # turn stays in the expression deltas: the 3/4 face's landmarks leave the shape any turn of the face gives
+    # (the near cheek bulged past the outline). Carried over in 3D, the targets are the photo's face turned, its
+    # mouth corners moved as far apart as a 3/4 view shows: by the driver's widening times cos(35 degrees).
+    from animate_cli.landmarks import retarget_relative
+    from animate_cli.render.head3d import carry_in_3d, rotation_from
+
+    photo = _seen(rotation_from(np.radians(35.0), 0.0, np.radians(10.0)))
+    smile = MEAN_FACE_68.copy()
+    smile[48, 0] -= 0.06
+    smile[54, 0] += 0.06
+    turns = [(0.0, 0.0), (10.0, 0.0), (0.0, 8.0), (-8.0, -6.0)]
+    driver = np.stack([80.0 * (face @ rotation_from(np.radians(y), np.radians(p), 0.0).T)[:, :2] + (200.0, 220.0)
+                       for face in (MEAN_FACE_68, smile) for y, p in turns])
+    flat = retarget_relative(photo, driver, 0)
+    carried = carry_in_3d(photo, flat, driver, 0)
+
+    def off_the_face(targets):
+        # The largest distance of a landmark from where the best turned, scaled and moved photo face puts it.
+        out = []
+        for target in targets:
+            scale, rotation, offset = weak_perspective(MEAN_FACE_68, target)
+            out.append(np.abs(scale * (MEAN_FACE_68 @ rotation.T)[:, :2] + offset - target).max())
+        return np.array(out)
+
+    assert off_the_face(flat[:4]).max() > 3.0                # pixels, on a face 100 px between the eye corners
+    assert off_the_face(carried[:4]).max() < 0.05
+    widening = (carried[4:, 54] - carried[4:, 48]) - (carried[:4, 54] - carried[:4, 48])
+    expected = 100.0 * 0.12 * np.cos(np.radians(35.0))
+    # The turned frames' widening is seen turned too; the level frame's is along the photo's tilted mouth.
+    assert np.linalg.norm(widening[0]) == pytest.approx(expected, rel=0.02)
+    assert np.all(np.linalg.norm(widening, axis=1) < 1.15 * expected)

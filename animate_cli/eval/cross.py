@@ -11,7 +11,8 @@ own landmarks and the output's detected ones exist:
   Pearson r, beside the driver's spread (std, degrees); where the driver hardly moves (spread under
   ``CrossConfig.min_spread``) slope and r are NaN: a regression on a few degrees of estimator noise
   says nothing;
-- expression following: mouth and eye openings of the output regressed on the driver's;
+- expression following: mouth and eye openings of the output regressed on the driver's (``openings``: gaps
+  over the face's size as the mean face reads it, so a turned face's openings read as a frontal one's);
 - detail: the variance of the Laplacian in the output's face box (its detected landmarks, 1.2x)
   over that of the photo's face box (1 = as sharp as the photo).
 
@@ -38,7 +39,7 @@ import numpy as np
 from ..config import FinetuneConfig
 from ..errors import UsageError
 from ..io.images import load_image, save_image
-from ..landmarks import LandmarkTrack, detect_photo_landmarks, eye_opening, mouth_opening
+from ..landmarks import LandmarkTrack, detect_photo_landmarks
 from ..landmarks.retarget import STABLE_POINTS
 from ..progress import ProgressReporter, SilentProgress
 from ..render.head3d import MEAN_FACE_68, weak_perspective, yaw_pitch_roll
@@ -138,6 +139,35 @@ def head_pose(points: np.ndarray) -> np.ndarray:
             _, rotation, _ = weak_perspective(MEAN_FACE_68[stable], face[stable])
             angles[index] = _euler_degrees(rotation)
     return angles[0] if single else angles
+
+
+# (upper, lower) landmark pairs across the inner lips and across the lids.
+MOUTH_GAPS = ((61, 67), (62, 66), (63, 65))
+LID_GAPS = ((37, 41), (38, 40), (43, 47), (44, 46))
+
+
+def openings(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mouth and eye openings of faces with dlib's 68 landmarks, (T, 68, 2) -> two (T,) arrays: the mean
+    gap across the inner lips and across the lids, over the face's size as the mean face fitted to the
+    stable points reads it (its scale: the eye-corner distance of the face seen from the front).
+
+    Not over the eye-corner distance seen (``landmarks.mouth_opening``): a face turned by yaw shows that
+    distance shortened by cos(yaw) and the gaps, which run up and down, not at all, so a 3/4-view driver's
+    mouth read 1/cos(yaw) wider than the same mouth seen from the front (1.3x at 40 degrees), and a frontal
+    photo following it exactly read as opening its mouth 0.77x as far. NaN where the stable points are not
+    finite."""
+    points = np.asarray(points, np.float64)
+    stable = list(STABLE_POINTS)
+    sizes = np.full(len(points), np.nan)
+    for index, face in enumerate(points):
+        if np.isfinite(face[stable]).all() and np.ptp(face[stable, 0]) > 1.0:
+            sizes[index] = weak_perspective(MEAN_FACE_68[stable], face[stable])[0]
+
+    def gap(pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+        upper, lower = zip(*pairs)
+        return np.linalg.norm(points[:, list(lower)] - points[:, list(upper)], axis=-1).mean(axis=1) / sizes
+
+    return gap(MOUTH_GAPS), gap(LID_GAPS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,10 +270,11 @@ def _score(photo: np.ndarray, photo_points: np.ndarray, photo_id: np.ndarray, dr
         if not spread >= config.min_spread:
             slope, r = math.nan, math.nan
         row.update({f"{angle}_slope": slope, f"{angle}_r": r, f"{angle}_spread": spread})
-    for name, measure in (("mouth", mouth_opening), ("eye", eye_opening)):
-        d = measure(np.array(drv_points)) if drv_points else np.zeros(0)
-        o = measure(np.array(out_points)) if out_points else np.zeros(0)
-        row[f"{name}_slope"], row[f"{name}_r"] = _follow(d, o)
+    driver_open = openings(np.array(drv_points)) if drv_points else (np.zeros(0), np.zeros(0))
+    output_open = openings(np.array(out_points)) if out_points else (np.zeros(0), np.zeros(0))
+    for name, d, o in zip(("mouth", "eye"), driver_open, output_open):
+        both = np.isfinite(d) & np.isfinite(o)
+        row[f"{name}_slope"], row[f"{name}_r"] = _follow(d[both], o[both])
     return row, output_pose
 
 

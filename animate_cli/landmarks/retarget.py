@@ -90,11 +90,11 @@ def retarget_relative(source_points: np.ndarray, driver_points: np.ndarray,
     expression = normalised - normalised[expression_reference]
     moved = z_source + m * expression
     if full_closure:
-        moved = _map_openings(moved, z_source, m * normalised, expression_reference)
+        moved = map_openings(moved, z_source, m * normalised, expression_reference)
     # m A m^-1 (moved): the head motion conjugated into the source face's frame.
     result = a[:, None] * (moved - n) + m * b[:, None] + n
     out = _real(result).astype(np.float32)
-    _uncross_lids_and_lips(out)
+    uncross_lids_and_lips(out)
     # Frames identical to the reference map exactly to the source (no rounding residue).
     if not full_closure and expression_reference == reference_index:
         same = np.all(driver == driver[reference_index], axis=(1, 2))
@@ -120,7 +120,7 @@ def gap_mapping(driver_gap: np.ndarray, reference_gap: float, photo_gap: float) 
     return np.where(driver_gap < reference_gap, below, photo_gap + driver_gap - reference_gap)
 
 
-def _map_openings(moved: np.ndarray, z_source: np.ndarray, z_driver: np.ndarray, reference: int) -> np.ndarray:
+def map_openings(moved: np.ndarray, z_source: np.ndarray, z_driver: np.ndarray, reference: int) -> np.ndarray:
     """Set every lid and lip gap of ``moved`` (T, 68) from ``gap_mapping`` of the driver's gaps
     (``z_driver``: head motion undone, turned and scaled onto the photo), about each pair's midpoint."""
     moved = moved.copy()
@@ -144,7 +144,7 @@ def _map_openings(moved: np.ndarray, z_source: np.ndarray, z_driver: np.ndarray,
 FACING_PAIRS = np.array([pair for pairs in OPENINGS for pair in pairs])
 
 
-def _uncross_lids_and_lips(points: np.ndarray) -> None:
+def uncross_lids_and_lips(points: np.ndarray) -> None:
     """Where a delta pushed a lower lid or lip above its upper partner, meet in the middle (in place).
 
     A driver whose reference frame has an open mouth (or open eyes wider than the photo's) gives

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..landmarks.retarget import STABLE_POINTS
+from ..landmarks.retarget import STABLE_POINTS, map_openings, uncross_lids_and_lips
 from .head_motion import sample_at
 
 MEAN_FACE_68 = np.array([
@@ -118,10 +118,11 @@ DEPTH_SAMPLES = 384
 # the face on calm clips. It is shrunk towards none (``quiet_turn``: a * a^2 / (a^2 + noise^2) with noise this
 # many degrees: 1 degree keeps a tenth, 6 degrees four fifths, 15 degrees 96 %). Measured: docs/findings.md.
 TURN_NOISE_DEGREES = 3.0
-# A face seen from a side (a 3/4 view) given its driver's landmark motion in 2D turns less than the driver (at 35
-# degrees, 0.70 of the yaw as the mean face reads it), as do nods. Where the photo's view and the driver
-# reference's differ by more than VIEW_START degrees, the targets' turn is the driver's own (its mean-face rotation
-# relative to the reference, in the head's frame), in full from VIEW_FULL degrees (``turn_like_driver``).
+# A face seen from a side (a 3/4 view) given a frontal driver's landmark motion in 2D turns less than the driver
+# (at 35 degrees, 0.70 of the yaw as the mean face reads it), and the driver's turns and nods, left in its 2D
+# expression deltas, bulge the 3/4 face's near cheek past its outline. Where the photo's view and the driver
+# reference's differ by more than VIEW_START degrees, the motion is carried over in 3D (``carry_in_3d``), in full
+# from VIEW_FULL degrees.
 VIEW_START = 5.0
 VIEW_FULL = 20.0
 _STABLE = np.asarray(STABLE_POINTS)
@@ -154,21 +155,30 @@ def quiet_turn(rotation: np.ndarray, noise_degrees: float = TURN_NOISE_DEGREES) 
     return cv2.Rodrigues(vector)[0]
 
 
-def turn_like_driver(photo_points: np.ndarray, targets: np.ndarray, driver_points: np.ndarray,
-                     reference: int) -> np.ndarray:
-    """(T, 68, 2) ``targets`` (the driver's landmark motion carried onto the photo in 2D) whose head turn (yaw,
-    about the head's vertical axis) is the driver's own, relative to its ``reference`` frame; the nod and the
-    tilt stay the targets'. The photo's landmarks at the mean face's depths are moved by the rigid motion that
-    fits each target and by the same motion with the driver's yaw; the difference is added, in full where the
-    photo's view differs from the reference's by VIEW_FULL degrees or more, not at all within VIEW_START (a
-    driver seen as the photo is: its 2D motion is already right). ``driver_points`` (T, 68, 2)."""
+def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np.ndarray, reference: int,
+                expression_reference: int | None = None, full_closure: bool = False) -> np.ndarray:
+    """(T, 68, 2) ``targets`` (the driver's landmark motion carried onto the photo in 2D, ``retarget_relative``)
+    carried over in 3D instead, where the photo's view and the driver reference's differ.
+
+    The mean face is fitted to the photo and to every driver frame (weak perspective). A driver frame's expression
+    is what its landmarks show beyond its fitted face, taken back into the face's own frame (the 2D residual lifted
+    onto the plane facing the camera) and compared with the ``expression_reference`` frame's; it is laid onto the
+    photo's landmarks (at the mean face's depths) in the photo's own frame, so a frontal driver's smile widens a
+    3/4 face as a 3/4 face widens, and the driver's turns and nods leave nothing behind in it. The photo's head
+    then turns by the driver's yaw, pitch and roll, scales by its size and moves by its place (its stable points'
+    mean), each relative to the driver's typical (median) one. With ``full_closure`` the lid and lip gaps follow
+    ``map_openings``, as in 2D.
+
+    Blended with the 2D targets by the angle between the photo's and the reference's forward directions: none
+    within VIEW_START degrees (a driver seen as the photo is: its 2D motion is exact), all from VIEW_FULL."""
     photo = np.asarray(photo_points, np.float64)
     targets = np.asarray(targets, np.float64)
     driver = np.asarray(driver_points, np.float64)
-    if not np.isfinite(driver[reference][_STABLE]).all():
+    expression_reference = reference if expression_reference is None else expression_reference
+    if not all(np.isfinite(driver[i]).all() for i in (reference, expression_reference)):
         return targets
-    scale, photo_rotation, _ = weak_perspective(MEAN_FACE_68[_STABLE], photo[_STABLE])
-    points3d = np.column_stack([photo, scale * (MEAN_FACE_68 @ photo_rotation.T)[:, 2]])
+    photo_scale, photo_rotation, _ = weak_perspective(MEAN_FACE_68[_STABLE], photo[_STABLE])
+    points3d = np.column_stack([photo, photo_scale * (MEAN_FACE_68 @ photo_rotation.T)[:, 2]])
     centre = points3d[_STABLE].mean(axis=0)
     _, reference_rotation, _ = weak_perspective(MEAN_FACE_68[_STABLE], driver[reference][_STABLE])
     # The angle between the two faces' forward directions (a roll alone changes nothing here).
@@ -176,18 +186,40 @@ def turn_like_driver(photo_points: np.ndarray, targets: np.ndarray, driver_point
     share = float(np.clip((view - VIEW_START) / (VIEW_FULL - VIEW_START), 0.0, 1.0))
     if share == 0.0:
         return targets
-    photo_yaw, reference_yaw = yaw_pitch_roll(photo_rotation)[0], yaw_pitch_roll(reference_rotation)[0]
-    turned = targets.copy()
-    for index, (target, frame) in enumerate(zip(targets, driver)):
-        if not (np.isfinite(frame[_STABLE]).all() and np.isfinite(target).all()):
-            continue
-        fitted = _fit_rigid(points3d, target, centre)
-        _, pitch, roll = yaw_pitch_roll(fitted.rotation @ photo_rotation)
-        yaw = photo_yaw + yaw_pitch_roll(weak_perspective(MEAN_FACE_68[_STABLE], frame[_STABLE])[1])[0] - reference_yaw
-        own = rotation_from(yaw, pitch, roll) @ photo_rotation.T
-        own = _placed(RigidMotion(own, fitted.scale, np.zeros(2), centre), points3d, target)
-        turned[index] = target + share * (own.project(points3d) - fitted.project(points3d))
-    return turned
+    finite = np.isfinite(driver).all(axis=(1, 2)) & np.isfinite(targets).all(axis=(1, 2))
+    shapes = np.zeros((len(driver), 68, 3))
+    fits = {}
+    for index in np.flatnonzero(finite):
+        scale, rotation, offset = weak_perspective(MEAN_FACE_68[_STABLE], driver[index][_STABLE])
+        residual = driver[index] - scale * (MEAN_FACE_68 @ rotation.T)[:, :2] - offset
+        # The driver's face in the mean face's frame: its residual lifted onto the plane facing the camera.
+        shapes[index] = MEAN_FACE_68 + residual @ rotation[:2] / scale
+        fits[index] = (scale, np.array(yaw_pitch_roll(rotation)), driver[index][_STABLE].mean(axis=0))
+    # The driver's face as the photo's view would show it (photo pixels, about the photo's own landmarks).
+    seen = photo_scale * (shapes @ photo_rotation.T)
+    moved = points3d + (seen - seen[expression_reference])
+    if full_closure:
+        flat = map_openings(moved[..., 0] + 1j * moved[..., 1], photo[:, 0] + 1j * photo[:, 1],
+                            seen[..., 0] + 1j * seen[..., 1], expression_reference)
+        moved[..., 0], moved[..., 1] = flat.real, flat.imag
+    # The photo's pose is the driver's typical one (its median pose, size and place), not the reference frame's:
+    # a reference picked for a 2D transfer (the frame turned most like a 3/4-view photo) may be nodding, and every
+    # frame would then nod the photo's head by its difference.
+    scales = np.array([fit[0] for fit in fits.values()])
+    typical_scale = float(np.median(scales))
+    typical_angles = np.median([fit[1] for fit in fits.values()], axis=0)
+    typical_place = np.median([fit[2] for fit in fits.values()], axis=0)
+    photo_angles = np.array(yaw_pitch_roll(photo_rotation))
+    carried = targets.copy()
+    for index, (scale, angles, place) in fits.items():
+        turn = rotation_from(*(photo_angles + angles - typical_angles))
+        rigid = RigidMotion(turn @ photo_rotation.T, scale / typical_scale, np.zeros(2), centre)
+        anchor = centre[:2] + (place - typical_place) * photo_scale / typical_scale
+        shift = anchor - rigid.project(moved[index][_STABLE]).mean(axis=0)
+        carried[index] = RigidMotion(rigid.rotation, rigid.scale, shift, centre).project(moved[index])
+    out = (targets + share * (carried - targets)).astype(np.float32)
+    uncross_lids_and_lips(out)
+    return out
 
 
 def yaw_pitch_roll(rotation: np.ndarray) -> tuple[float, float, float]:

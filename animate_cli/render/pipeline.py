@@ -34,7 +34,7 @@ from ..photos import PhotoFace, find_faces
 from ..progress import ProgressReporter, SilentProgress
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .fullres import FullResCompositor
-from .head3d import Head3D, RigidMotion, turn_like_driver
+from .head3d import Head3D, RigidMotion, carry_in_3d
 from .head_motion import (HeadLayers, HeadMotion, apply_affine, field_step, head_similarities, head_similarity,
                           invert_affine, outline_similarity)
 from .preview import TILE_HEIGHT, driver_frame, keep_frames, preview_indices, write_preview
@@ -180,7 +180,8 @@ def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> Moti
         image_points = retarget_relative(photo.points, track.points, reference.pose,
                                          full_closure=config.full_closure, expression_reference=reference.expression)
         if config.moves_whole_head and config.head_model == "3d":
-            image_points = turn_like_driver(photo.points, image_points, track.points, reference.pose)
+            image_points = carry_in_3d(photo.points, image_points, track.points, reference.pose,
+                                       reference.expression, config.full_closure)
         image_points = hold_still(photo.points, image_points)
     else:
         image_points = retarget_absolute(photo.points, track.points)
