@@ -132,13 +132,24 @@ def head_pose(points: np.ndarray) -> np.ndarray:
     batch = points[None] if single else points
     if batch.ndim != 3 or batch.shape[1:] != (68, 2):
         raise ValueError(f"expected (T, 68, 2) or (68, 2) landmarks, got {points.shape}")
-    stable = list(STABLE_POINTS)
     angles = np.full((len(batch), 3), np.nan)
-    for index, face in enumerate(batch):
-        if np.isfinite(face[stable]).all() and np.ptp(face[stable, 0]) > 1.0:
-            _, rotation, _ = weak_perspective(MEAN_FACE_68[stable], face[stable])
-            angles[index] = _euler_degrees(rotation)
+    for index, fit in enumerate(_mean_face_fits(batch)):
+        if fit is not None:
+            angles[index] = _euler_degrees(fit[1])
     return angles[0] if single else angles
+
+
+def _mean_face_fits(points: np.ndarray) -> list[tuple[float, np.ndarray] | None]:
+    """The mean face fitted to each face's stable points (T, 68, 2) by weak perspective: (scale, 3x3 rotation),
+    or None where those points are not finite or span under a pixel."""
+    stable = list(STABLE_POINTS)
+    fits: list[tuple[float, np.ndarray] | None] = []
+    for face in points:
+        if np.isfinite(face[stable]).all() and np.ptp(face[stable, 0]) > 1.0:
+            fits.append(weak_perspective(MEAN_FACE_68[stable], face[stable])[:2])
+        else:
+            fits.append(None)
+    return fits
 
 
 # (upper, lower) landmark pairs across the inner lips and across the lids.
@@ -157,11 +168,7 @@ def openings(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     photo following it exactly read as opening its mouth 0.77x as far. NaN where the stable points are not
     finite."""
     points = np.asarray(points, np.float64)
-    stable = list(STABLE_POINTS)
-    sizes = np.full(len(points), np.nan)
-    for index, face in enumerate(points):
-        if np.isfinite(face[stable]).all() and np.ptp(face[stable, 0]) > 1.0:
-            sizes[index] = weak_perspective(MEAN_FACE_68[stable], face[stable])[0]
+    sizes = np.array([np.nan if fit is None else fit[0] for fit in _mean_face_fits(points)])
 
     def gap(pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
         upper, lower = zip(*pairs)

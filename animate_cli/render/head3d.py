@@ -205,8 +205,7 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
     # The photo's pose is the driver's typical one (its median pose, size and place), not the reference frame's:
     # a reference picked for a 2D transfer (the frame turned most like a 3/4-view photo) may be nodding, and every
     # frame would then nod the photo's head by its difference.
-    scales = np.array([fit[0] for fit in fits.values()])
-    typical_scale = float(np.median(scales))
+    typical_scale = float(np.median([fit[0] for fit in fits.values()]))
     typical_angles = np.median([fit[1] for fit in fits.values()], axis=0)
     typical_place = np.median([fit[2] for fit in fits.values()], axis=0)
     photo_angles = np.array(yaw_pitch_roll(photo_rotation))
@@ -215,8 +214,7 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
         turn = rotation_from(*(photo_angles + angles - typical_angles))
         rigid = RigidMotion(turn @ photo_rotation.T, scale / typical_scale, np.zeros(2), centre)
         anchor = centre[:2] + (place - typical_place) * photo_scale / typical_scale
-        shift = anchor - rigid.project(moved[index][_STABLE]).mean(axis=0)
-        carried[index] = RigidMotion(rigid.rotation, rigid.scale, shift, centre).project(moved[index])
+        carried[index] = _placed(rigid, moved[index], anchor).project(moved[index])
     out = (targets + share * (carried - targets)).astype(np.float32)
     uncross_lids_and_lips(out)
     return out
@@ -247,12 +245,12 @@ def _fit_rigid(points3d: np.ndarray, target: np.ndarray, centre: np.ndarray) -> 
     design = np.column_stack([source, np.ones(len(source))])
     solution, *_ = np.linalg.lstsq(design, target[_STABLE] - centre[:2], rcond=None)
     scale, rotation = scaled_rotation(solution[:3].T)
-    return _placed(RigidMotion(rotation, scale, np.zeros(2), centre), points3d, target)
+    return _placed(RigidMotion(rotation, scale, np.zeros(2), centre), points3d, target[_STABLE].mean(axis=0))
 
 
-def _placed(rigid: "RigidMotion", points3d: np.ndarray, target: np.ndarray) -> "RigidMotion":
-    """``rigid`` shifted so the stable points' mean lands on the target's."""
-    shift = (target[_STABLE] - rigid.project(points3d[_STABLE])).mean(axis=0)
+def _placed(rigid: "RigidMotion", points3d: np.ndarray, anchor: np.ndarray) -> "RigidMotion":
+    """``rigid`` shifted so the stable points of ``points3d`` land with their mean on ``anchor`` (2,)."""
+    shift = anchor - rigid.project(points3d[_STABLE]).mean(axis=0)
     return RigidMotion(rigid.rotation, rigid.scale, rigid.shift + shift, rigid.centre)
 
 
@@ -337,7 +335,7 @@ class Head3D:
         target = np.asarray(target, np.float64)
         fitted = _fit_rigid(self.points3d, target, self.centre)
         rigid = _placed(RigidMotion(quiet_turn(fitted.rotation), fitted.scale, np.zeros(2), self.centre),
-                        self.points3d, target)
+                        self.points3d, target[_STABLE].mean(axis=0))
         return rigid, self.inverse(rigid, target)
 
     def inverse(self, rigid: RigidMotion, target: np.ndarray, iterations: int = INVERSE_ITERATIONS) -> np.ndarray:
