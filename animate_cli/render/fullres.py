@@ -30,7 +30,7 @@ import numpy as np
 from ..person import Shot
 from .composite import _mask_support, compose_affine, crop_mask, face_mask, mapped_box
 from .head3d import Head3D, RigidMotion
-from .head_motion import HeadMotion, enlarge, invert_affine, lattice_nodes, mask_bounds
+from .head_motion import HeadMotion, enlarge, invert_affine, lattice_nodes
 from .renderers import FaceLayer
 
 # The photo is resampled with Lanczos (8x8 taps) where the moving region is small enough, else with
@@ -54,23 +54,27 @@ PLATE_STEP = 4
 # is this or more, less below it: where the matte calls it background the plate's blend is kept.
 SWAP_MATTE = 0.25
 # Beside the person, where the plate's weight is this or more, the photo is not resampled (the plate shows);
-# which columns need it is decided per strip of this many rows.
+# which columns need it, where the plate shows and where the swap is made, is decided per strip of about this
+# many rows.
 PLATE_ONLY = 0.9999
 RESAMPLE_ROWS = 32
-# The swap is computed in the tiles of this many pixels that the matte's soft edge crosses.
-SWAP_TILE = 64
-# ... where its weight is more than this (less changes a pixel by under a grey level).
+# The swap is made where its weight is more than this (less changes a pixel by under a grey level).
 SWAP_MIN = 0.004
 
-# The backward map is made on a lattice of at most this step (output pixels) and enlarged: about one node per
-# working-size pixel where the output shows the face 1.5x the working size or more (the face's map has
-# nothing finer), and never coarser than the head field's own grid (``head_motion.GRID_STEP``).
+# The backward map is made on a lattice of at most this step (output pixels) and enlarged: about a node per
+# working-size pixel, rounded up to whole output pixels (a face shown 1.2x the working size: every 2 px; the
+# face's map is piecewise affine, which a bilinear lattice reproduces but along its triangles' edges), and never
+# coarser than the head field's own grid (``head_motion.GRID_STEP``). A face shown within LATTICE_SLACK of the
+# working size keeps a node per pixel.
 MAX_LATTICE = 4
+LATTICE_SLACK = 0.05
 
 # What is painted is averaged down first where one output pixel covers more than this many crop pixels.
 SHRINK_FIRST = 1.5
 
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+# A node and its neighbours right and below: the four that reach a cell.
+_CELL = np.ones((2, 2), np.uint8)
 
 
 def _affine_grid(matrix: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -113,25 +117,72 @@ def _node_pixels(nodes: tuple[int, int, int, int], roi: tuple[int, int, int, int
     return x0 + step * i0, y0 + step * j0, min(x0 + step * (i1 - 1) + 1, x1), min(y0 + step * (j1 - 1) + 1, y1)
 
 
-def _tiles_with(mask: np.ndarray, tile: int) -> list[tuple[int, int, int, int]]:
-    """(r0, r1, c0, c1) of the ``tile`` x ``tile`` tiles of ``mask`` (H, W) that hold any True."""
-    height, width = mask.shape
-    rows, columns = -(-height // tile), -(-width // tile)
-    padded = np.zeros((rows * tile, columns * tile), bool)
-    padded[:height, :width] = mask
-    any_true = padded.reshape(rows, tile, columns, tile).any(axis=(1, 3))
-    return [(i * tile, min((i + 1) * tile, height), j * tile, min((j + 1) * tile, width))
-            for i, j in zip(*np.nonzero(any_true))]
+def _runs(touched: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of True along each row of ``touched`` (R, C): (row, first, end) arrays, ends excluded."""
+    padded = np.zeros((touched.shape[0], touched.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = touched
+    change = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(change == 1)
+    _, ends = np.nonzero(change == -1)
+    return rows, starts, ends
 
 
 class _Plate(NamedTuple):
-    """How the background plate shows in a frame (``FullResCompositor._plate_weight``): its weight over ``box``
-    (output pixels), and the swap's weight (``_over_plate``) over ``swap_box`` within it, or both None."""
+    """How the background plate shows in a frame (``FullResCompositor._plate_weight``), on nodes every ``step``
+    output pixels from the ROI's corner (enlarged bilinearly where a pixel needs it, edges repeated): its
+    weight, the swap's weight (``_over_plate``, None where there is none), and the cells where the photo shows
+    at all (``photo``: not every node reaching it has the weight PLATE_ONLY). The ROI is handled in strips of
+    ``rows`` pixels, each made of whole cells (a cell: the pixels between four nodes, which only they reach):
+    cell arrays are (strips, columns)."""
 
     weight: np.ndarray
-    box: tuple[int, int, int, int]
     swap: np.ndarray | None
-    swap_box: tuple[int, int, int, int] | None
+    step: int
+    rows: int
+    photo: np.ndarray
+
+    def cells(self, nodes: np.ndarray, largest: bool) -> np.ndarray:
+        """Per strip and column of cells, the largest (or smallest) of the nodes that reach it."""
+        cell = (cv2.dilate if largest else cv2.erode)(nodes, _CELL, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+        per_strip = self.rows // self.step
+        strips = -(-cell.shape[0] // per_strip)
+        # The last strip's missing rows repeat its last row (no change to a largest or a smallest).
+        stacked = np.pad(cell, ((0, strips * per_strip - cell.shape[0]), (0, 0)), mode="edge").reshape(
+            strips, per_strip, -1)
+        return stacked.max(axis=1) if largest else stacked.min(axis=1)
+
+    def spans(self, touched: np.ndarray, size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        """(r0, r1, c0, c1): the runs of cells ``touched`` as pixels of a ROI of ``size`` (width, height)."""
+        width, height = size
+        strips, firsts, ends = _runs(touched)
+        return [(strip * self.rows, min((strip + 1) * self.rows, height), first * self.step,
+                 min(end * self.step, width)) for strip, first, end in zip(strips.tolist(), firsts.tolist(),
+                                                                           ends.tolist())]
+
+    def at(self, nodes: np.ndarray, span: tuple[int, int, int, int]) -> np.ndarray:
+        """``nodes`` enlarged to the pixels of ``span`` (r0, r1, c0, c1)."""
+        r0, r1, c0, c1 = span
+        ratio = 1.0 / self.step
+        return enlarge(nodes, (c1 - c0, r1 - r0), ratio, (c0 * ratio, r0 * ratio))
+
+
+class _Map(NamedTuple):
+    """The backward map on its lattice (a node every ``lattice`` pixels from the ROI's corner), enlarged to
+    the pixels of a span only where a span is resampled."""
+
+    x: np.ndarray
+    y: np.ndarray
+    lattice: int
+
+    def at(self, span: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(map_x, map_y) at every pixel of ``span`` (r0, r1, c0, c1) of the ROI."""
+        r0, r1, c0, c1 = span
+        if self.lattice == 1:
+            return self.x[r0:r1, c0:c1], self.y[r0:r1, c0:c1]
+        ratio = 1.0 / self.lattice
+        offset = (c0 * ratio, r0 * ratio)
+        return (enlarge(self.x, (c1 - c0, r1 - r0), ratio, offset),
+                enlarge(self.y, (c1 - c0, r1 - r0), ratio, offset))
 
 
 @dataclass(frozen=True)
@@ -251,9 +302,9 @@ class FullResCompositor:
         if roi is None:
             return frame
         x0, y0, x1, y1 = roi
-        # The map is made on a lattice about as fine as the face's map (a node per working-size pixel, at
-        # most every MAX_LATTICE pixels) and enlarged once.
-        lattice = int(np.clip(np.round(np.sqrt(abs(np.linalg.det(crop_to_out[:, :2])))), 1, MAX_LATTICE))
+        # The map is made on a lattice about as fine as the face's map (MAX_LATTICE) and enlarged once.
+        upscale = np.sqrt(abs(np.linalg.det(crop_to_out[:, :2])))
+        lattice = int(np.clip(np.ceil(upscale - LATTICE_SLACK), 1, MAX_LATTICE))
         columns, rows = lattice_nodes(roi, lattice)
 
         # The backward map: the head's field, and inside the face mask the face's own motion.
@@ -283,90 +334,68 @@ class FullResCompositor:
             map_y[inside] += weight * (k[1, 0] * sx + k[1, 1] * sy + k[1, 2] - map_y[inside])
             face = _FaceNodes(cx, cy, weight, nodes, roi, lattice)
         plate = None if head_box is None else self._plate_weight(map_x, map_y, roi, lattice)
-        if lattice > 1:
-            size = (x1 - x0, y1 - y0)
-            map_x, map_y = enlarge(map_x, size, 1.0 / lattice), enlarge(map_y, size, 1.0 / lattice)
+        backward = _Map(map_x, map_y, lattice)
 
         # The photo, resampled once (not where the plate alone shows).
-        kernel = cv2.INTER_LANCZOS4 if map_x.size <= SHARP_KERNEL_MAX_PIXELS else cv2.INTER_CUBIC
-        out, spans = self._resample(map_x, map_y, kernel, roi, plate)
+        kernel = cv2.INTER_LANCZOS4 if (x1 - x0) * (y1 - y0) <= SHARP_KERNEL_MAX_PIXELS else cv2.INTER_CUBIC
+        out = frame[y0:y1, x0:x1]
+        self._resample(out, backward, kernel, roi, plate)
         if plate is not None:
-            self._over_plate(out, spans, plate, map_x, map_y, kernel, roi)
+            self._over_plate(out, plate, backward, roi)
         if face is not None:
             self._lay_over(out, layer, face, crop_to_out)
-        frame[y0:y1, x0:x1] = out
         return frame
 
-    def _over_plate(self, out: np.ndarray, spans: list[tuple[int, int, int, int]], plate: _Plate,
-                    map_x: np.ndarray, map_y: np.ndarray, kernel: int, roi: tuple[int, int, int, int]) -> None:
+    def _over_plate(self, out: np.ndarray, plate: _Plate, backward: _Map, roi: tuple[int, int, int, int]) -> None:
         """The resampled photo ``out`` (the ROI, uint8, changed in place) laid over the background plate with
-        ``plate``'s weight (``_plate_weight``), in the ``spans`` that ``_resample`` resampled.
+        ``plate``'s weight (``_plate_weight``), where both show.
 
         On the person's soft edge, where the moved pixel came from the plate's filled part, the photo's own
         background behind it is the fill, not the photo: it is swapped for the plate's at the pixel's new place,
         out = photo(src) + weight (plate(p) - plate(src)), so what lies over it (hair strands) keeps its
-        detail. Blending the edge into the plate kept 0.4 of it. Only the tiles the soft edge crosses (a ring
+        detail. Blending the edge into the plate kept 0.4 of it. Only the cells the soft edge crosses (a ring
         round the head) are computed."""
-        x0, y0 = roi[:2]
-        weight, (bx0, by0, bx1, by1), share, swap_box = plate
+        x0, y0, x1, y1 = roi
+        size = (x1 - x0, y1 - y0)
         restored = []
-        if share is not None:
-            fx0, fy0 = swap_box[:2]
-            for r0, r1, c0, c1 in _tiles_with(share > SWAP_MIN, SWAP_TILE):
-                where = (slice(fy0 - y0 + r0, fy0 - y0 + r1), slice(fx0 - x0 + c0, fx0 - x0 + c1))
-                behind = cv2.remap(self._plate, map_x[where], map_y[where], kernel, borderMode=PHOTO_BORDER)
-                restored.append((where, share[r0:r1, c0:c1, None] * (out[where].astype(np.float32) - behind)))
-        for r0, r1, c0, c1 in spans:
-            r0, r1 = max(r0, by0 - y0), min(r1, by1 - y0)
-            c0, c1 = max(c0, bx0 - x0), min(c1, bx1 - x0)
-            if r1 > r0 and c1 > c0:
-                part = weight[r0 - (by0 - y0):r1 - (by0 - y0), c0 - (bx0 - x0):c1 - (bx0 - x0)]
-                backdrop = self._plate[y0 + r0:y0 + r1, x0 + c0:x0 + c1]
-                out[r0:r1, c0:c1] = cv2.blendLinear(out[r0:r1, c0:c1], backdrop, 1.0 - part, part)
-        for where, change in restored:
-            change += out[where]
-            out[where] = np.clip(change + 0.5, 0, 255).astype(np.uint8)
+        if plate.swap is not None:
+            for span in plate.spans(plate.photo & (plate.cells(plate.swap, largest=True) > SWAP_MIN), size):
+                r0, r1, c0, c1 = span
+                # The plate behind is its smooth fill there: bilinear (a sharper kernel changed no pixel by more
+                # than a grey level).
+                behind = cv2.remap(self._plate, *backward.at(span), cv2.INTER_LINEAR, borderMode=PHOTO_BORDER)
+                change = cv2.subtract(out[r0:r1, c0:c1], behind, dtype=cv2.CV_32F)
+                change *= plate.at(plate.swap, span)[..., None]
+                restored.append((span, change))
+        for span in plate.spans(plate.photo & (plate.cells(plate.weight, largest=True) > 0), size):
+            r0, r1, c0, c1 = span
+            part = plate.at(plate.weight, span)
+            backdrop = self._plate[y0 + r0:y0 + r1, x0 + c0:x0 + c1]
+            out[r0:r1, c0:c1] = cv2.blendLinear(out[r0:r1, c0:c1], backdrop, 1.0 - part, part)
+        for (r0, r1, c0, c1), change in restored:
+            out[r0:r1, c0:c1] = cv2.add(change, out[r0:r1, c0:c1], dtype=cv2.CV_8U)
 
-    def _resample(self, map_x: np.ndarray, map_y: np.ndarray, kernel: int, roi: tuple[int, int, int, int],
-                  plate: _Plate | None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
-        """The photo through the backward map over ``roi`` (uint8), except beside the person where the plate
-        alone shows (``plate``'s weight PLATE_ONLY or more): there the plate, which the blend would put there.
-        Beside a moved head that is about half the region (the background it can move over). Also the spans
-        (r0, r1, c0, c1) of ``roi`` that were resampled."""
+    def _resample(self, out: np.ndarray, backward: _Map, kernel: int, roi: tuple[int, int, int, int],
+                  plate: _Plate | None) -> None:
+        """The photo through the backward map over ``roi``, into ``out`` (its uint8 pixels), except beside the
+        person where the plate alone shows (``plate.photo``): there the plate, which the blend would put there.
+        Beside a moved head that is about half the region (the background it can move over)."""
         x0, y0, x1, y1 = roi
         if plate is None:
-            return (cv2.remap(self.image, map_x, map_y, kernel, borderMode=PHOTO_BORDER),
-                    [(0, y1 - y0, 0, x1 - x0)])
-        (bx0, by0, bx1, by1) = plate.box
-        covered = plate.weight >= PLATE_ONLY
-        out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
-        spans = []
-        for r0 in range(0, y1 - y0, RESAMPLE_ROWS):
-            r1 = min(r0 + RESAMPLE_ROWS, y1 - y0)
-            need = np.ones(x1 - x0, bool)
-            if by0 - y0 <= r0 and r1 <= by1 - y0:
-                need[bx0 - x0:bx1 - x0] = ~covered[r0 - (by0 - y0):r1 - (by0 - y0)].all(axis=0)
-            columns = np.flatnonzero(need)
-            c0, c1 = (int(columns[0]), int(columns[-1]) + 1) if len(columns) else (0, 0)
-            if c0 > 0:
-                out[r0:r1, :c0] = self._plate[y0 + r0:y0 + r1, x0:x0 + c0]
-            if c1 < x1 - x0:
-                out[r0:r1, c1:] = self._plate[y0 + r0:y0 + r1, x0 + c1:x1]
-            if c1 > c0:
-                out[r0:r1, c0:c1] = cv2.remap(self.image, map_x[r0:r1, c0:c1], map_y[r0:r1, c0:c1], kernel,
-                                              borderMode=PHOTO_BORDER)
-                spans.append((r0, r1, c0, c1))
-        return out, spans
+            out[:] = cv2.remap(self.image, *backward.at((0, y1 - y0, 0, x1 - x0)), kernel, borderMode=PHOTO_BORDER)
+            return
+        out[:] = self._plate[y0:y1, x0:x1]
+        for span in plate.spans(plate.photo, (x1 - x0, y1 - y0)):
+            r0, r1, c0, c1 = span
+            out[r0:r1, c0:c1] = cv2.remap(self.image, *backward.at(span), kernel, borderMode=PHOTO_BORDER)
 
     def _plate_weight(self, map_x: np.ndarray, map_y: np.ndarray, roi: tuple[int, int, int, int],
                       lattice: int = 1) -> _Plate | None:
-        """How much the background plate shows, from the backward map on its ``lattice`` over ``roi``: (H, W)
-        float32 over the box (output pixels) where it shows at all, that box, and the swap's weight (see
-        ``_over_plate``) with its own box within it, or None where there is none; None where the plate shows nowhere.
-        The moved person lies over the plate where the head moved, so what it uncovers is the plate's. Within
+        """How much the background plate shows, from the backward map on its ``lattice`` over ``roi``, and the
+        swap's weight (see ``_over_plate``), on nodes about every PLATE_STEP pixels; None where the plate shows
+        nowhere. The moved person lies over the plate where the head moved, so what it uncovers is the plate's. Within
         the plate's fill, where nothing moved the photo is its own answer (the matte's soft edge would otherwise
-        mix the fill into hair that stays put); away from it the plate is the photo itself, shown unmoved.
-        Smooth, so computed about every PLATE_STEP pixels and enlarged."""
+        mix the fill into hair that stays put); away from it the plate is the photo itself, shown unmoved."""
         skip = max(1, PLATE_STEP // lattice)
         step = skip * lattice
         coarse_x, coarse_y = map_x[::skip, ::skip], map_y[::skip, ::skip]
@@ -381,24 +410,13 @@ class FullResCompositor:
         # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
         alpha = cv2.remap(self._matte, coarse_x, coarse_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         coarse = np.ascontiguousarray(moved * (1.0 - alpha), np.float32)
-        nodes = mask_bounds(coarse > 0)
-        if nodes is None:
+        if not (coarse > 0).any():
             return None
-        # The pixels whose nodes' cells touch a node where it shows (bilinear: one cell either side).
-        i0, j0, i1, j1 = max(nodes[0] - 1, 0), max(nodes[1] - 1, 0), nodes[2] + 1, nodes[3] + 1
-        box = _node_pixels((i0, j0, i1, j1), roi, step)
-        size = (box[2] - box[0], box[3] - box[1])
-        weight = enlarge(coarse, size, 1.0 / step, (float(i0), float(j0)))
         # The swap (``_over_plate``): on the matte's soft edge, where the source lies in the plate's filled part.
-        share = coarse * near * np.minimum(alpha * (1.0 / SWAP_MATTE), 1.0)
-        nodes = mask_bounds(share > 0)
-        if nodes is None:
-            return _Plate(weight, box, None, None)
-        nodes = (max(nodes[0] - 1, i0), max(nodes[1] - 1, j0), min(nodes[2] + 1, i1), min(nodes[3] + 1, j1))
-        inner = _node_pixels(nodes, roi, step)
-        inner_size = (inner[2] - inner[0], inner[3] - inner[1])
-        return _Plate(weight, box, enlarge(np.ascontiguousarray(share, np.float32), inner_size, 1.0 / step,
-                                           (float(nodes[0]), float(nodes[1]))), inner)
+        share = np.ascontiguousarray(coarse * near * np.minimum(alpha * (1.0 / SWAP_MATTE), 1.0), np.float32)
+        plate = _Plate(coarse, share if (share > 0).any() else None, step, step * max(1, RESAMPLE_ROWS // step),
+                       np.zeros(0, bool))
+        return plate._replace(photo=plate.cells(coarse, largest=False) < PLATE_ONLY)
 
     def _lay_over(self, out: np.ndarray, layer: FaceLayer, face: "_FaceNodes", crop_to_out: np.ndarray) -> None:
         """What the photo lacks, over the resampled photo ``out`` (the ROI, uint8) in place: the generator's

@@ -64,9 +64,10 @@ MATTE_SOFTNESS = 0.015
 PLATE_GROW = 0.06
 # Backward field: grid step in pixels (at least; ``field_step``) and fixed-point iterations.
 GRID_STEP = 4
-# ... and at most this share of the face size: the field is smooth over the neck's fall-off (most of a face),
-# so a large photo's head is solved on as many nodes as a small one's.
-FIELD_STEP_FACE = 1 / 64
+# ... and at most this share of the face size: the field is smooth over the neck's fall-off (most of a face) and
+# its steepest fade (EDGE_FADE) spans three nodes, so a large photo's head is solved on as many nodes as a small
+# one's (1/64 changed no self-reenactment video's face-box SSIM by 0.0002: docs/findings.md).
+FIELD_STEP_FACE = 1 / 32
 FIELD_ITERATIONS = 4
 # The fixed-point steps converge where the head's weight changes slowly against the motion. Where a head moves far
 # against a steep weight (a photo's still edge beside a face that moves by more than EDGE_FADE) they do not: a node
