@@ -277,18 +277,19 @@ def test_a_lattice_map_gives_the_per_pixel_frames(tmp_path, warp_engine, monkeyp
     assert difference.mean() < 0.2 and np.percentile(difference, 99.9) <= 8
 
 
-def test_the_plates_cells_reach_every_pixel_where_it_shows_or_the_photo_does():
+@pytest.mark.parametrize("step, rows, beyond", [(4, 32, (3, 1)), (3, 30, (3, 3))])
+def test_the_plates_cells_reach_every_pixel_where_it_shows_or_the_photo_does(step, rows, beyond):
     # The plate's weight lives on nodes every few pixels; the photo is resampled, the plate blended and the swap
     # made only in the runs of cells that need it. Every pixel whose enlarged weight calls for one of them lies
-    # in those runs, and a pixel left out of the photo's runs is one the plate alone shows.
+    # in those runs, and a pixel left out of the photo's runs is one the plate alone shows. The last nodes may lie
+    # past the ROI's edge (a lattice of 3 px): no run is empty or outside it.
     from animate_cli.render import fullres
 
     rng = np.random.default_rng(3)
-    step, rows = 4, 32
     # The person (0) on the left, a soft edge wandering down the middle, the background beside it (1) on the right.
-    edge = 12 + rng.integers(-3, 4, size=(23, 1))
-    nodes = np.clip((np.arange(31)[None, :] - edge) / 6.0 + rng.normal(0, 0.05, (23, 31)), 0, 1).astype(np.float32)
-    size = (31 * step - 3, 23 * step - 1)
+    edge = 12 + rng.integers(-3, 4, size=(21, 1))
+    nodes = np.clip((np.arange(31)[None, :] - edge) / 6.0 + rng.normal(0, 0.05, (21, 31)), 0, 1).astype(np.float32)
+    size = (31 * step - beyond[0], 21 * step - beyond[1])
     plate = fullres._Plate(nodes, None, step, rows, np.zeros(0, bool))
     plate = plate._replace(photo=plate.cells(nodes, largest=False) < fullres.PLATE_ONLY)
     weight = plate.at(nodes, (0, size[1], 0, size[0]))
@@ -296,6 +297,7 @@ def test_the_plates_cells_reach_every_pixel_where_it_shows_or_the_photo_does():
     def covered(spans) -> np.ndarray:
         mask = np.zeros(weight.shape, bool)
         for r0, r1, c0, c1 in spans:
+            assert 0 <= r0 < r1 <= size[1] and 0 <= c0 < c1 <= size[0]
             mask[r0:r1, c0:c1] = True
         return mask
 

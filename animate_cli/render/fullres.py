@@ -152,12 +152,16 @@ class _Plate(NamedTuple):
         return stacked.max(axis=1) if largest else stacked.min(axis=1)
 
     def spans(self, touched: np.ndarray, size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-        """(r0, r1, c0, c1): the runs of cells ``touched`` as pixels of a ROI of ``size`` (width, height)."""
+        """(r0, r1, c0, c1): the runs of cells ``touched`` as pixels of a ROI of ``size`` (width, height); the
+        last nodes may lie beyond the ROI, and their cells' pixels are left out."""
         width, height = size
         strips, firsts, ends = _runs(touched)
-        return [(strip * self.rows, min((strip + 1) * self.rows, height), first * self.step,
-                 min(end * self.step, width)) for strip, first, end in zip(strips.tolist(), firsts.tolist(),
-                                                                           ends.tolist())]
+        spans = []
+        for strip, first, end in zip(strips.tolist(), firsts.tolist(), ends.tolist()):
+            r0, c0 = strip * self.rows, first * self.step
+            if r0 < height and c0 < width:
+                spans.append((r0, min(r0 + self.rows, height), c0, min(end * self.step, width)))
+        return spans
 
     def at(self, nodes: np.ndarray, span: tuple[int, int, int, int]) -> np.ndarray:
         """``nodes`` enlarged to the pixels of ``span`` (r0, r1, c0, c1)."""
