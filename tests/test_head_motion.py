@@ -13,7 +13,7 @@ from animate_cli.errors import UsageError
 from animate_cli.landmarks import create_backend, detect_photo_landmarks, eye_opening, mouth_opening
 from animate_cli.landmarks.reference import (References, expression_costs, matching_frame, parse_reference,
                                              pick_references, resolve_reference)
-from animate_cli.landmarks.retarget import gap_mapping, retarget_relative
+from animate_cli.landmarks.retarget import about_typical_pose, gap_mapping, retarget_relative
 from animate_cli.render.head_motion import (HeadLayers, HeadMotion, fill_from_surroundings, head_similarity,
                                             head_weight_map, segment_person)
 
@@ -93,6 +93,37 @@ def test_a_photo_that_is_a_driver_frame_is_its_pose_reference_despite_detector_j
     other[:17] = centre + 1.15 * (points[:17] - centre)
     other[17:] = centre + 0.85 * (points[17:] - centre)
     assert matching_frame(track, None, (256, 256), other, (256, 256)) is None
+
+
+def test_another_persons_photo_sits_where_it_is_for_the_drivers_usual_pose(points):
+    """The driver spends the clip in one place and nods low and tilted once; that frame is posed most like the
+    photo, so it is the pose reference. Measured from it, every other frame would lift the photo's head and
+    turn it for the whole clip; about the driver's usual pose the head stays where the photo has it, and moves
+    as the driver moves from there."""
+    rng = np.random.default_rng(1)
+    centre = points.mean(axis=0)
+    angle = np.radians(6.0)
+    tilt = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    usual = [points + (3.0 * np.sin(i), 0.0) + rng.normal(0, 0.2, points.shape) for i in range(12)]
+    low = (points - centre) @ tilt.T + centre + (0.0, 25.0)
+    track = np.stack([usual[0], low, *usual[1:]])
+    # Someone else (a wider jaw, features closer together), posed like the low frame.
+    other = points.copy()
+    other[:17] = centre + 1.15 * (points[:17] - centre)
+    other[17:] = centre + 0.85 * (points[17:] - centre)
+    photo = (other - centre) @ tilt.T + centre + (0.0, 25.0)
+    refs = pick_references(track, None, (512, 512), photo, (512, 512))
+    assert refs.pose == 1 and refs.usual_pose
+    from_reference = retarget_relative(photo, track, refs.pose)
+    placed = about_typical_pose(photo, from_reference)
+    offset = np.median(from_reference.mean(axis=1), axis=0) - photo.mean(axis=0)
+    assert offset[1] < -20.0                                       # lifted by the nod for the whole clip
+    assert np.abs(np.median(placed.mean(axis=1), axis=0) - photo.mean(axis=0)).max() < 0.5
+    # The driver's own motion is kept: frame to frame, the targets move as far as before (turned with the head).
+    np.testing.assert_allclose(np.linalg.norm(np.diff(placed.mean(axis=1), axis=0), axis=1),
+                               np.linalg.norm(np.diff(from_reference.mean(axis=1), axis=0), axis=1), atol=0.3)
+    # A photo that is a frame of the driver keeps that frame as its reference, not the usual pose.
+    assert not pick_references(track, None, (512, 512), usual[3], (512, 512)).usual_pose
 
 
 def test_reference_choices_parse_and_resolve(points):

@@ -82,10 +82,13 @@ def pose_features(points: np.ndarray) -> dict[str, np.ndarray]:
 @dataclass(frozen=True)
 class References:
     """The driver frames relative motion is measured from: ``pose`` is the frame whose head pose
-    the photo's is taken to be, ``expression`` the frame whose expression it is (a neutral one)."""
+    the photo's is taken to be, ``expression`` the frame whose expression it is (a neutral one).
+    ``usual_pose``: the photo is no frame of the driver and ``pose`` was picked as the closest: the head is
+    then placed about the driver's usual pose instead (``retarget.about_typical_pose``)."""
 
     pose: int
     expression: int
+    usual_pose: bool = False
 
 
 def _check(points: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +183,8 @@ def pick_references(points: np.ndarray, valid: np.ndarray | None = None, frame_s
     same = matching_frame(points, valid, frame_size, photo_points, photo_size)
     if same is not None:
         return References(same, neutral)
-    return References(int(np.argmin(pose_costs(points, valid, frame_size, photo_points, photo_size))), neutral)
+    return References(int(np.argmin(pose_costs(points, valid, frame_size, photo_points, photo_size))), neutral,
+                      usual_pose=True)
 
 
 def matching_frame(points: np.ndarray, valid: np.ndarray | None, frame_size: tuple[int, int],

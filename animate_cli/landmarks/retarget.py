@@ -102,6 +102,27 @@ def retarget_relative(source_points: np.ndarray, driver_points: np.ndarray,
     return out
 
 
+def about_typical_pose(source_points: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) ``targets`` moved by one similarity so that the head's typical pose over the clip (the median
+    scale, roll and place of the stable points' similarity from ``source_points``) is the photo's own.
+
+    Relative motion measured from one reference frame carries that frame's offset from the driver's usual pose
+    into every frame: a reference that nods or sits low keeps the photo's head off its place for the whole
+    clip. Where the photo is no frame of the driver, its pose is taken to be the driver's usual one instead."""
+    source = _check_points(source_points, "source points", batched=False)
+    moved = _check_points(targets, "targets", batched=True)
+    if not len(moved):
+        return moved.astype(np.float32)
+    z_source, z = _complex(source), _complex(moved)
+    stable = STABLE_POINTS
+    a, b = fit_similarity(np.broadcast_to(z_source[stable], (len(z), len(stable))), z[:, stable])
+    centre = z_source[stable].mean()
+    place = a * centre + b
+    typical = np.exp(np.median(np.log(np.abs(a))) + 1j * np.median(np.angle(a)))
+    typical_place = np.median(place.real) + 1j * np.median(place.imag)
+    return _real((z - typical_place) / typical + centre).astype(np.float32)
+
+
 # (upper, lower) pairs across each opening, with the opening's two corners.
 OPENINGS = (((61, 67), (62, 66), (63, 65)), ((37, 41), (38, 40)), ((43, 47), (44, 46)))
 OPENING_CORNERS = ((60, 64), (36, 39), (42, 45))

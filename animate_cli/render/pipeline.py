@@ -27,7 +27,7 @@ from ..io.video import VideoInfo, VideoWriter, even_size, iter_frames
 from ..landmarks import (LandmarkBackend, LandmarkTrack, fill_gaps, retarget_absolute, retarget_relative,
                          smooth_track, track_video)
 from ..landmarks.crop import FaceCrop, crop_from_landmarks
-from ..landmarks.retarget import hold_still
+from ..landmarks.retarget import about_typical_pose, hold_still
 from ..landmarks.reference import References, resolve_reference
 from ..person import Person, Shot
 from ..photos import PhotoFace, find_faces
@@ -179,6 +179,8 @@ def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> Moti
         reference = choose_references(photo, track, config)
         image_points = retarget_relative(photo.points, track.points, reference.pose,
                                          full_closure=config.full_closure, expression_reference=reference.expression)
+        if reference.usual_pose:
+            image_points = about_typical_pose(photo.points, image_points)
         if config.moves_whole_head and config.head_model == "3d":
             image_points = carry_in_3d(photo.points, image_points, track.points, reference.pose,
                                        reference.expression, config.full_closure)
@@ -208,6 +210,8 @@ def describe_reference(photo: Shot, driver: Driver, config: RenderConfig) -> str
     if not config.relative:
         return "absolute motion"
     refs = choose_references(photo, driver.track, config)
+    if refs.usual_pose:
+        return f"the head about the driver's usual pose, expression reference frame {refs.expression}"
     if refs.pose == refs.expression:
         return f"reference frame {refs.pose}"
     return f"reference frame {refs.pose}, expression {refs.expression}"
