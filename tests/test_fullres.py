@@ -290,8 +290,8 @@ def test_the_plates_cells_reach_every_pixel_where_it_shows_or_the_photo_does(ste
     edge = 12 + rng.integers(-3, 4, size=(21, 1))
     nodes = np.clip((np.arange(31)[None, :] - edge) / 6.0 + rng.normal(0, 0.05, (21, 31)), 0, 1).astype(np.float32)
     size = (31 * step - beyond[0], 21 * step - beyond[1])
-    plate = fullres._Plate(nodes, None, step, rows, np.zeros(0, bool))
-    plate = plate._replace(photo=plate.cells(nodes, largest=False) < fullres.PLATE_ONLY)
+    photo_cells = fullres._cells(nodes, rows // step, largest=False) < fullres.PLATE_ONLY
+    plate = fullres._Plate(nodes, None, step, rows, photo_cells)
     weight = plate.at(nodes, (0, size[1], 0, size[0]))
 
     def covered(spans) -> np.ndarray:

@@ -117,6 +117,27 @@ def _node_pixels(nodes: tuple[int, int, int, int], roi: tuple[int, int, int, int
     return x0 + step * i0, y0 + step * j0, min(x0 + step * (i1 - 1) + 1, x1), min(y0 + step * (j1 - 1) + 1, y1)
 
 
+def _at_pixels(nodes: np.ndarray, span: tuple[int, int, int, int], step: int) -> np.ndarray:
+    """Lattice ``nodes`` (node (i, j) at pixel (step i, step j)) at every pixel of ``span`` (r0, r1, c0, c1):
+    sliced where the lattice is the pixels, else enlarged bilinearly (edges repeated)."""
+    r0, r1, c0, c1 = span
+    if step == 1:
+        return nodes[r0:r1, c0:c1]
+    ratio = 1.0 / step
+    return enlarge(nodes, (c1 - c0, r1 - r0), ratio, (c0 * ratio, r0 * ratio))
+
+
+def _cells(nodes: np.ndarray, per_strip: int, largest: bool) -> np.ndarray:
+    """Per strip of ``per_strip`` rows of cells and per column of cells, the largest (or smallest) of the nodes
+    that reach the cell (a cell: the pixels between a node and its neighbours right and below)."""
+    cell = (cv2.dilate if largest else cv2.erode)(nodes, _CELL, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
+    strips = -(-cell.shape[0] // per_strip)
+    # The last strip's missing rows repeat its last row (no change to a largest or a smallest).
+    stacked = np.pad(cell, ((0, strips * per_strip - cell.shape[0]), (0, 0)), mode="edge").reshape(
+        strips, per_strip, -1)
+    return stacked.max(axis=1) if largest else stacked.min(axis=1)
+
+
 def _runs(touched: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The runs of True along each row of ``touched`` (R, C): (row, first, end) arrays, ends excluded."""
     padded = np.zeros((touched.shape[0], touched.shape[1] + 2), np.int8)
@@ -143,13 +164,7 @@ class _Plate(NamedTuple):
 
     def cells(self, nodes: np.ndarray, largest: bool) -> np.ndarray:
         """Per strip and column of cells, the largest (or smallest) of the nodes that reach it."""
-        cell = (cv2.dilate if largest else cv2.erode)(nodes, _CELL, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)
-        per_strip = self.rows // self.step
-        strips = -(-cell.shape[0] // per_strip)
-        # The last strip's missing rows repeat its last row (no change to a largest or a smallest).
-        stacked = np.pad(cell, ((0, strips * per_strip - cell.shape[0]), (0, 0)), mode="edge").reshape(
-            strips, per_strip, -1)
-        return stacked.max(axis=1) if largest else stacked.min(axis=1)
+        return _cells(nodes, self.rows // self.step, largest)
 
     def spans(self, touched: np.ndarray, size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
         """(r0, r1, c0, c1): the runs of cells ``touched`` as pixels of a ROI of ``size`` (width, height); the
@@ -165,9 +180,7 @@ class _Plate(NamedTuple):
 
     def at(self, nodes: np.ndarray, span: tuple[int, int, int, int]) -> np.ndarray:
         """``nodes`` enlarged to the pixels of ``span`` (r0, r1, c0, c1)."""
-        r0, r1, c0, c1 = span
-        ratio = 1.0 / self.step
-        return enlarge(nodes, (c1 - c0, r1 - r0), ratio, (c0 * ratio, r0 * ratio))
+        return _at_pixels(nodes, span, self.step)
 
 
 class _Map(NamedTuple):
@@ -180,13 +193,7 @@ class _Map(NamedTuple):
 
     def at(self, span: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(map_x, map_y) at every pixel of ``span`` (r0, r1, c0, c1) of the ROI."""
-        r0, r1, c0, c1 = span
-        if self.lattice == 1:
-            return self.x[r0:r1, c0:c1], self.y[r0:r1, c0:c1]
-        ratio = 1.0 / self.lattice
-        offset = (c0 * ratio, r0 * ratio)
-        return (enlarge(self.x, (c1 - c0, r1 - r0), ratio, offset),
-                enlarge(self.y, (c1 - c0, r1 - r0), ratio, offset))
+        return _at_pixels(self.x, span, self.lattice), _at_pixels(self.y, span, self.lattice)
 
 
 @dataclass(frozen=True)
@@ -213,13 +220,8 @@ class _FaceNodes:
     def fine(self, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cx, cy, weight) at every output pixel of ``box`` (inside ``pixels``)."""
         px0, py0 = self.pixels[:2]
-        if self.lattice == 1:
-            where = (slice(box[1] - py0, box[3] - py0), slice(box[0] - px0, box[2] - px0))
-            return self.cx[where], self.cy[where], self.weight[where]
-        ratio = 1.0 / self.lattice
-        offset = ((box[0] - px0) * ratio, (box[1] - py0) * ratio)
-        size = (box[2] - box[0], box[3] - box[1])
-        return tuple(enlarge(a, size, ratio, offset) for a in (self.cx, self.cy, self.weight))
+        span = (box[1] - py0, box[3] - py0, box[0] - px0, box[2] - px0)
+        return tuple(_at_pixels(a, span, self.lattice) for a in (self.cx, self.cy, self.weight))
 
 
 class FullResCompositor:
@@ -418,9 +420,9 @@ class FullResCompositor:
             return None
         # The swap (``_over_plate``): on the matte's soft edge, where the source lies in the plate's filled part.
         share = np.ascontiguousarray(coarse * near * np.minimum(alpha * (1.0 / SWAP_MATTE), 1.0), np.float32)
-        plate = _Plate(coarse, share if (share > 0).any() else None, step, step * max(1, RESAMPLE_ROWS // step),
-                       np.zeros(0, bool))
-        return plate._replace(photo=plate.cells(coarse, largest=False) < PLATE_ONLY)
+        per_strip = max(1, RESAMPLE_ROWS // step)
+        return _Plate(coarse, share if (share > 0).any() else None, step, step * per_strip,
+                      _cells(coarse, per_strip, largest=False) < PLATE_ONLY)
 
     def _lay_over(self, out: np.ndarray, layer: FaceLayer, face: "_FaceNodes", crop_to_out: np.ndarray) -> None:
         """What the photo lacks, over the resampled photo ``out`` (the ROI, uint8) in place: the generator's
