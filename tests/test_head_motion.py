@@ -274,6 +274,40 @@ def test_a_large_photos_head_far_beside_a_still_edge_is_mapped_back():
     assert map_y[70, 1234] == pytest.approx(20.0, abs=0.3)
 
 
+def test_a_head_moving_down_from_a_top_edge_that_cuts_its_crown_shows_the_crown_not_a_peak(points):
+    # The photo's frame cuts the top of the head (a chord of about 60 px); the head moves down by more than the part
+    # cut off. A still top edge stretched that chord down to the head, a peak of hair; mirrored past the edge, the
+    # hair widened again into a bun. The crown's outline goes on above the edge instead, and closes.
+    raised = points - (0.0, 30.0)
+    image, matte = _scene(raised)
+    size = float(np.ptp(raised, axis=0).max())
+    centre = raised.mean(axis=0)
+    top_y, half_axes = centre[1] - 0.2 * size, (0.75 * size, 0.95 * size)
+    layers = HeadLayers.from_photo(image, raised, matte=matte)
+
+    def true_half_width(y: float) -> float:
+        inside = 1.0 - ((y - top_y) / half_axes[1]) ** 2
+        return half_axes[0] * np.sqrt(max(inside, 0.0))
+
+    assert layers.above is not None and layers.above.shape[1] == 512
+    # The matte above the edge is the head's ellipse continued (5 rows above the edge), nothing above its top.
+    row = layers.above[-5]
+    width = (row > 0.5).sum()
+    assert abs(width - 2 * true_half_width(-5.0)) <= 6
+    assert layers.above[:-12].max() < 0.05
+
+    shift = 12.0
+    frame = HeadMotion(layers).render(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, shift]]))
+    blue = np.abs(frame.astype(int) - (40, 90, 200)).max(axis=2) < 12
+    columns = slice(int(centre[0]) - 60, int(centre[0]) + 60)
+    # Above the moved crown, the background: no hair stretched from the edge.
+    assert blue[1, columns].mean() > 0.97
+    # Lower, the moved head as wide as the photo's was there, to a few pixels.
+    for y in (8.0, 20.0):
+        hair = ~blue[int(y + shift), columns]
+        assert abs(hair.sum() - 2 * true_half_width(y)) <= 6
+
+
 def test_the_head_weight_is_one_on_the_head_and_zero_below_the_neck(points):
     weight = head_weight_map((512, 512), points)
     assert weight[int(points[27, 1]), int(points[27, 0])] == pytest.approx(1.0)

@@ -30,16 +30,13 @@ import numpy as np
 from ..person import Shot
 from .composite import _mask_support, compose_affine, crop_mask, face_mask, mapped_box
 from .head3d import Head3D, RigidMotion
-from .head_motion import HeadMotion, enlarge, invert_affine, lattice_nodes
+from .head_motion import PHOTO_BORDER, HeadMotion, enlarge, invert_affine, lattice_nodes
 from .renderers import FaceLayer
 
 # The photo is resampled with Lanczos (8x8 taps) where the moving region is small enough, else with
 # bicubic (4x4): measured on a classical warp, bilinear keeps 0.58 of the detail, bicubic 0.81,
 # Lanczos 0.85; Lanczos costs about 5x bicubic (107 against 21 ms for 1.5 Mpx on one core here).
 SHARP_KERNEL_MAX_PIXELS = 600_000
-# Beyond the photo's edge (a head moved down in a photo whose frame cuts its hair) the photo is mirrored, so hair
-# goes on as hair; repeating the edge's pixels drew streaks above the head.
-PHOTO_BORDER = cv2.BORDER_REFLECT_101
 # The face mask is made at 1/MASK_REDUCTION of the working size and enlarged (it is smooth).
 MASK_REDUCTION = 4
 # Under redrawn skin (lids) the photo's detail is kept when one working-size pixel covers more than this
@@ -248,7 +245,6 @@ class FullResCompositor:
         self._photo_mask = None if self.whole_crop else self._face_mask(photo.crop_points)
         self._crop_mask = crop_mask(crop_size) if self.whole_crop else None
         if head is not None:
-            self._matte = head.layers.matte
             self._plate = np.ascontiguousarray(head.layers.plate)
             # Where the plate is filled in (the person's moving part and a margin): there the photo's own
             # background is not the photo, and is estimated by the plate. Elsewhere the plate is the photo.
@@ -413,8 +409,8 @@ class FullResCompositor:
         near = cv2.remap(self._near_fill, coarse_x, coarse_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=0)
         moved[near == 0] = 1.0
-        # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
-        alpha = cv2.remap(self._matte, coarse_x, coarse_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # The matte where each pixel came from; beyond the photo's edges as HeadLayers.matte_at continues it.
+        alpha = self.head.layers.matte_at(coarse_x, coarse_y)
         coarse = np.ascontiguousarray(moved * (1.0 - alpha), np.float32)
         if not (coarse > 0).any():
             return None

@@ -40,8 +40,18 @@ NECK_START = 0.05
 NECK_END = 0.85
 SIDE_START = 1.2
 SIDE_END = 2.0
-# ... and 0 at the photo's top and side edges, rising to full over this many face sizes from them.
+# ... and 0 at the photo's side edges, rising to full over this many face sizes from them.
 EDGE_FADE = 0.1
+# Above the photo's top edge (a head moving down in a photo whose frame cuts its hair) the person goes on as the
+# crown's outline does: an ellipse of the head prior's aspect (CROWN_ASPECT, width over height) fitted to the
+# outline within CROWN_BAND face sizes of the edge, continued over CROWN_ROWS face sizes above it. Inside it the
+# matte (and the photo) mirrored at the edge, outside it the background plate.
+CROWN_BAND = 0.2
+CROWN_ROWS = 0.5
+CROWN_ASPECT = 0.72 / 0.88
+# Beyond the photo's edge (a head moved down in a photo whose frame cuts its hair) the photo is mirrored, so hair
+# goes on as hair; repeating the edge's pixels drew streaks above the head.
+PHOTO_BORDER = cv2.BORDER_REFLECT_101
 # Variants measured and dropped here (the body following the chin, and more): docs/findings.md, "Whole-head motion".
 # Share of the jaw's width that the face's landmarks shift per unit of yaw proxy while the head's
 # outline stays (see ``outline_similarity``). Full-frame self-reenactment, face-box SSIM on three
@@ -178,14 +188,76 @@ def head_weight_map(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
     side = np.abs((xs - centre[0]) * right[0] + (ys - centre[1]) * right[1]) / size
     vertical = 1.0 - _smoothstep((along - NECK_START) / (NECK_END - NECK_START))
     lateral = 1.0 - _smoothstep((side - SIDE_START) / (SIDE_END - SIDE_START))
-    # The photo's top and side edges stay put: what lies beyond them (hair cut by the frame) is unknown, so a head
-    # moving away from an edge stretches what is between instead of revealing it. The face itself always moves.
+    # The photo's side edges stay put: what lies beyond them (hair cut by the frame) is unknown, so a head moving
+    # away from an edge stretches what is between instead of revealing it. The face itself always moves. Above the
+    # top edge the crown goes on (``matte_above``): a head moving down shows its top instead of a stretched strip.
     fade = max(EDGE_FADE * size, 1.0)
-    edge = _smoothstep(np.minimum(np.minimum(ys, xs), width - 1 - xs) / fade)
+    edge = _smoothstep(np.minimum(xs, width - 1 - xs) / fade)
     hull = np.ones(shape, np.uint8)
     cv2.fillConvexPoly(hull, cv2.convexHull(np.round(np.asarray(points)).astype(np.int32)), 0)
     face = 1.0 - _smoothstep(cv2.distanceTransform(hull, cv2.DIST_L2, 3) / fade)
     return (vertical * lateral * np.maximum(edge, face)).astype(np.float32)
+
+
+def _crown_runs(person: np.ndarray, centre_x: float, reach: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The person's extent (first, end) in each row of ``person`` (boolean rows from the photo's top edge) that is
+    connected to the run of its top row nearest ``centre_x`` (within ``reach``); None if no such run."""
+    lefts, ends = [], []
+    low, high = centre_x - reach, centre_x + reach
+    for row in person:
+        padded = np.concatenate([[False], row, [False]]).astype(np.int8)
+        change = np.diff(padded)
+        starts, stops = np.flatnonzero(change == 1), np.flatnonzero(change == -1)
+        touching = (stops > low) & (starts < high)
+        if not touching.any():
+            break
+        if not lefts:
+            # The crown: of the top row's runs near the face, the one nearest its centre.
+            nearest = np.argmin(np.maximum(np.maximum(starts - centre_x, centre_x - stops), 0) + ~touching * 1e9)
+            touching = np.arange(len(starts)) == nearest
+        low, high = starts[touching].min(), stops[touching].max()
+        lefts.append(low)
+        ends.append(high)
+    return (np.array(lefts, np.float64), np.array(ends, np.float64)) if lefts else None
+
+
+def matte_above(matte: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(rows, W) float32: the person's matte continued above the photo's top edge, the farthest row first.
+
+    Where the crown meets the edge, the outline within CROWN_BAND face sizes of it is fitted by an ellipse of
+    CROWN_ASPECT (upright, least squares): inside it the matte mirrored at the edge, outside nothing (the plate
+    shows there). A crown that reaches the photo's side as well (a face filling the frame) goes on mirrored; where
+    no crown meets the edge, nothing of the person lies beyond it."""
+    height, width = matte.shape
+    points = np.asarray(points, np.float64)
+    size = face_size(points)
+    rows = int(np.clip(np.ceil(CROWN_ROWS * size), 1, height - 1))
+    mirrored = matte[rows:0:-1]
+    band = int(np.clip(round(CROWN_BAND * size), 3, height))
+    runs = _crown_runs(matte[:band] >= 0.5, float(points[:, 0].mean()), size)
+    if runs is None:
+        return np.zeros((rows, width), np.float32)
+    lefts, ends = runs
+    if lefts[0] <= 0 or ends[0] >= width:
+        return np.ascontiguousarray(mirrored, np.float32)
+    # An upright ellipse of aspect k through the top row's ends, (x - x_c)^2 / k^2 + (y - y_c)^2 = R^2, its centre
+    # x_c theirs: the half-widths h below give (h^2 - h_0^2) / k^2 + y^2 = 2 y y_c, fitted by least squares.
+    k = CROWN_ASPECT
+    half_widths = 0.5 * (ends - lefts)
+    centre_x = 0.5 * (lefts[0] + ends[0]) - 0.5
+    y = np.arange(len(lefts), dtype=np.float64)
+    centre_y = float(y @ ((half_widths ** 2 - half_widths[0] ** 2) / k ** 2 + y ** 2)) / max(2.0 * float(y @ y), 1e-9)
+    if centre_y <= 0:
+        # The outline does not widen below the edge (straight, or narrowing): it goes on mirrored.
+        return np.ascontiguousarray(mirrored, np.float32)
+    radius2 = (half_widths[0] / k) ** 2 + centre_y ** 2
+    soft = max(2.0, 2.0 * MATTE_SOFTNESS * size)
+    above = -np.arange(rows, 0, -1, dtype=np.float64)[:, None]
+    inside = radius2 - (above - centre_y) ** 2
+    half = np.where(inside > 0, k * np.sqrt(np.maximum(inside, 0.0)), -soft)
+    beyond = np.abs(np.arange(width, dtype=np.float64)[None] - centre_x) - half
+    dome = 1.0 - _smoothstep(beyond / soft + 0.5)
+    return np.minimum(mirrored, dome).astype(np.float32)
 
 
 def _prior_shapes(shape: tuple[int, int], points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -418,6 +490,19 @@ class HeadLayers:
     weight: np.ndarray         # (H, W) float32 in [0, 1]
     plate: np.ndarray          # (H, W, 3) uint8
     support: tuple[int, int, int, int] | None
+    above: np.ndarray | None = None   # (rows, W) float32: the matte above the top edge (``matte_above``)
+
+    def __post_init__(self):
+        # The matte with the rows above the top edge, sampled by ``matte_at``.
+        self._matte_source = self.matte if self.above is None else np.vstack([self.above, self.matte])
+
+    def matte_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The matte at photo pixels (``x``, ``y``; float32 arrays) bilinearly: above the top edge the crown's
+        continuation (``above``), beyond the other edges their pixels repeated (a portrait's shoulders leave the
+        frame)."""
+        rows = 0 if self.above is None else len(self.above)
+        return cv2.remap(self._matte_source, x, y + np.float32(rows) if rows else y, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
 
     @classmethod
     def from_photo(cls, image: np.ndarray, points: np.ndarray, matte: np.ndarray | None = None) -> "HeadLayers":
@@ -454,7 +539,8 @@ class HeadLayers:
             body = ~moving[y0:y1, x0:x1] & ~known
             filled[body] = region[body]
             plate[y0:y1, x0:x1] = np.clip(filled + 0.5, 0, 255).astype(np.uint8)
-        return cls(image=image, matte=matte, weight=weight, plate=plate, support=support)
+        return cls(image=image, matte=matte, weight=weight, plate=plate, support=support,
+                   above=matte_above(matte, points))
 
 
 class HeadMotion:
@@ -466,7 +552,6 @@ class HeadMotion:
         self.iterations = max(1, int(iterations))
         self.height, self.width = layers.image.shape[:2]
         self._image = layers.image
-        self._matte = layers.matte
         self._plate = layers.plate.astype(np.float32)
 
     def roi(self, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -555,9 +640,9 @@ class HeadMotion:
             return frame
         x0, y0, x1, y1 = roi
         map_x, map_y = self.backward_map(np.asarray(matrix, np.float64), roi)
-        moved = cv2.remap(self._image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        # Beyond the photo's edge the person goes on (a portrait's shoulders leave the frame).
-        alpha = cv2.remap(self._matte, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., None]
+        moved = cv2.remap(self._image, map_x, map_y, cv2.INTER_LINEAR, borderMode=PHOTO_BORDER)
+        # The matte where each pixel came from; beyond the photo's edges as HeadLayers.matte_at continues it.
+        alpha = self.layers.matte_at(map_x, map_y)[..., None]
         plate = self._plate[y0:y1, x0:x1]
         blended = plate + alpha * (moved.astype(np.float32) - plate)
         frame[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
