@@ -6,9 +6,10 @@ else a user sees move, hair, ears, the head's outline, the neck, is this stage's
 - once per photo (``HeadLayers.from_photo``): the person is segmented (a small pretrained network,
   ``person_matte``; without its weights OpenCV's GrabCut seeded by the face's landmarks), a *head
   weight* says how much each pixel follows the head (1 on the head, a smooth fall-off down the neck,
-  0 on the shoulders and beyond, and at the photo's top and side edges beside the face), and a
-  *background plate* is the photo with the moving part of the person filled in from the
-  surrounding background (a push-pull fill), for what the moving head uncovers;
+  0 on the shoulders and beyond, and at the photo's side edges beside the face), the matte is continued
+  above the photo's top edge where the frame cuts the crown (``matte_above``), and a *background plate*
+  is the photo with the moving part of the person filled in from the surrounding background (a push-pull
+  fill), for what the moving head uncovers;
 - per frame (``HeadMotion.render``): the head's similarity S (rotation, scale, translation; for
   the outline, less the sideways shift a turn gives the face alone: ``outline_similarity``) gives
   a backward motion field ``p -> p - w (S x - x)`` solved by a few fixed-point steps on a coarse
