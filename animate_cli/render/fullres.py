@@ -30,7 +30,7 @@ import numpy as np
 from ..person import Shot
 from .composite import _mask_support, compose_affine, crop_mask, face_mask, mapped_box
 from .head3d import Head3D, RigidMotion
-from .head_motion import PHOTO_BORDER, HeadMotion, enlarge, invert_affine, lattice_nodes
+from .head_motion import PHOTO_BORDER, HeadMotion, enlarge, invert_affine, lattice_nodes, row_runs
 from .renderers import FaceLayer
 
 # The photo is resampled with Lanczos (8x8 taps) where the moving region is small enough, else with
@@ -135,16 +135,6 @@ def _cells(nodes: np.ndarray, per_strip: int, largest: bool) -> np.ndarray:
     return stacked.max(axis=1) if largest else stacked.min(axis=1)
 
 
-def _runs(touched: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The runs of True along each row of ``touched`` (R, C): (row, first, end) arrays, ends excluded."""
-    padded = np.zeros((touched.shape[0], touched.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = touched
-    change = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(change == 1)
-    _, ends = np.nonzero(change == -1)
-    return rows, starts, ends
-
-
 class _Plate(NamedTuple):
     """How the background plate shows in a frame (``FullResCompositor._plate_weight``), on nodes every ``step``
     output pixels from the ROI's corner (enlarged bilinearly where a pixel needs it, edges repeated): its
@@ -167,7 +157,7 @@ class _Plate(NamedTuple):
         """(r0, r1, c0, c1): the runs of cells ``touched`` as pixels of a ROI of ``size`` (width, height); the
         last nodes may lie beyond the ROI, and their cells' pixels are left out."""
         width, height = size
-        strips, firsts, ends = _runs(touched)
+        strips, firsts, ends = row_runs(touched)
         spans = []
         for strip, first, end in zip(strips.tolist(), firsts.tolist(), ends.tolist()):
             r0, c0 = strip * self.rows, first * self.step
@@ -409,7 +399,7 @@ class FullResCompositor:
         near = cv2.remap(self._near_fill, coarse_x, coarse_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                          borderValue=0)
         moved[near == 0] = 1.0
-        # The matte where each pixel came from; beyond the photo's edges as HeadLayers.matte_at continues it.
+        # The matte where each pixel came from; beyond the photo's edges as ``HeadLayers.matte_at`` continues it.
         alpha = self.head.layers.matte_at(coarse_x, coarse_y)
         coarse = np.ascontiguousarray(moved * (1.0 - alpha), np.float32)
         if not (coarse > 0).any():

@@ -14,7 +14,8 @@ else a user sees move, hair, ears, the head's outline, the neck, is this stage's
   the outline, less the sideways shift a turn gives the face alone: ``outline_similarity``) gives
   a backward motion field ``p -> p - w (S x - x)`` solved by a few fixed-point steps on a coarse
   grid (the field is smooth), and where they do not converge through the share w itself; the photo
-  and its person matte are resampled through it and laid over the plate. The background never moves, the head moves rigidly, the neck follows partly.
+  and its person matte are resampled through it and laid over the plate. The background never moves,
+  the head moves rigidly, the neck follows partly.
 
 Only the region that can change (the head's support, moved and unmoved) is computed, so a large
 photo costs about as much as a small one.
@@ -200,15 +201,24 @@ def head_weight_map(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
     return (vertical * lateral * np.maximum(edge, face)).astype(np.float32)
 
 
+def row_runs(touched: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of True along each row of ``touched`` (R, C): (row, first, end) arrays, ends excluded."""
+    padded = np.zeros((touched.shape[0], touched.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = touched
+    change = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(change == 1)
+    _, ends = np.nonzero(change == -1)
+    return rows, starts, ends
+
+
 def _crown_runs(person: np.ndarray, centre_x: float, reach: float) -> tuple[np.ndarray, np.ndarray] | None:
     """The person's extent (first, end) in each row of ``person`` (boolean rows from the photo's top edge) that is
     connected to the run of its top row nearest ``centre_x`` (within ``reach``); None if no such run."""
-    lefts, ends = [], []
+    rows, firsts, ends = row_runs(person)
+    lefts, rights = [], []
     low, high = centre_x - reach, centre_x + reach
-    for row in person:
-        padded = np.concatenate([[False], row, [False]]).astype(np.int8)
-        change = np.diff(padded)
-        starts, stops = np.flatnonzero(change == 1), np.flatnonzero(change == -1)
+    for row in range(person.shape[0]):
+        starts, stops = firsts[rows == row], ends[rows == row]
         touching = (stops > low) & (starts < high)
         if not touching.any():
             break
@@ -218,8 +228,8 @@ def _crown_runs(person: np.ndarray, centre_x: float, reach: float) -> tuple[np.n
             touching = np.arange(len(starts)) == nearest
         low, high = starts[touching].min(), stops[touching].max()
         lefts.append(low)
-        ends.append(high)
-    return (np.array(lefts, np.float64), np.array(ends, np.float64)) if lefts else None
+        rights.append(high)
+    return (np.array(lefts, np.float64), np.array(rights, np.float64)) if lefts else None
 
 
 def matte_above(matte: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -642,7 +652,7 @@ class HeadMotion:
         x0, y0, x1, y1 = roi
         map_x, map_y = self.backward_map(np.asarray(matrix, np.float64), roi)
         moved = cv2.remap(self._image, map_x, map_y, cv2.INTER_LINEAR, borderMode=PHOTO_BORDER)
-        # The matte where each pixel came from; beyond the photo's edges as HeadLayers.matte_at continues it.
+        # The matte where each pixel came from; beyond the photo's edges as ``HeadLayers.matte_at`` continues it.
         alpha = self.layers.matte_at(map_x, map_y)[..., None]
         plate = self._plate[y0:y1, x0:x1]
         blended = plate + alpha * (moved.astype(np.float32) - plate)
