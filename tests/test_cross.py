@@ -13,7 +13,7 @@ from animate_cli.eval.cross import (CROSS_KEYS, CrossConfig, cross_identity, cro
                                     sheet_indices)
 from animate_cli.eval.full_frame import regression_slope
 from animate_cli.eval.metrics import pearson
-from animate_cli.render.head3d import MEAN_FACE_68
+from animate_cli.render.head3d import mean_face_seen
 
 SIZE = (640, 480)
 
@@ -31,8 +31,10 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 def _projected(yaw: float, pitch: float, roll: float, scale: float = 90.0,
                offset: tuple[float, float] = (320.0, 240.0)) -> np.ndarray:
-    """The mean face posed and seen from the front (weak perspective), as 68 landmarks in pixels."""
-    return scale * (MEAN_FACE_68 @ _rotation(yaw, pitch, roll).T)[:, :2] + np.array(offset)
+    """The mean face posed and seen from the front (weak perspective, its outline where that view shows it), as
+    68 landmarks in pixels."""
+    rotation = _rotation(yaw, pitch, roll)
+    return scale * (mean_face_seen(rotation) @ rotation.T)[:, :2] + np.array(offset)
 
 
 @pytest.mark.parametrize("angles", [(0, 0, 0), (20, 0, 0), (0, -15, 0), (0, 0, 12), (-25, 10, -8)])
@@ -48,7 +50,7 @@ def test_openings_read_a_turned_face_as_a_frontal_one():
     from animate_cli.landmarks import mouth_opening
 
     def face(yaw: float, gap: float) -> np.ndarray:
-        shape = MEAN_FACE_68.copy()
+        shape = mean_face_seen(_rotation(yaw, 0, 0))
         shape[[65, 66, 67], 1] += gap
         shape[[40, 41, 46, 47], 1] += gap / 4
         return 90.0 * (shape @ _rotation(yaw, 0, 0).T)[:, :2] + (320.0, 240.0)

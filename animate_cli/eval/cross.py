@@ -42,7 +42,7 @@ from ..io.images import load_image, save_image
 from ..landmarks import LandmarkTrack, detect_photo_landmarks
 from ..landmarks.retarget import STABLE_POINTS
 from ..progress import ProgressReporter, SilentProgress
-from ..render.head3d import MEAN_FACE_68, weak_perspective, yaw_pitch_roll
+from ..render.head3d import fit_mean_face, yaw_pitch_roll
 from ..render.pipeline import Driver
 from ..render.preview import preview_indices, write_preview
 from .full_frame import (BASELINE_METHODS, DETAIL_BOX_SCALE, FULL_FRAME_METHODS, Renderers, _render, _track,
@@ -121,8 +121,9 @@ def head_pose(points: np.ndarray) -> np.ndarray:
 
     The project's 68-point mean 3D face (``render.head3d.MEAN_FACE_68``) is fitted to the points that lids
     and jaw do not move (jaw's upper ends, eye corners, nose: ``STABLE_POINTS``) by a weak-perspective
-    camera, so an open mouth or a smile reads as no pitch, and 21 points leave no mirrored second
-    solution (a 6-point perspective fit flipped between +45 and -37 degrees of yaw on a 3/4-view clip).
+    camera, the jaw's ends taken where the fitted view shows the outline (``render.head3d.fit_mean_face``),
+    so an open mouth or a smile reads as no pitch, and 21 points leave no mirrored second solution (a
+    6-point perspective fit flipped between +45 and -37 degrees of yaw on a 3/4-view clip).
     Signs: yaw > 0 turns the nose to the image's right, pitch > 0 tips it down, roll > 0 tilts the face
     counterclockwise as seen. Frames with non-finite points give NaN. Absolute angles of a mean face
     are biased per person; compare changes (e.g. about a clip's median).
@@ -140,13 +141,13 @@ def head_pose(points: np.ndarray) -> np.ndarray:
 
 
 def _mean_face_fits(points: np.ndarray) -> list[tuple[float, np.ndarray] | None]:
-    """The mean face fitted to each face's stable points (T, 68, 2) by weak perspective: (scale, 3x3 rotation),
+    """The mean face fitted to each face's stable points (T, 68, 2) (``fit_mean_face``): (scale, 3x3 rotation),
     or None where those points are not finite or span under a pixel."""
     stable = list(STABLE_POINTS)
     fits: list[tuple[float, np.ndarray] | None] = []
     for face in points:
         if np.isfinite(face[stable]).all() and np.ptp(face[stable, 0]) > 1.0:
-            fits.append(weak_perspective(MEAN_FACE_68[stable], face[stable])[:2])
+            fits.append(fit_mean_face(face)[:2])
         else:
             fits.append(None)
     return fits

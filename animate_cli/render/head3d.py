@@ -14,6 +14,11 @@ expression, brought back into the photo's frame. ``RigidMotion.forward`` moves a
 rotation at its depth: the face turns as a face (the nose moves sideways more than the cheeks, the outline
 less), not as a flat mask sheared in the image.
 
+The outline (landmarks 0-16) is no set of points on the face but where its side meets what lies behind it:
+every fit of the mean face takes it where the fitted view shows it (``mean_face_seen``, ``fit_mean_face``), and
+a turn slides it over the face (``outline_shift``), so a 3/4 view turned further towards profile narrows its far
+cheek instead of swinging its outline in over the nose and lips.
+
 MEAN_FACE_68 was derived by this project (``scripts/derive_mean_face.py``): 400 LFW photos, one per person,
 dlib's 68 landmarks each given the depth of MediaPipe's face mesh at that place, brought to a common frame
 (outer eye corners one unit apart, level, centred on the stable points) and averaged, then made left-right
@@ -108,9 +113,9 @@ HEAD_RADII = np.array([0.95, 1.35, 1.15])
 # The landmarks' depths relative to the ellipsoid are spread over the face by a Gaussian of this width
 # (units of the eye-corner distance).
 FACE_SPREAD = 0.25
-# Fixed-point steps of ``Head3D.inverse`` (from the photo's own landmarks: 20 leave under 0.1 px at a 25-degree
-# turn).
-INVERSE_ITERATIONS = 20
+# Newton steps of ``Head3D.inverse`` (from the photo's own landmarks: 6 leave under 0.01 px at a 25-degree turn,
+# the outline sliding).
+INVERSE_ITERATIONS = 8
 # The depth map is kept at about this many samples on the photo's longer side (it is smooth).
 DEPTH_SAMPLES = 384
 # A turn or nod (the fitted rotation's out-of-plane part) of a few degrees is mostly the landmarks' scatter: a
@@ -125,7 +130,18 @@ TURN_NOISE_DEGREES = 3.0
 # from VIEW_FULL degrees.
 VIEW_START = 5.0
 VIEW_FULL = 20.0
+# dlib's outline (points 0-16) is where the face's side meets what is behind it as seen, not fixed points of
+# the face: turned, the far cheek's outline stays near the cheek while a point of the face there would swing
+# behind it. Each outline point is the silhouette of a level ellipse through its mean-face point (the outline
+# seen from the front), centred on the face's middle line, its depth OUTLINE_DEPTH times its half-width
+# (``mean_face_seen``). Measured on 1495 LFW faces (dlib landmarks; docs/findings.md): 0.8 fits the stable
+# points of faces turned over 30 degrees 25 % closer than fixed points (0: 0.054, 0.8: 0.040 eye-corner
+# distances) and 0.6 or 1.0 less well.
+OUTLINE_DEPTH = 0.8
+# Fits of the mean face alternate the pose and the outline seen at it this many times.
+OUTLINE_FITS = 4
 _STABLE = np.asarray(STABLE_POINTS)
+_OUTLINE = np.arange(17)
 
 
 def scaled_rotation(affine: np.ndarray) -> tuple[float, np.ndarray]:
@@ -143,6 +159,39 @@ def weak_perspective(model: np.ndarray, points: np.ndarray) -> tuple[float, np.n
     affine, *_ = np.linalg.lstsq(model - model_mean, points - points_mean, rcond=None)
     scale, rotation = scaled_rotation(affine.T)
     return scale, rotation, points_mean - scale * (rotation @ model_mean)[:2]
+
+
+def mean_face_seen(rotation: np.ndarray) -> np.ndarray:
+    """MEAN_FACE_68 (68, 3) with its outline points moved to where a face turned by ``rotation`` (face to
+    image, 3x3) shows its outline: the extreme of each point's level ellipse (OUTLINE_DEPTH) along the
+    direction the face's own x axis takes in the image. The identity gives MEAN_FACE_68 back."""
+    rotation = np.asarray(rotation, np.float64)
+    across = rotation[:2, 0] / max(float(np.linalg.norm(rotation[:2, 0])), 1e-9)
+    # How far the face's x and z axes reach along ``across``.
+    reach_x, reach_z = across @ rotation[:2, 0], across @ rotation[:2, 2]
+    seen = MEAN_FACE_68.copy()
+    half = np.abs(MEAN_FACE_68[_OUTLINE, 0])
+    side = np.sign(MEAN_FACE_68[_OUTLINE, 0])
+    length = np.maximum(np.hypot(reach_x * half, reach_z * OUTLINE_DEPTH * half), 1e-12)
+    seen[_OUTLINE, 0] = side * reach_x * half * half / length
+    seen[_OUTLINE, 2] += side * reach_z * (OUTLINE_DEPTH * half) ** 2 / length
+    return seen
+
+
+def fit_mean_face(points: np.ndarray, index: np.ndarray = _STABLE) -> tuple[float, np.ndarray, np.ndarray]:
+    """``weak_perspective`` of the mean face on the (68, 2) ``points``' ``index`` points, the outline taken
+    where the fitted pose shows it (``mean_face_seen``): pose and outline alternate OUTLINE_FITS times."""
+    points = np.asarray(points, np.float64)
+    scale, rotation, offset = weak_perspective(MEAN_FACE_68[index], points[index])
+    for _ in range(OUTLINE_FITS):
+        scale, rotation, offset = weak_perspective(mean_face_seen(rotation)[index], points[index])
+    return scale, rotation, offset
+
+
+def outline_shift(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """(68, 3), in the mean face's units and frame: how far each point's place on the face moves when the face
+    turns from rotation ``before`` to ``after`` (the outline's silhouettes slide; every other point is fixed)."""
+    return mean_face_seen(after) - mean_face_seen(before)
 
 
 def quiet_turn(rotation: np.ndarray, noise_degrees: float = TURN_NOISE_DEGREES) -> np.ndarray:
@@ -166,8 +215,8 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
     photo's landmarks (at the mean face's depths) in the photo's own frame, so a frontal driver's smile widens a
     3/4 face as a 3/4 face widens, and the driver's turns and nods leave nothing behind in it. The photo's head
     then turns by the driver's yaw, pitch and roll, scales by its size and moves by its place (its stable points'
-    mean), each relative to the driver's typical (median) one. With ``full_closure`` the lid and lip gaps follow
-    ``map_openings``, as in 2D.
+    mean), each relative to the driver's typical (median) one; its outline slides to where the turned face shows
+    it. With ``full_closure`` the lid and lip gaps follow ``map_openings``, as in 2D.
 
     Blended with the 2D targets by the angle between the photo's and the reference's forward directions: none
     within VIEW_START degrees (a driver seen as the photo is: its 2D motion is exact), all from VIEW_FULL."""
@@ -177,10 +226,10 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
     expression_reference = reference if expression_reference is None else expression_reference
     if not all(np.isfinite(driver[i]).all() for i in (reference, expression_reference)):
         return targets
-    photo_scale, photo_rotation, _ = weak_perspective(MEAN_FACE_68[_STABLE], photo[_STABLE])
-    points3d = np.column_stack([photo, photo_scale * (MEAN_FACE_68 @ photo_rotation.T)[:, 2]])
+    photo_scale, photo_rotation, _ = fit_mean_face(photo)
+    points3d = np.column_stack([photo, photo_scale * (mean_face_seen(photo_rotation) @ photo_rotation.T)[:, 2]])
     centre = points3d[_STABLE].mean(axis=0)
-    _, reference_rotation, _ = weak_perspective(MEAN_FACE_68[_STABLE], driver[reference][_STABLE])
+    _, reference_rotation, _ = fit_mean_face(driver[reference])
     # The angle between the two faces' forward directions (a roll alone changes nothing here).
     view = np.degrees(np.arccos(np.clip(photo_rotation[:, 2] @ reference_rotation[:, 2], -1.0, 1.0)))
     share = float(np.clip((view - VIEW_START) / (VIEW_FULL - VIEW_START), 0.0, 1.0))
@@ -190,11 +239,13 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
     shapes = np.zeros((len(driver), 68, 3))
     fits = {}
     for index in np.flatnonzero(finite):
-        scale, rotation, offset = weak_perspective(MEAN_FACE_68[_STABLE], driver[index][_STABLE])
-        residual = driver[index] - scale * (MEAN_FACE_68 @ rotation.T)[:, :2] - offset
-        # The driver's face in the mean face's frame: its residual lifted onto the plane facing the camera.
+        scale, rotation, offset = fit_mean_face(driver[index])
+        residual = driver[index] - scale * (mean_face_seen(rotation) @ rotation.T)[:, :2] - offset
+        # The driver's face in the mean face's frame: its residual (beyond the outline its view shows) lifted onto
+        # the plane facing the camera.
         shapes[index] = MEAN_FACE_68 + residual @ rotation[:2] / scale
         fits[index] = (scale, np.array(yaw_pitch_roll(rotation)), driver[index][_STABLE].mean(axis=0))
+    # The photo's outline is where its view shows it; a turn slides it over the face (``outline_shift``).
     # The driver's face as the photo's view would show it (photo pixels, about the photo's own landmarks).
     seen = photo_scale * (shapes @ photo_rotation.T)
     moved = points3d + (seen - seen[expression_reference])
@@ -214,7 +265,9 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
         turn = rotation_from(*(photo_angles + angles - typical_angles))
         rigid = RigidMotion(turn @ photo_rotation.T, scale / typical_scale, np.zeros(2), centre)
         anchor = centre[:2] + (place - typical_place) * photo_scale / typical_scale
-        carried[index] = _placed(rigid, moved[index], anchor).project(moved[index])
+        slide = photo_scale * rigid.scale * (outline_shift(photo_rotation, turn) @ turn.T)[:, :2]
+        projected = rigid.project(moved[index]) + slide
+        carried[index] = projected + anchor - projected[_STABLE].mean(axis=0)
     out = (targets + share * (carried - targets)).astype(np.float32)
     uncross_lids_and_lips(out)
     return out
@@ -277,7 +330,7 @@ class Head3D:
     """A photo's head as a 3D proxy (see the module doc): a depth for every photo pixel."""
 
     def __init__(self, depth: np.ndarray, step: float, centre: np.ndarray, points: np.ndarray,
-                 landmark_depths: np.ndarray | None = None):
+                 landmark_depths: np.ndarray | None = None, face: tuple[float, np.ndarray] | None = None):
         self.depth = depth.astype(np.float32)        # depth map, one sample every ``step`` photo pixels
         self.step = float(step)
         self.centre = np.asarray(centre, np.float64)
@@ -289,14 +342,18 @@ class Head3D:
             shape = np.asarray(landmark_depths, np.float64)
             depths = shape - shape[_STABLE].mean() + depths[_STABLE].mean()
         self.points3d = np.column_stack([self.points, depths])
+        # The mean face's fit to the photo (scale, rotation): with it, ``motion`` lets the outline slide as the
+        # head turns (``outline_shift``); without it the outline is fixed points of the face.
+        self.face = face
 
     @classmethod
     def from_photo(cls, shape: tuple[int, int], points: np.ndarray) -> "Head3D":
         """The head of the face with (68, 2) landmarks ``points`` in a photo of ``shape`` (height, width)."""
         points = np.asarray(points, np.float64)
-        scale, rotation, offset = weak_perspective(MEAN_FACE_68[_STABLE], points[_STABLE])
-        # Everything in photo pixels: x, y as in the photo, depth by the same scale.
-        model = scale * MEAN_FACE_68 @ rotation.T
+        scale, rotation, offset = fit_mean_face(points)
+        # Everything in photo pixels: x, y as in the photo, depth by the same scale; the outline where the
+        # photo's view shows it.
+        model = scale * mean_face_seen(rotation) @ rotation.T
         model[:, :2] += offset
         centre = scale * rotation @ HEAD_CENTRE
         centre[:2] += offset
@@ -321,7 +378,7 @@ class Head3D:
         # The rigid motion is fitted to the landmarks at the mean face's own depths (the map spreads them, which
         # flattens the nose and a 3/4 view's far jaw: fitted to the map's, a side view's head turned twice as far
         # as its driver).
-        return cls(surface + spread * presence, step, centre, points, model[:, 2])
+        return cls(surface + spread * presence, step, centre, points, model[:, 2], (scale, rotation))
 
     def depth_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Depth (photo pixels, towards the camera) at photo pixels (x, y), any shape."""
@@ -334,20 +391,45 @@ class Head3D:
         in the photo's own frame (68, 2): the points the motion carries onto the targets (``inverse``)."""
         target = np.asarray(target, np.float64)
         fitted = _fit_rigid(self.points3d, target, self.centre)
+        slide = np.zeros_like(target)
+        if self.face is not None:
+            # The targets' outline is where the turned face shows it: fitted to the photo's points moved by
+            # what that turn slides along the outline, alternately with the turn.
+            scale, rotation = self.face
+            for _ in range(OUTLINE_FITS):
+                turned = fitted.rotation @ rotation
+                slide = scale * fitted.scale * (outline_shift(rotation, turned) @ turned.T)[:, :2]
+                fitted = _fit_rigid(self.points3d, target - slide, self.centre)
         rigid = _placed(RigidMotion(quiet_turn(fitted.rotation), fitted.scale, np.zeros(2), self.centre),
-                        self.points3d, target[_STABLE].mean(axis=0))
+                        self.points3d, (target - slide)[_STABLE].mean(axis=0))
         return rigid, self.inverse(rigid, target)
 
     def inverse(self, rigid: RigidMotion, target: np.ndarray, iterations: int = INVERSE_ITERATIONS) -> np.ndarray:
         """The photo pixels that ``rigid`` moves onto the (N, 2) ``target`` pixels (each at its own depth):
         where the head's map (``forward``) sends them back, so a face warped to these points in the photo's
-        frame lands on the target once the head turns. Fixed-point steps through the motion's 2x2 part."""
+        frame lands on the target once the head turns. Newton steps, each point's 2x2 Jacobian including its
+        depth's slope (near the outline the depth falls steeply and steps through the motion's 2x2 part alone
+        crept: 0.8 px left after 20 at a 25-degree turn); the plain step where that Jacobian is near singular."""
         target = np.asarray(target, np.float64)
-        step = np.linalg.inv(rigid.linear()).T
+        linear = rigid.linear()
+        plain = np.linalg.inv(linear)
+        along_depth = rigid.scale * rigid.rotation[:2, 2]
+        delta = 0.5 * self.step
         points = self.points.copy()
         for _ in range(iterations + 1):
             x, y = self.forward(rigid, points[:, 0], points[:, 1])
-            points = points + (target - np.column_stack([x, y])) @ step
+            miss = target - np.column_stack([x, y])
+            slope_x = (self.depth_at(points[:, 0] + delta, points[:, 1])
+                       - self.depth_at(points[:, 0] - delta, points[:, 1])) / (2 * delta)
+            slope_y = (self.depth_at(points[:, 0], points[:, 1] + delta)
+                       - self.depth_at(points[:, 0], points[:, 1] - delta)) / (2 * delta)
+            jacobian = linear[None] + along_depth[None, :, None] * np.stack([slope_x, slope_y], axis=-1)[:, None, :]
+            det = np.linalg.det(jacobian)
+            steady = np.abs(det) > 0.25 * abs(np.linalg.det(linear))
+            step = miss @ plain.T
+            if steady.any():
+                step[steady] = np.linalg.solve(jacobian[steady], miss[steady][..., None])[..., 0]
+            points = points + step
         return points
 
     def forward(self, rigid: RigidMotion, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
