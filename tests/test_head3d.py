@@ -72,8 +72,7 @@ def _turned(head: Head3D, degrees: float, scale: float = 1.05, shift=(4.0, -3.0)
     outline sliding to where the turned face shows it."""
     rigid = RigidMotion(_yaw(degrees), scale, np.asarray(shift, np.float64), head.centre)
     face_scale, face = head.face
-    after = rigid.rotation @ face
-    return rigid.project(head.points3d) + face_scale * scale * (outline_shift(face, after) @ after.T)[:, :2]
+    return rigid.project(head.points3d) + outline_shift(face, rigid.rotation @ face, face_scale * scale)
 
 
 def test_a_still_target_is_no_motion_and_a_turn_is_found(astronaut):

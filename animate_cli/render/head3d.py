@@ -113,8 +113,8 @@ HEAD_RADII = np.array([0.95, 1.35, 1.15])
 # The landmarks' depths relative to the ellipsoid are spread over the face by a Gaussian of this width
 # (units of the eye-corner distance).
 FACE_SPREAD = 0.25
-# Newton steps of ``Head3D.inverse`` (from the photo's own landmarks: 6 leave under 0.01 px at a 25-degree turn,
-# the outline sliding).
+# Newton steps of ``Head3D.inverse``, from the photo's own landmarks (6 left under 0.01 px at a 25-degree turn, the
+# outline sliding; 8 for a margin).
 INVERSE_ITERATIONS = 8
 # The depth map is kept at about this many samples on the photo's longer side (it is smooth).
 DEPTH_SAMPLES = 384
@@ -188,10 +188,11 @@ def fit_mean_face(points: np.ndarray, index: np.ndarray = _STABLE) -> tuple[floa
     return scale, rotation, offset
 
 
-def outline_shift(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """(68, 3), in the mean face's units and frame: how far each point's place on the face moves when the face
-    turns from rotation ``before`` to ``after`` (the outline's silhouettes slide; every other point is fixed)."""
-    return mean_face_seen(after) - mean_face_seen(before)
+def outline_shift(before: np.ndarray, after: np.ndarray, scale: float) -> np.ndarray:
+    """(68, 2) image pixels: how far beyond a rigid turn from rotation ``before`` to ``after`` (face to image)
+    each landmark of a face seen at ``scale`` pixels per mean-face unit moves: the outline's silhouettes slide
+    over the face, every other point stays zero."""
+    return scale * ((mean_face_seen(after) - mean_face_seen(before)) @ np.asarray(after, np.float64).T)[:, :2]
 
 
 def quiet_turn(rotation: np.ndarray, noise_degrees: float = TURN_NOISE_DEGREES) -> np.ndarray:
@@ -245,7 +246,6 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
         # the plane facing the camera.
         shapes[index] = MEAN_FACE_68 + residual @ rotation[:2] / scale
         fits[index] = (scale, np.array(yaw_pitch_roll(rotation)), driver[index][_STABLE].mean(axis=0))
-    # The photo's outline is where its view shows it; a turn slides it over the face (``outline_shift``).
     # The driver's face as the photo's view would show it (photo pixels, about the photo's own landmarks).
     seen = photo_scale * (shapes @ photo_rotation.T)
     moved = points3d + (seen - seen[expression_reference])
@@ -265,9 +265,10 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
         turn = rotation_from(*(photo_angles + angles - typical_angles))
         rigid = RigidMotion(turn @ photo_rotation.T, scale / typical_scale, np.zeros(2), centre)
         anchor = centre[:2] + (place - typical_place) * photo_scale / typical_scale
-        slide = photo_scale * rigid.scale * (outline_shift(photo_rotation, turn) @ turn.T)[:, :2]
-        projected = rigid.project(moved[index]) + slide
-        carried[index] = projected + anchor - projected[_STABLE].mean(axis=0)
+        # The photo's outline is where its view shows it; the turn slides it over the face.
+        slide = outline_shift(photo_rotation, turn, photo_scale * rigid.scale)
+        placed = _placed(rigid, moved[index], anchor - slide[_STABLE].mean(axis=0))
+        carried[index] = placed.project(moved[index]) + slide
     out = (targets + share * (carried - targets)).astype(np.float32)
     uncross_lids_and_lips(out)
     return out
@@ -330,7 +331,7 @@ class Head3D:
     """A photo's head as a 3D proxy (see the module doc): a depth for every photo pixel."""
 
     def __init__(self, depth: np.ndarray, step: float, centre: np.ndarray, points: np.ndarray,
-                 landmark_depths: np.ndarray | None = None, face: tuple[float, np.ndarray] | None = None):
+                 face: tuple[float, np.ndarray], landmark_depths: np.ndarray | None = None):
         self.depth = depth.astype(np.float32)        # depth map, one sample every ``step`` photo pixels
         self.step = float(step)
         self.centre = np.asarray(centre, np.float64)
@@ -342,8 +343,7 @@ class Head3D:
             shape = np.asarray(landmark_depths, np.float64)
             depths = shape - shape[_STABLE].mean() + depths[_STABLE].mean()
         self.points3d = np.column_stack([self.points, depths])
-        # The mean face's fit to the photo (scale, rotation): with it, ``motion`` lets the outline slide as the
-        # head turns (``outline_shift``); without it the outline is fixed points of the face.
+        # The mean face's fit to the photo (scale, rotation): ``motion`` slides the outline by it as the head turns.
         self.face = face
 
     @classmethod
@@ -378,7 +378,7 @@ class Head3D:
         # The rigid motion is fitted to the landmarks at the mean face's own depths (the map spreads them, which
         # flattens the nose and a 3/4 view's far jaw: fitted to the map's, a side view's head turned twice as far
         # as its driver).
-        return cls(surface + spread * presence, step, centre, points, model[:, 2], (scale, rotation))
+        return cls(surface + spread * presence, step, centre, points, (scale, rotation), model[:, 2])
 
     def depth_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Depth (photo pixels, towards the camera) at photo pixels (x, y), any shape."""
@@ -391,15 +391,12 @@ class Head3D:
         in the photo's own frame (68, 2): the points the motion carries onto the targets (``inverse``)."""
         target = np.asarray(target, np.float64)
         fitted = _fit_rigid(self.points3d, target, self.centre)
-        slide = np.zeros_like(target)
-        if self.face is not None:
-            # The targets' outline is where the turned face shows it: fitted to the photo's points moved by
-            # what that turn slides along the outline, alternately with the turn.
-            scale, rotation = self.face
-            for _ in range(OUTLINE_FITS):
-                turned = fitted.rotation @ rotation
-                slide = scale * fitted.scale * (outline_shift(rotation, turned) @ turned.T)[:, :2]
-                fitted = _fit_rigid(self.points3d, target - slide, self.centre)
+        # The targets' outline is where the turned face shows it: fitted to the photo's points moved by what that
+        # turn slides along the outline, alternately with the turn.
+        scale, rotation = self.face
+        for _ in range(OUTLINE_FITS):
+            slide = outline_shift(rotation, fitted.rotation @ rotation, scale * fitted.scale)
+            fitted = _fit_rigid(self.points3d, target - slide, self.centre)
         rigid = _placed(RigidMotion(quiet_turn(fitted.rotation), fitted.scale, np.zeros(2), self.centre),
                         self.points3d, (target - slide)[_STABLE].mean(axis=0))
         return rigid, self.inverse(rigid, target)
@@ -413,6 +410,7 @@ class Head3D:
         target = np.asarray(target, np.float64)
         linear = rigid.linear()
         plain = np.linalg.inv(linear)
+        singular = 0.25 * abs(np.linalg.det(linear))
         along_depth = rigid.scale * rigid.rotation[:2, 2]
         delta = 0.5 * self.step
         points = self.points.copy()
@@ -424,8 +422,7 @@ class Head3D:
             slope_y = (self.depth_at(points[:, 0], points[:, 1] + delta)
                        - self.depth_at(points[:, 0], points[:, 1] - delta)) / (2 * delta)
             jacobian = linear[None] + along_depth[None, :, None] * np.stack([slope_x, slope_y], axis=-1)[:, None, :]
-            det = np.linalg.det(jacobian)
-            steady = np.abs(det) > 0.25 * abs(np.linalg.det(linear))
+            steady = np.abs(np.linalg.det(jacobian)) > singular
             step = miss @ plain.T
             if steady.any():
                 step[steady] = np.linalg.solve(jacobian[steady], miss[steady][..., None])[..., 0]
