@@ -218,6 +218,38 @@ def test_paint_is_laid_over_the_photo_with_its_soft_edge_once():
     assert np.abs(frame[:20].astype(int) - 100).max() == 0       # untouched outside
 
 
+def test_a_redrawn_lid_keeps_a_larger_photos_fine_detail():
+    # A lid painted flat in the working-size crop, over a photo shown 3x larger: where the paint is skin the
+    # photo's fine detail goes back on, in full where the paint is, so the lid is no soft patch; where the
+    # paint is not skin (a mouth's interior) the paint alone shows.
+    from animate_cli.landmarks.crop import FaceCrop
+    from animate_cli.person import Shot
+    from animate_cli.render.fullres import FullResCompositor
+    from animate_cli.render.renderers import FaceLayer
+
+    size, scale = 64, 3
+    rng = np.random.default_rng(5)
+    image = np.clip(120 + rng.normal(0, 25, (size * scale, size * scale, 1)), 0, 255).astype(np.uint8).repeat(3, 2)
+    points = np.stack(np.meshgrid(np.linspace(40, 150, 17), np.linspace(40, 150, 4)), axis=-1).reshape(-1, 2)[:68]
+    centre = size * scale / 2.0
+    shot = Shot.from_photo("photo.png", image, points.astype(np.float32),
+                           FaceCrop((centre, centre), float(size * scale), size))
+    grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float32)
+    alpha = np.zeros((size, size), np.float32)
+    alpha[20:44, 20:44] = 1.0
+    unpainted = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    painted = unpainted.copy()
+    painted[alpha > 0] = 150                                            # the lid, drawn flat
+    inside = (slice(25 * scale, 39 * scale), slice(25 * scale, 39 * scale))
+    for skin, kept in ((alpha, True), (None, False)):
+        layer = FaceLayer((grid_x, grid_y), painted, alpha, skin, None, unpainted)
+        frame = FullResCompositor(shot, size, whole_crop=True).compose(layer, shot.crop_points)
+        lid = frame[inside]
+        assert abs(float(lid.mean()) - 150) < 3                         # the paint's tone
+        ratio = detail_ratio(lid, image[inside])
+        assert (ratio > 0.6) if kept else (ratio < 0.05), (skin is not None, ratio)
+
+
 def test_eval_still_reports_the_photo_given_back(tmp_path, short_driver, portrait_path):
     import json
 

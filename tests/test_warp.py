@@ -177,6 +177,35 @@ def test_blink_closes_the_eye(astronaut):
     assert np.mean(brow_change) < 3.5, brow_change
 
 
+def test_lids_closing_slide_over_the_eye_instead_of_squashing_it(astronaut):
+    # A squint: each upper lid comes down and each lower lid up by a quarter of the gap. What still shows between
+    # the lids is the photo's eye where it was (the corners stay put), not the eye squashed into the narrower gap.
+    _, _, _, image, points = astronaut
+    target = points.copy()
+    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        gap = target[lower] - target[upper]
+        target[upper] += 0.25 * gap
+        target[lower] -= 0.25 * gap
+    warper = FaceWarper(image, points)
+    out = warper.warp(target)
+    squashed = FaceWarper(image, points)
+    squashed._eyes = []             # the piecewise-affine eye alone: squashed into the gap
+    before = squashed.warp(target)
+    for eye in (RIGHT_EYE, LEFT_EYE):
+        opening = polygon_mask(image.shape[:2], target[list(eye)], erode=1)
+        assert opening.sum() > 20
+        slid = np.abs(out[opening].astype(np.float32) - image[opening]).mean()
+        squash = np.abs(before[opening].astype(np.float32) - image[opening]).mean()
+        assert slid < 4.0 and slid < 0.5 * squash, (slid, squash)
+    # An eye opening wider than the photo's is stretched as before (the eye model paints what the lids hid).
+    wider = points.copy()
+    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
+        gap = wider[lower] - wider[upper]
+        wider[upper] -= 0.2 * gap
+        wider[lower] += 0.2 * gap
+    np.testing.assert_array_equal(warper.warp(wider), squashed.warp(wider))
+
+
 def test_flipped_triangles_fall_back_without_garbage(astronaut):
     _, _, _, image, points = astronaut
     target = points.copy()

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..landmarks.crop import face_size
-from ..render.warp import INNER_LIP_PAIRS, INNER_LIPS, LEFT_EYE, RIGHT_EYE
+from ..render.warp import INNER_LIP_PAIRS, INNER_LIPS, LEFT_EYE, RIGHT_EYE, lid_gap
 
 PARTS = ("mouth", "right_eye", "left_eye")
 EYES = ("right_eye", "left_eye")
@@ -39,7 +39,6 @@ EYE_POINTS = {"right_eye": RIGHT_EYE, "left_eye": LEFT_EYE}
 # Corners: the outer and inner corner of each eye, and the two mouth corners.
 EYE_CORNERS = {"right_eye": (36, 39), "left_eye": (45, 42)}
 MOUTH_CORNERS = (48, 54)
-LID_PAIRS = {"right_eye": ((37, 41), (38, 40)), "left_eye": ((43, 47), (44, 46))}
 
 
 def _eye_axis_angle(points: np.ndarray) -> float:
@@ -130,10 +129,7 @@ def part_masks(points: np.ndarray, part: str, size: int, matrix: np.ndarray | No
 
 def eye_openness(points: np.ndarray, part: str) -> float:
     """Mean lid gap over the eye's width (about 0.3 open, under 0.1 closed)."""
-    points = np.asarray(points, np.float64)
-    outer, inner = points[list(EYE_CORNERS[part])]
-    width = max(float(np.linalg.norm(inner - outer)), 1e-6)
-    return float(np.mean([np.linalg.norm(points[a] - points[b]) for a, b in LID_PAIRS[part]])) / width
+    return lid_gap(points, EYE_POINTS[part])
 
 
 def closed_mouth(points: np.ndarray) -> np.ndarray:

@@ -32,6 +32,11 @@ from .model import LearnedParts, part_inputs
 # much: fading in from START, full at FULL.
 EYE_CHANGE_START = 0.05
 EYE_CHANGE_FULL = 0.12
+# Lids closing slide over the photo's own eye in the warp (``render.warp``), sharp at any size; the eye model,
+# drawn at its crop's size, showed as a soft blob wherever the output shows the eye larger. It redraws a closing
+# eye only as the lids meet (a blink's closed lid, which the photo does not show): fading in as the gap falls
+# from this share of the photo's to the second, full below it.
+EYE_CLOSING = (0.7, 0.4)
 # What a painter can draw: the part models' parts, and ``teeth``, the mouth model over the synthetic
 # interior (instead of ``mouth``, its whole opening).
 TEETH = "teeth"
@@ -49,7 +54,11 @@ def part_measure(part: str, points: np.ndarray) -> float:
 def _strength(part: str, source_measure: float, target_measure: float) -> float:
     if part == "mouth":
         return mouth_fill_strength(source_measure, target_measure)
-    return float(_smoothstep(abs(target_measure - source_measure), EYE_CHANGE_START, EYE_CHANGE_FULL))
+    change = float(_smoothstep(abs(target_measure - source_measure), EYE_CHANGE_START, EYE_CHANGE_FULL))
+    if target_measure < source_measure:
+        closed = 1.0 - target_measure / max(source_measure, 1e-6)
+        change *= float(_smoothstep(closed, 1.0 - EYE_CLOSING[0], 1.0 - EYE_CLOSING[1]))
+    return change
 
 
 def part_strength(part: str, source_points: np.ndarray, target_points: np.ndarray) -> float:

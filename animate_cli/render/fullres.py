@@ -458,11 +458,15 @@ class FullResCompositor:
         alpha = cv2.remap(painted, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         paint = cv2.remap(crop, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         before = cv2.remap(unpainted, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        detail = None
         if skin is not None and upscale > DETAIL_UPSCALE:
             skin = cv2.remap(skin, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            detail = under - cv2.GaussianBlur(np.ascontiguousarray(under), (0, 0), 0.5 * upscale)
-            before += skin[..., None] * detail
+            detail = (alpha * skin)[..., None] * (under - cv2.GaussianBlur(np.ascontiguousarray(under), (0, 0),
+                                                                            0.5 * upscale))
         # The crop holds the paint already blended over its own warp with ``alpha``: swap that warp for the
         # full-size one under the same alpha, so the paint's soft edge is applied once (blending the blended
-        # crop again thinned a mouth's dark rim to alpha squared: it read less open).
+        # crop again thinned a mouth's dark rim to alpha squared: it read less open). Where the paint is skin,
+        # the detail it covered goes back on.
         under += alpha[..., None] * (before - under) + (paint - before)
+        if detail is not None:
+            under += detail

@@ -159,6 +159,15 @@ def mouth_opening(points: np.ndarray) -> float:
     return max(float(np.mean(gaps)), 0.0) / face_size(points)
 
 
+def lid_gap(points: np.ndarray, eye: tuple[int, ...]) -> float:
+    """The mean lid gap of ``eye`` (its six landmark indices, corner, upper lid, corner, lower lid) over its
+    width: about 0.3 open, under 0.1 closed."""
+    points = np.asarray(points, np.float64)
+    width = max(float(np.linalg.norm(points[eye[3]] - points[eye[0]])), 1e-6)
+    gaps = [np.linalg.norm(points[eye[1]] - points[eye[5]]), np.linalg.norm(points[eye[2]] - points[eye[4]])]
+    return float(np.mean(gaps)) / width
+
+
 def _canonical_features(points: np.ndarray) -> np.ndarray:
     """Points with open eyes and an open mouth, used only to pick the mesh topology.
 
@@ -250,10 +259,15 @@ class FaceWarper:
         # Degenerate layout triangles (collinear border anchors) would never rasterise; drop them.
         triangles = [t for t in triangles if _cross(*layout[t]) > 1e-6]
         self.triangles = np.array(triangles, np.int32)
-        inner = layout[list(INNER_LIPS)].astype(np.float32)
         centroids = layout[self.triangles].mean(axis=1)
-        self.mouth_triangles = np.array(
-            [cv2.pointPolygonTest(inner, (float(c[0]), float(c[1])), False) > 0 for c in centroids])
+
+        def inside(group: tuple[int, ...]) -> np.ndarray:
+            outline = layout[list(group)].astype(np.float32)
+            return np.array([cv2.pointPolygonTest(outline, (float(c[0]), float(c[1])), False) > 0 for c in centroids])
+
+        self.mouth_triangles = inside(INNER_LIPS)
+        # Each eye's opening: its triangles, and how open the photo's is.
+        self._eyes = [(eye, inside(eye), lid_gap(points, eye)) for eye in (RIGHT_EYE, LEFT_EYE)]
 
         self._grid_x, self._grid_y = np.meshgrid(np.arange(self.width, dtype=np.float32),
                                                  np.arange(self.height, dtype=np.float32))
@@ -295,6 +309,13 @@ class FaceWarper:
         if valid.any():
             # Solve homo @ A^T = tri_s for the valid triangles.
             affines[:count][valid] = np.linalg.solve(homo[valid], tri_s[valid]).transpose(0, 2, 1)
+        for eye, opening, photo_gap in self._eyes:
+            if lid_gap(target_points, eye) < photo_gap:
+                # Lids closing slide over the eye: what shows between them is the photo's eye where it was between
+                # its corners, not squashed (a squashed iris read as a smear once redrawn), and the lids' edges
+                # cover the rest.
+                corners = [eye[0], eye[3]]
+                affines[:count][opening] = _similarity(target_points[corners], self.source_points[corners])
 
         # Rasterise triangle ids. Invalid (flipped or collapsed) ones first, with the global
         # motion, so valid neighbours overwrite the area they fold over: no holes, no garbage.
