@@ -57,8 +57,9 @@ BackendOpt = Annotated[Backend, typer.Option(
     "--backend", help="What runs the generator: torch, onnx (onnxruntime) or auto (torch on a GPU, on a CPU "
     "the faster one measured by benchmarks/speed.py).", rich_help_panel="Model")]
 LearnedPartsOpt = Annotated[bool, typer.Option(
-    "--learned-parts/--no-learned-parts", help="Redraw eyes whose lids close or open with the weights' learned eye "
-    "model (both renderers); --no-learned-parts: the warp's own eyes.", rich_help_panel="Model")]
+    "--learned-parts/--no-learned-parts", help="Redraw eyes that blink shut or open wider than the photo's with the "
+    "weights' learned eye model (both renderers; a squint is the photo's own eye under lids slid over it); "
+    "--no-learned-parts: the warp's own eyes.", rich_help_panel="Model")]
 MouthOpt = Annotated[Mouth, typer.Option(
     "--mouth", help="The inside of an opening mouth: teeth = the learned mouth model's teeth over the synthetic "
     "interior's dark opening (reads about as open as a real mouth); learned = the learned model's whole opening "

@@ -2,7 +2,8 @@
 
 A ``PartsPainter`` is made once per person, from the photo's face crop (at the renderer's size)
 and its landmarks; ``paint`` then redraws, in a batch of rendered crops, the mouth where the target
-opens wider than the photo and each eye where the lids close or open more than the photo's. The
+opens wider than the photo and each eye where the lids open wider than the photo's or come near to meeting (a
+squint is the photo's own eye under lids slid over it, ``render.warp``). The
 strengths fade in over a small range (the synthetic fill's ``MOUTH_FILL_START`` / ``FULL``), so a
 slowly opening mouth does not pop and an unchanged part is left exactly as rendered.
 

@@ -11,8 +11,9 @@ rasterised into an index image) and does one ``cv2.remap``.
 
 The mouth and the eyes are handled explicitly: the inner-lip and eye outlines are forced to be
 mesh edges, so no triangle spans a mouth opening and smears lips across it, and a blink closes
-the eye with the lid-skin triangles. When the target mouth opens wider than the source's, the
-opening is painted with a synthetic interior (``fill_mouth_interior``).
+the eye with the lid-skin triangles. Lids closing slide over the eye: between them the source's eye
+shows where it was between its corners, not squashed into the narrower gap. When the target mouth
+opens wider than the source's, the opening is painted with a synthetic interior (``fill_mouth_interior``).
 """
 
 from __future__ import annotations
