@@ -181,11 +181,17 @@ def test_lids_closing_slide_over_the_eye_instead_of_squashing_it(astronaut):
     # A squint: each upper lid comes down and each lower lid up by a quarter of the gap. What still shows between
     # the lids is the photo's eye where it was (the corners stay put), not the eye squashed into the narrower gap.
     _, _, _, image, points = astronaut
-    target = points.copy()
-    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
-        gap = target[lower] - target[upper]
-        target[upper] += 0.25 * gap
-        target[lower] -= 0.25 * gap
+
+    def lids_moved(share: float) -> np.ndarray:
+        # Each upper lid down and each lower lid up by ``share`` of the gap (negative: apart).
+        moved = points.copy()
+        for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
+            gap = points[lower] - points[upper]
+            moved[upper] += share * gap
+            moved[lower] -= share * gap
+        return moved
+
+    target = lids_moved(0.25)
     warper = FaceWarper(image, points)
     out = warper.warp(target)
     squashed = FaceWarper(image, points)
@@ -198,11 +204,7 @@ def test_lids_closing_slide_over_the_eye_instead_of_squashing_it(astronaut):
         squash = np.abs(before[opening].astype(np.float32) - image[opening]).mean()
         assert slid < 4.0 and slid < 0.5 * squash, (slid, squash)
     # An eye opening wider than the photo's is stretched as before (the eye model paints what the lids hid).
-    wider = points.copy()
-    for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
-        gap = wider[lower] - wider[upper]
-        wider[upper] -= 0.2 * gap
-        wider[lower] += 0.2 * gap
+    wider = lids_moved(-0.2)
     np.testing.assert_array_equal(warper.warp(wider), squashed.warp(wider))
 
 

@@ -246,14 +246,14 @@ def mouth_opening(points: np.ndarray) -> np.ndarray:
     return gap / _interocular(points)
 
 
-def eye_opening(points: np.ndarray) -> np.ndarray:
-    """Mean eye aspect ratio of both eyes (lid gap over eye width; ~0.3 open, ~0.05 closed),
-    for (..., 68, 2) points -> (...)."""
+def lid_gap(points: np.ndarray, first: int) -> np.ndarray:
+    """One eye's aspect ratio: its mean lid gap over its width (~0.3 open, ~0.05 closed), for (..., 68, 2)
+    points -> (...); ``first``: the eye's first landmark (36 or 42; corner, upper lid, corner, lower lid)."""
     points = np.asarray(points, dtype=np.float64)
+    lids = _distance(points, first + 1, first + 5) + _distance(points, first + 2, first + 4)
+    return lids / (2 * np.maximum(_distance(points, first, first + 3), 1e-6))
 
-    def ratio(first: int) -> np.ndarray:
-        p = first
-        lids = _distance(points, p + 1, p + 5) + _distance(points, p + 2, p + 4)
-        return lids / (2 * np.maximum(_distance(points, p, p + 3), 1e-6))
 
-    return (ratio(36) + ratio(42)) / 2
+def eye_opening(points: np.ndarray) -> np.ndarray:
+    """Mean eye aspect ratio of both eyes (``lid_gap``), for (..., 68, 2) points -> (...)."""
+    return (lid_gap(points, 36) + lid_gap(points, 42)) / 2

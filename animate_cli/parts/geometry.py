@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 from ..landmarks.crop import face_size
-from ..render.warp import INNER_LIP_PAIRS, INNER_LIPS, LEFT_EYE, RIGHT_EYE, lid_gap
+from ..landmarks.retarget import lid_gap
+from ..render.warp import INNER_LIP_PAIRS, INNER_LIPS, LEFT_EYE, RIGHT_EYE
 
 PARTS = ("mouth", "right_eye", "left_eye")
 EYES = ("right_eye", "left_eye")
@@ -129,7 +130,7 @@ def part_masks(points: np.ndarray, part: str, size: int, matrix: np.ndarray | No
 
 def eye_openness(points: np.ndarray, part: str) -> float:
     """Mean lid gap over the eye's width (about 0.3 open, under 0.1 closed)."""
-    return lid_gap(points, EYE_POINTS[part])
+    return float(lid_gap(points, EYE_POINTS[part][0]))
 
 
 def closed_mouth(points: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from ..landmarks.crop import face_size
+from ..landmarks.retarget import lid_gap
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +161,6 @@ def mouth_opening(points: np.ndarray) -> float:
     return max(float(np.mean(gaps)), 0.0) / face_size(points)
 
 
-def lid_gap(points: np.ndarray, eye: tuple[int, ...]) -> float:
-    """The mean lid gap of ``eye`` (its six landmark indices, corner, upper lid, corner, lower lid) over its
-    width: about 0.3 open, under 0.1 closed."""
-    points = np.asarray(points, np.float64)
-    width = max(float(np.linalg.norm(points[eye[3]] - points[eye[0]])), 1e-6)
-    gaps = [np.linalg.norm(points[eye[1]] - points[eye[5]]), np.linalg.norm(points[eye[2]] - points[eye[4]])]
-    return float(np.mean(gaps)) / width
-
-
 def _canonical_features(points: np.ndarray) -> np.ndarray:
     """Points with open eyes and an open mouth, used only to pick the mesh topology.
 
@@ -268,7 +260,7 @@ class FaceWarper:
 
         self.mouth_triangles = inside(INNER_LIPS)
         # Each eye's opening: its triangles, and how open the photo's is.
-        self._eyes = [(eye, inside(eye), lid_gap(points, eye)) for eye in (RIGHT_EYE, LEFT_EYE)]
+        self._eyes = [(eye, inside(eye), float(lid_gap(points, eye[0]))) for eye in (RIGHT_EYE, LEFT_EYE)]
 
         self._grid_x, self._grid_y = np.meshgrid(np.arange(self.width, dtype=np.float32),
                                                  np.arange(self.height, dtype=np.float32))
@@ -311,7 +303,7 @@ class FaceWarper:
             # Solve homo @ A^T = tri_s for the valid triangles.
             affines[:count][valid] = np.linalg.solve(homo[valid], tri_s[valid]).transpose(0, 2, 1)
         for eye, opening, photo_gap in self._eyes:
-            if lid_gap(target_points, eye) < photo_gap:
+            if lid_gap(target_points, eye[0]) < photo_gap:
                 # Lids closing slide over the eye: what shows between them is the photo's eye where it was between
                 # its corners, not squashed (a squashed iris read as a smear once redrawn), and the lids' edges
                 # cover the rest.
