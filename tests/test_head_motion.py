@@ -316,6 +316,19 @@ def test_the_head_weight_is_one_on_the_head_and_zero_below_the_neck(points):
     assert weight.min() >= 0 and weight.max() <= 1
 
 
+def test_a_large_photos_head_weight_is_the_per_pixel_one(points, monkeypatch):
+    # A 2048 px photo's weight is computed on coarse nodes and enlarged (it is smooth over its fades): it must
+    # be the map computed at every pixel, which a 512 px photo still gets.
+    import animate_cli.render.head_motion as head_motion
+
+    large = (points + 0.5) * 4.0 - 0.5
+    coarse = head_weight_map((2048, 2048), large)
+    monkeypatch.setattr(head_motion, "WEIGHT_NODE_SHARE", 0.0)
+    per_pixel = head_weight_map((2048, 2048), large)
+    assert np.abs(coarse - per_pixel).max() < 1e-3
+    assert np.abs(coarse - per_pixel).mean() < 1e-5
+
+
 def test_the_background_plate_has_no_hole_and_no_person(points):
     image, matte = _scene(points)
     layers = HeadLayers.from_photo(image, points, matte=matte)
