@@ -15,7 +15,7 @@ from animate_cli.landmarks.crop import crop_from_landmarks
 from animate_cli.parts import PARTS_WEIGHTS_NAME, LearnedParts, PartsPainter, load_parts
 from animate_cli.parts.geometry import closed_mouth, cut_part, eye_openness, part_masks, part_matrix, to_part
 from animate_cli.parts.model import PARTS_PRESETS, PartNet, PartsConfig, read_parts_section
-from animate_cli.parts.paint import EYE_CHANGE_START, part_measure, part_strength
+from animate_cli.parts.paint import EYE_CHANGE_START, EYE_OPENING_PHOTO, part_measure, part_strength
 from animate_cli.render.warp import FaceWarper, mouth_opening
 
 from conftest import make_checkpoint
@@ -138,9 +138,10 @@ def test_painter_leaves_unchanged_parts_alone_and_paints_only_near_the_part(face
     assert not np.array_equal(eyes, warper.warp(blink))
 
 
-def test_the_eye_model_draws_what_the_photo_lacks_not_a_squint(face):
-    # A squint (the gap 0.72 of the photo's) shows the photo's own eye between lids slid over it (render.warp), sharp at
-    # any size; the model draws only what the photo does not show: a closed lid, an eye opened wider.
+def test_the_eye_model_draws_what_the_photo_lacks_not_a_squint_or_a_wider_open_eye(face):
+    # A squint (the gap 0.72 of the photo's) shows the photo's own eye between lids slid over it, and an open eye
+    # opened wider the photo's eye stretched (render.warp), both sharp at any size; the model draws only what the
+    # photo does not show: a closed lid (a blink), or an eye the photo shows shut, opened.
     _, points = face
     squint, wider = points.astype(np.float64).copy(), points.astype(np.float64).copy()
     for upper, lower in ((37, 41), (38, 40), (43, 47), (44, 46)):
@@ -149,11 +150,15 @@ def test_the_eye_model_draws_what_the_photo_lacks_not_a_squint(face):
         squint[lower] -= 0.14 * gap
         wider[upper] -= gap / 3
         wider[lower] += gap / 3
-    # (a change the model used to redraw: any over EYE_CHANGE_START)
+    # (changes the model used to redraw: any over EYE_CHANGE_START)
     assert part_measure("right_eye", squint) < part_measure("right_eye", points) - EYE_CHANGE_START
+    assert part_measure("right_eye", wider) > part_measure("right_eye", points) + EYE_CHANGE_START
     assert part_strength("right_eye", points, squint) == 0.0
+    assert part_strength("right_eye", points, wider) == 0.0
     assert part_strength("right_eye", points, blinked(points)) == 1.0
-    assert part_strength("right_eye", points, wider) == 1.0
+    # A photo whose eyes are shut, driven open: the photo has no eye to stretch.
+    assert part_measure("right_eye", blinked(points)) < EYE_OPENING_PHOTO[0]
+    assert part_strength("right_eye", blinked(points), points) == 1.0
 
 
 def test_checkpoint_round_trip_and_bad_files(tmp_path):

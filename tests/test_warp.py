@@ -203,7 +203,8 @@ def test_lids_closing_slide_over_the_eye_instead_of_squashing_it(astronaut):
         slid = np.abs(out[opening].astype(np.float32) - image[opening]).mean()
         squash = np.abs(before[opening].astype(np.float32) - image[opening]).mean()
         assert slid < 4.0 and slid < 0.5 * squash, (slid, squash)
-    # An eye opening wider than the photo's is stretched as before (the eye model paints what the lids hid).
+    # An eye opening wider than the photo's is stretched as before (the photo's own eye; the eye model opens only an
+    # eye the photo shows shut).
     wider = lids_moved(-0.2)
     np.testing.assert_array_equal(warper.warp(wider), squashed.warp(wider))
 

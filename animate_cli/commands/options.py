@@ -57,8 +57,9 @@ BackendOpt = Annotated[Backend, typer.Option(
     "--backend", help="What runs the generator: torch, onnx (onnxruntime) or auto (torch on a GPU, on a CPU "
     "the faster one measured by benchmarks/speed.py).", rich_help_panel="Model")]
 LearnedPartsOpt = Annotated[bool, typer.Option(
-    "--learned-parts/--no-learned-parts", help="Redraw eyes that blink shut or open wider than the photo's with the "
-    "weights' learned eye model (both renderers; a squint is the photo's own eye under lids slid over it); "
+    "--learned-parts/--no-learned-parts", help="Redraw eyes that blink shut, or open where the photo's are shut, with "
+    "the weights' learned eye model (both renderers; a squint is the photo's own eye under lids slid over it, an "
+    "eye opening wider the photo's eye stretched); "
     "--no-learned-parts: the warp's own eyes.", rich_help_panel="Model")]
 MouthOpt = Annotated[Mouth, typer.Option(
     "--mouth", help="The inside of an opening mouth: teeth = the learned mouth model's teeth over the synthetic "

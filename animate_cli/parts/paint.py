@@ -2,8 +2,9 @@
 
 A ``PartsPainter`` is made once per person, from the photo's face crop (at the renderer's size)
 and its landmarks; ``paint`` then redraws, in a batch of rendered crops, the mouth where the target
-opens wider than the photo and each eye where the lids open wider than the photo's or come near to meeting (a
-squint is the photo's own eye under lids slid over it, ``render.warp``). The
+opens wider than the photo and each eye where the lids come near to meeting (a blink) or open an eye the photo
+shows shut (a squint is the photo's own eye under lids slid over it, an eye opening wider the photo's eye
+stretched, ``render.warp``). The
 strengths fade in over a small range (the synthetic fill's ``MOUTH_FILL_START`` / ``FULL``), so a
 slowly opening mouth does not pop and an unchanged part is left exactly as rendered.
 
@@ -38,6 +39,11 @@ EYE_CHANGE_FULL = 0.12
 # eye only as the lids meet (a blink's closed lid, which the photo does not show): fading in as the gap falls
 # from this share of the photo's to the second, full below it.
 EYE_CLOSING = (0.7, 0.4)
+# An eye opening wider than the photo's is the photo's eye stretched (``render.warp``) wherever the photo shows the
+# eye: at full size that kept the photo's iris, lashes and skin sharp, where the model's drawing was a soft, half-shut
+# blob on a large face, and on 64 px crops of real talking videos the two scored alike. The model opens only an eye
+# the photo shows (nearly) shut: in full below the first lid gap (over the eye's width), fading out by the second.
+EYE_OPENING_PHOTO = (0.10, 0.15)
 # What a painter can draw: the part models' parts, and ``teeth``, the mouth model over the synthetic
 # interior (instead of ``mouth``, its whole opening).
 TEETH = "teeth"
@@ -59,6 +65,8 @@ def _strength(part: str, source_measure: float, target_measure: float) -> float:
     if target_measure < source_measure:
         closed = 1.0 - target_measure / max(source_measure, 1e-6)
         change *= float(_smoothstep(closed, 1.0 - EYE_CLOSING[0], 1.0 - EYE_CLOSING[1]))
+    else:
+        change *= 1.0 - float(_smoothstep(source_measure, *EYE_OPENING_PHOTO))
     return change
 
 
