@@ -488,7 +488,10 @@ def _solve_by_share(head: Callable, weight: Callable, matrix: np.ndarray, px: np
         return x, y
 
     shares = np.linspace(0.0, 1.0, SHARE_SAMPLES)
-    above = np.stack([weight(*at_share(np.full(px.shape, value))) >= value for value in shares])
+    # All the shares at once (one call per step on SHARE_SAMPLES x the pixels, not SHARE_SAMPLES calls): per pixel the
+    # same arithmetic, so the same answer.
+    tried = np.broadcast_to(shares.reshape((-1,) + (1,) * px.ndim), (SHARE_SAMPLES, *px.shape))
+    above = weight(*at_share(tried)) >= tried
     # The last share at which w(x(s)) >= s, with the next one below it (or the head's own pixel).
     last = SHARE_SAMPLES - 1 - np.argmax(above[::-1], axis=0)
     low = shares[last]
@@ -642,8 +645,9 @@ class HeadMotion:
             w = weight(x, y)
             sx, sy = head(x, y)
             moved_x, moved_y = x + w * (sx - x), y + w * (sy - y)
-            missed = np.hypot(moved_x - px, moved_y - py) > SOLVED_PIXELS
             x, y = x + px - moved_x, y + py - moved_y
+        # Off by more than SOLVED_PIXELS before the last step: not converged.
+        missed = np.hypot(moved_x - px, moved_y - py) > SOLVED_PIXELS
         if missed.any():
             x[missed], y[missed] = _solve_by_share(head, weight, matrix, px[missed], py[missed],
                                                    0 if forward is None else SHARE_CORRECTIONS)
