@@ -369,10 +369,12 @@ class Head3D:
         # The landmarks' own depths (nose, brows, jaw), relative to the ellipsoid, spread over the face.
         relative = model[:, 2] - _front_depth(quadric, centre, points[:, 0], points[:, 1])
         sigma = FACE_SPREAD * scale
-        weights = np.exp(-((grid_x[..., None] - points[:, 0]) ** 2 + (grid_y[..., None] - points[:, 1]) ** 2)
-                         / (2 * sigma ** 2))
-        total = weights.sum(axis=-1)
-        spread = (weights * relative).sum(axis=-1) / np.maximum(total, 1e-9)
+        # Each landmark's Gaussian is a column factor times a row factor, so the sums over the landmarks at every node
+        # are two matrix products (the (rows, columns, 68) weights took 0.15 s a photo).
+        across = np.exp(-(xs[:, None] - points[:, 0]) ** 2 / (2 * sigma ** 2))     # (columns, 68)
+        down = np.exp(-(ys[:, None] - points[:, 1]) ** 2 / (2 * sigma ** 2))       # (rows, 68)
+        total = down @ across.T
+        spread = (down @ (across * relative).T) / np.maximum(total, 1e-9)
         # Full weight where the landmarks are dense, fading out beyond them.
         presence = np.clip(total / 1.5, 0.0, 1.0)
         # The rigid motion is fitted to the landmarks at the mean face's own depths (the map spreads them, which
