@@ -2,11 +2,11 @@
 
 A ``PartsPainter`` is made once per person, from the photo's face crop (at the renderer's size)
 and its landmarks; ``paint`` then redraws, in a batch of rendered crops, the mouth where the target
-opens wider than the photo and each eye where the lids come near to meeting (a blink) or open an eye the photo
-shows shut (a squint is the photo's own eye under lids slid over it, an eye opening wider the photo's eye
-stretched, ``render.warp``). The
-strengths fade in over a small range (the synthetic fill's ``MOUTH_FILL_START`` / ``FULL``), so a
-slowly opening mouth does not pop and an unchanged part is left exactly as rendered.
+opens wider than the photo and each eye where the lids come near to meeting (a blink) or open an eye the
+photo shows shut (a squint is the photo's own eye under lids slid over it, an eye opening wider the photo's
+eye stretched, ``render.warp``). The strengths fade in over a small range (the synthetic fill's
+``MOUTH_FILL_START`` / ``FULL``), so a slowly opening mouth does not pop and an unchanged part is left
+exactly as rendered.
 
 The mouth is drawn one of two ways: ``mouth``, the model's whole opening, or ``teeth`` (the
 default of the main command), the model's opening over the synthetic interior, fading out towards

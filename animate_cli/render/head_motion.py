@@ -206,7 +206,7 @@ def head_weight_map(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
     hull = np.ones((rows, columns), np.uint8)
     cv2.fillConvexPoly(hull, cv2.convexHull(np.round(np.asarray(points) / step).astype(np.int32)), 0)
     distance = cv2.distanceTransform(hull, cv2.DIST_L2, 3)
-    face = 1.0 - _smoothstep(distance * step / fade if step > 1 else distance / fade)
+    face = 1.0 - _smoothstep(distance * step / fade)
     weight = (vertical * lateral * np.maximum(edge, face)).astype(np.float32)
     return weight if step == 1 else enlarge(weight, (width, height), 1.0 / step)
 
