@@ -265,3 +265,72 @@ def test_a_side_view_turned_towards_profile_keeps_its_far_mouth_corner_inside_it
     for angle, targets in zip(angles, carried):
         assert far_gap(targets) == pytest.approx(far_gap(_seen(_yaw(38.0 + angle))), abs=0.03)
     assert far_gap(carried[4]) > 0.15
+
+
+def test_least_squares_and_2x2_solves_for_many_frames_match_numpys_one_at_a_time():
+    from animate_cli.render.head3d import _least_squares, _solve_2x2
+
+    rng = np.random.default_rng(5)
+    shared = rng.normal(size=(21, 4))
+    own = rng.normal(size=(6, 21, 3))
+    values = rng.normal(size=(6, 21, 2))
+    for frame, solution in enumerate(_least_squares(shared, values)):
+        np.testing.assert_allclose(solution, np.linalg.lstsq(shared, values[frame], rcond=None)[0], atol=1e-12)
+    for frame, solution in enumerate(_least_squares(own, values)):
+        np.testing.assert_allclose(solution, np.linalg.lstsq(own[frame], values[frame], rcond=None)[0], atol=1e-12)
+    # A design of rank 2 (its third column the sum of the others): the smallest solution, as lstsq gives.
+    flat = own[0].copy()
+    flat[:, 2] = flat[:, 0] + flat[:, 1]
+    np.testing.assert_allclose(_least_squares(flat, values[:1])[0], np.linalg.lstsq(flat, values[0], rcond=None)[0],
+                               atol=1e-12)
+    matrices = rng.normal(size=(1000, 2, 2))
+    matrices[0] = [[0.0, 1.0], [2.0, 3.0]]         # the pivot in the second row
+    matrices[1] = [[1.0, 2.0], [2.0, 4.0]]         # singular
+    rhs = rng.normal(size=(1000, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        determinant, solved = _solve_2x2(matrices, rhs)
+    np.testing.assert_allclose(determinant, np.linalg.det(matrices), rtol=1e-12, atol=1e-12)
+    steady = np.abs(determinant) > 1e-9
+    assert not steady[1] and steady.sum() == 999
+    np.testing.assert_allclose(solved[steady], np.linalg.solve(matrices[steady], rhs[steady][..., None])[..., 0],
+                               rtol=1e-12)
+
+
+def test_the_mean_face_fits_many_frames_at_once_as_one_at_a_time():
+    rng = np.random.default_rng(6)
+    frames = np.stack([_seen(_yaw(a), 80.0 + a, (200.0 + a, 220.0)) for a in (-30.0, -5.0, 0.0, 12.0, 40.0)])
+    frames += rng.normal(0.0, 0.5, frames.shape)
+    scales, rotations, offsets = fit_mean_face(frames)
+    for frame, points in enumerate(frames):
+        scale, rotation, offset = fit_mean_face(points)
+        assert scales[frame] == pytest.approx(scale, rel=1e-12)
+        np.testing.assert_allclose(rotations[frame], rotation, atol=1e-12)
+        np.testing.assert_allclose(offsets[frame], offset, atol=1e-9)
+
+
+def test_the_motions_of_many_frames_at_once_are_each_frames_own():
+    # ``Head3D.motions`` fits every frame in one pass (stacked least squares, one depth lookup for all points,
+    # every point's Newton step at once): each frame gets what it gets alone, whatever the others hold, turned
+    # either way as far as the outline's steep depth (a 3/4 view turned 35 degrees further) or not at all.
+    head = Head3D.from_photo((600, 600), _seen(_yaw(25.0)))
+    rng = np.random.default_rng(7)
+    targets = np.stack([_turned(head, degrees, 1.0 + 0.02 * k, (k, -2.0 * k))
+                        for k, degrees in enumerate((-30.0, -12.0, 0.0, 2.0, 18.0, 35.0))])
+    targets[1:] += rng.normal(0.0, 0.5, targets[1:].shape)
+    targets[2, 48:] += 0.4 * (targets[2, 48:] - targets[2, 48:].mean(axis=0))     # the mouth 40 % wider
+    rigid, expressions = head.motions(targets)
+    assert rigid.rotation.shape == (6, 3, 3) and expressions.shape == (6, 68, 2)
+    for frame, (together, target) in enumerate(zip(rigid.frames(), targets)):
+        alone, expression = head.motion(target)
+        np.testing.assert_allclose(together.rotation, alone.rotation, rtol=0, atol=1e-12)
+        assert together.scale == pytest.approx(alone.scale, rel=1e-12)
+        np.testing.assert_allclose(together.shift, alone.shift, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(expressions[frame], expression, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(together.project(head.points3d), rigid.project(head.points3d)[frame], atol=1e-9)
+    # In another order, with other neighbours, the same answers.
+    order = np.array([5, 2, 0, 4, 1, 3])
+    shuffled, shuffled_expressions = head.motions(targets[order])
+    np.testing.assert_allclose(shuffled.rotation, rigid.rotation[order], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(shuffled_expressions, expressions[order], rtol=0, atol=1e-9)
+    empty, none = head.motions(np.zeros((0, 68, 2)))
+    assert empty.frames() == () and none.shape == (0, 68, 2)

@@ -144,55 +144,73 @@ _STABLE = np.asarray(STABLE_POINTS)
 _OUTLINE = np.arange(17)
 
 
-def scaled_rotation(affine: np.ndarray) -> tuple[float, np.ndarray]:
+def _least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The least-squares solutions of ``design`` x = ``values`` (..., M, K), one for each leading frame of
+    ``values``, the smallest where several fit (as ``np.linalg.lstsq`` with ``rcond=None``): through the
+    design's SVD, a (M, N) design decomposed once for all frames, a (..., M, N) one each frame's own."""
+    u, sigma, vt = np.linalg.svd(design, full_matrices=False)
+    kept = sigma > np.finfo(np.float64).eps * max(design.shape[-2:]) * sigma[..., :1]
+    inverse = np.where(kept, 1.0 / np.where(kept, sigma, 1.0), 0.0)
+    return np.swapaxes(vt, -1, -2) @ (inverse[..., None] * (np.swapaxes(u, -1, -2) @ values))
+
+
+def scaled_rotation(affine: np.ndarray) -> tuple[float | np.ndarray, np.ndarray]:
     """The scale and 3x3 rotation nearest a 2x3 affine camera: its rows made orthonormal (SVD), the third
-    row their cross product."""
+    row their cross product. Stacked cameras (..., 2, 3) give scales (...) and rotations (..., 3, 3)."""
     u, sigma, vt = np.linalg.svd(np.asarray(affine, np.float64), full_matrices=False)
     rows = u @ vt
-    return float(sigma.mean()), np.vstack([rows, np.cross(rows[0], rows[1])])
+    third = np.cross(rows[..., 0, :], rows[..., 1, :])
+    return sigma.mean(axis=-1), np.concatenate([rows, third[..., None, :]], axis=-2)
 
 
-def weak_perspective(model: np.ndarray, points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def weak_perspective(model: np.ndarray, points: np.ndarray) -> tuple[float | np.ndarray, np.ndarray, np.ndarray]:
     """Scale s, rotation R (3x3) and 2D offset t with ``points`` ~ s (R ``model``)[:, :2] + t, least squares
-    on an affine camera, then its nearest scaled rotation (``model`` (N, 3), ``points`` (N, 2))."""
-    model_mean, points_mean = model.mean(axis=0), points.mean(axis=0)
-    affine, *_ = np.linalg.lstsq(model - model_mean, points - points_mean, rcond=None)
-    scale, rotation = scaled_rotation(affine.T)
-    return scale, rotation, points_mean - scale * (rotation @ model_mean)[:2]
+    on an affine camera, then its nearest scaled rotation (``model`` (N, 3), ``points`` (N, 2)). Frames stacked
+    on leading axes of ``points`` (and of ``model``, or one model for all) give one fit each."""
+    model_mean, points_mean = model.mean(axis=-2), points.mean(axis=-2)
+    affine = _least_squares(model - model_mean[..., None, :], points - points_mean[..., None, :])
+    scale, rotation = scaled_rotation(np.swapaxes(affine, -1, -2))
+    return scale, rotation, points_mean - np.asarray(scale)[..., None] * np.matvec(rotation, model_mean)[..., :2]
 
 
 def mean_face_seen(rotation: np.ndarray) -> np.ndarray:
     """MEAN_FACE_68 (68, 3) with its outline points moved to where a face turned by ``rotation`` (face to
     image, 3x3) shows its outline: the extreme of each point's level ellipse (OUTLINE_DEPTH) along the
-    direction the face's own x axis takes in the image. The identity gives MEAN_FACE_68 back."""
+    direction the face's own x axis takes in the image. The identity gives MEAN_FACE_68 back. Stacked
+    rotations (..., 3, 3) give (..., 68, 3)."""
     rotation = np.asarray(rotation, np.float64)
-    across = rotation[:2, 0] / max(float(np.linalg.norm(rotation[:2, 0])), 1e-9)
+    x_axis, z_axis = rotation[..., :2, 0], rotation[..., :2, 2]
+    across = x_axis / np.maximum(np.linalg.norm(x_axis, axis=-1), 1e-9)[..., None]
     # How far the face's x and z axes reach along ``across``.
-    reach_x, reach_z = across @ rotation[:2, 0], across @ rotation[:2, 2]
-    seen = MEAN_FACE_68.copy()
+    reach_x, reach_z = np.vecdot(across, x_axis)[..., None], np.vecdot(across, z_axis)[..., None]
+    seen = np.broadcast_to(MEAN_FACE_68, rotation.shape[:-2] + MEAN_FACE_68.shape).copy()
     half = np.abs(MEAN_FACE_68[_OUTLINE, 0])
     side = np.sign(MEAN_FACE_68[_OUTLINE, 0])
     length = np.maximum(np.hypot(reach_x * half, reach_z * OUTLINE_DEPTH * half), 1e-12)
-    seen[_OUTLINE, 0] = side * reach_x * half * half / length
-    seen[_OUTLINE, 2] += side * reach_z * (OUTLINE_DEPTH * half) ** 2 / length
+    seen[..., _OUTLINE, 0] = side * reach_x * half * half / length
+    seen[..., _OUTLINE, 2] += side * reach_z * (OUTLINE_DEPTH * half) ** 2 / length
     return seen
 
 
-def fit_mean_face(points: np.ndarray, index: np.ndarray = _STABLE) -> tuple[float, np.ndarray, np.ndarray]:
+def fit_mean_face(points: np.ndarray, index: np.ndarray = _STABLE) -> tuple[float | np.ndarray, np.ndarray, np.ndarray]:
     """``weak_perspective`` of the mean face on the (68, 2) ``points``' ``index`` points, the outline taken
-    where the fitted pose shows it (``mean_face_seen``): pose and outline alternate OUTLINE_FITS times."""
-    points = np.asarray(points, np.float64)
-    scale, rotation, offset = weak_perspective(MEAN_FACE_68[index], points[index])
+    where the fitted pose shows it (``mean_face_seen``): pose and outline alternate OUTLINE_FITS times. Frames
+    stacked on leading axes (..., 68, 2) are fitted each on its own, all at once."""
+    points = np.asarray(points, np.float64)[..., index, :]
+    scale, rotation, offset = weak_perspective(MEAN_FACE_68[index], points)
     for _ in range(OUTLINE_FITS):
-        scale, rotation, offset = weak_perspective(mean_face_seen(rotation)[index], points[index])
+        scale, rotation, offset = weak_perspective(mean_face_seen(rotation)[..., index, :], points)
     return scale, rotation, offset
 
 
-def outline_shift(before: np.ndarray, after: np.ndarray, scale: float) -> np.ndarray:
+def outline_shift(before: np.ndarray, after: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
     """(68, 2) image pixels: how far beyond a rigid turn from rotation ``before`` to ``after`` (face to image)
     each landmark of a face seen at ``scale`` pixels per mean-face unit moves: the outline's silhouettes slide
-    over the face, every other point stays zero."""
-    return scale * ((mean_face_seen(after) - mean_face_seen(before)) @ np.asarray(after, np.float64).T)[:, :2]
+    over the face, every other point stays zero. Frames stacked on leading axes (of ``after`` and ``scale``,
+    and of ``before`` or one for all) give (..., 68, 2)."""
+    after = np.asarray(after, np.float64)
+    change = mean_face_seen(after) - mean_face_seen(before)
+    return np.asarray(scale)[..., None, None] * (change @ np.swapaxes(after, -1, -2))[..., :2]
 
 
 def quiet_turn(rotation: np.ndarray, noise_degrees: float = TURN_NOISE_DEGREES) -> np.ndarray:
@@ -236,16 +254,17 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
     share = float(np.clip((view - VIEW_START) / (VIEW_FULL - VIEW_START), 0.0, 1.0))
     if share == 0.0:
         return targets
-    finite = np.isfinite(driver).all(axis=(1, 2)) & np.isfinite(targets).all(axis=(1, 2))
+    fitted = np.flatnonzero(np.isfinite(driver).all(axis=(1, 2)) & np.isfinite(targets).all(axis=(1, 2)))
     shapes = np.zeros((len(driver), 68, 3))
-    fits = {}
-    for index in np.flatnonzero(finite):
-        scale, rotation, offset = fit_mean_face(driver[index])
-        residual = driver[index] - scale * (mean_face_seen(rotation) @ rotation.T)[:, :2] - offset
-        # The driver's face in the mean face's frame: its residual (beyond the outline its view shows) lifted onto
-        # the plane facing the camera.
-        shapes[index] = MEAN_FACE_68 + residual @ rotation[:2] / scale
-        fits[index] = (scale, np.array(yaw_pitch_roll(rotation)), driver[index][_STABLE].mean(axis=0))
+    # Every finite driver frame's fit at once: scales (F,), rotations (F, 3, 3), offsets (F, 2).
+    scales, rotations, offsets = fit_mean_face(driver[fitted])
+    seen_fits = scales[:, None, None] * (mean_face_seen(rotations) @ np.swapaxes(rotations, 1, 2))[..., :2]
+    residual = driver[fitted] - seen_fits - offsets[:, None]
+    # The driver's face in the mean face's frame: its residual (beyond the outline its view shows) lifted onto
+    # the plane facing the camera.
+    shapes[fitted] = MEAN_FACE_68 + residual @ rotations[:, :2] / scales[:, None, None]
+    angles = np.array([yaw_pitch_roll(rotation) for rotation in rotations]).reshape(-1, 3)
+    places = driver[fitted][:, _STABLE].mean(axis=1)
     # The driver's face as the photo's view would show it (photo pixels, about the photo's own landmarks).
     seen = photo_scale * (shapes @ photo_rotation.T)
     moved = points3d + (seen - seen[expression_reference])
@@ -256,19 +275,18 @@ def carry_in_3d(photo_points: np.ndarray, targets: np.ndarray, driver_points: np
     # The photo's pose is the driver's typical one (its median pose, size and place), not the reference frame's:
     # a reference picked for a 2D transfer (the frame turned most like a 3/4-view photo) may be nodding, and every
     # frame would then nod the photo's head by its difference.
-    typical_scale = float(np.median([fit[0] for fit in fits.values()]))
-    typical_angles = np.median([fit[1] for fit in fits.values()], axis=0)
-    typical_place = np.median([fit[2] for fit in fits.values()], axis=0)
+    typical_scale = float(np.median(scales))
+    typical_angles = np.median(angles, axis=0)
+    typical_place = np.median(places, axis=0)
     photo_angles = np.array(yaw_pitch_roll(photo_rotation))
     carried = targets.copy()
-    for index, (scale, angles, place) in fits.items():
-        turn = rotation_from(*(photo_angles + angles - typical_angles))
-        rigid = RigidMotion(turn @ photo_rotation.T, scale / typical_scale, np.zeros(2), centre)
-        anchor = centre[:2] + (place - typical_place) * photo_scale / typical_scale
-        # The photo's outline is where its view shows it; the turn slides it over the face.
-        slide = outline_shift(photo_rotation, turn, photo_scale * rigid.scale)
-        placed = _placed(rigid, moved[index], anchor - slide[_STABLE].mean(axis=0))
-        carried[index] = placed.project(moved[index]) + slide
+    turns = np.array([rotation_from(*angle) for angle in photo_angles + angles - typical_angles]).reshape(-1, 3, 3)
+    rigid = RigidMotion(turns @ photo_rotation.T, scales / typical_scale, np.zeros((len(fitted), 2)), centre)
+    anchors = centre[:2] + (places - typical_place) * photo_scale / typical_scale
+    # The photo's outline is where its view shows it; the turn slides it over the face.
+    slides = outline_shift(photo_rotation, turns, photo_scale * rigid.scale)
+    placed = _placed(rigid, moved[fitted], anchors - slides[:, _STABLE].mean(axis=1))
+    carried[fitted] = placed.project(moved[fitted]) + slides
     out = (targets + share * (carried - targets)).astype(np.float32)
     uncross_lids_and_lips(out)
     return out
@@ -294,37 +312,66 @@ def rotation_from(yaw: float, pitch: float, roll: float) -> np.ndarray:
 def _fit_rigid(points3d: np.ndarray, target: np.ndarray, centre: np.ndarray) -> "RigidMotion":
     """The rigid motion (rotation, scale, shift about ``centre``) that best carries the stable points of
     ``points3d`` (68, 3) onto ``target`` (68, 2): least squares on an affine camera, then its nearest scaled
-    rotation, the shift matching the stable points' mean."""
+    rotation, the shift matching the stable points' mean. Targets of T frames (T, 68, 2) give their motions
+    stacked."""
     source = points3d[_STABLE] - centre
     design = np.column_stack([source, np.ones(len(source))])
-    solution, *_ = np.linalg.lstsq(design, target[_STABLE] - centre[:2], rcond=None)
-    scale, rotation = scaled_rotation(solution[:3].T)
-    return _placed(RigidMotion(rotation, scale, np.zeros(2), centre), points3d, target[_STABLE].mean(axis=0))
+    solution = _least_squares(design, target[..., _STABLE, :] - centre[:2])
+    scale, rotation = scaled_rotation(np.swapaxes(solution[..., :3, :], -1, -2))
+    return _placed(RigidMotion(rotation, scale, np.zeros(np.shape(scale) + (2,)), centre), points3d,
+                   target[..., _STABLE, :].mean(axis=-2))
 
 
 def _placed(rigid: "RigidMotion", points3d: np.ndarray, anchor: np.ndarray) -> "RigidMotion":
-    """``rigid`` shifted so the stable points of ``points3d`` land with their mean on ``anchor`` (2,)."""
-    shift = anchor - rigid.project(points3d[_STABLE]).mean(axis=0)
+    """``rigid`` shifted so the stable points of ``points3d`` land with their mean on ``anchor`` (2,) (stacked
+    motions: an anchor (T, 2) each, and the points shared or each frame's own (T, 68, 3))."""
+    shift = anchor - rigid.project(points3d[..., _STABLE, :]).mean(axis=-2)
     return RigidMotion(rigid.rotation, rigid.scale, rigid.shift + shift, rigid.centre)
 
 
 @dataclass(frozen=True)
 class RigidMotion:
     """One frame's head motion: photo point X (x, y, depth) -> scale * rotation (X - centre) + centre + shift,
-    seen from the front (x, y)."""
+    seen from the front (x, y).
 
-    rotation: np.ndarray     # (3, 3)
-    scale: float
-    shift: np.ndarray        # (2,)
-    centre: np.ndarray       # (3,) the head's centre in the photo (pixels; depth in pixels too)
+    The motions of T frames stack as one: ``rotation`` (T, 3, 3), ``scale`` (T,), ``shift`` (T, 2) and the
+    head's one ``centre``; its methods then answer for every frame at once, and ``frames`` splits it."""
+
+    rotation: np.ndarray            # (3, 3); stacked (T, 3, 3)
+    scale: float | np.ndarray       # stacked (T,)
+    shift: np.ndarray               # (2,); stacked (T, 2)
+    centre: np.ndarray              # (3,) the head's centre in the photo (pixels; depth in pixels too)
 
     def project(self, points3d: np.ndarray) -> np.ndarray:
-        moved = (np.asarray(points3d, np.float64) - self.centre) @ (self.scale * self.rotation[:2]).T
-        return moved + self.centre[:2] + self.shift
+        """(N, 2): where the (N, 3) photo points go, seen from the front; stacked, (T, N, 2), for points shared by
+        the frames or each frame's own (T, N, 3)."""
+        linear = np.asarray(self.scale)[..., None, None] * self.rotation[..., :2, :]
+        moved = (np.asarray(points3d, np.float64) - self.centre) @ np.swapaxes(linear, -1, -2)
+        return moved + self.centre[:2] + (self.shift if np.ndim(self.scale) == 0 else self.shift[..., None, :])
+
+    def moved(self, x: np.ndarray, y: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where photo pixels (x, y) at ``depth`` go, seen from the front (arrays of any one shape; stacked, its
+        leading axis the frames')."""
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        # Each frame's numbers broadcast over that frame's points.
+        points_axes = (1,) * (x.ndim - np.ndim(self.scale))
+        m = np.asarray(self.scale)[..., None, None] * self.rotation
+        m = m.reshape(m.shape[:-2] + points_axes + (3, 3))
+        shift = self.shift.reshape(self.shift.shape[:-1] + points_axes + (2,))
+        z = depth - self.centre[2]
+        dx, dy = x - self.centre[0], y - self.centre[1]
+        out_x = m[..., 0, 0] * dx + m[..., 0, 1] * dy + m[..., 0, 2] * z + self.centre[0] + shift[..., 0]
+        out_y = m[..., 1, 0] * dx + m[..., 1, 1] * dy + m[..., 1, 2] * z + self.centre[1] + shift[..., 1]
+        return out_x, out_y
 
     def linear(self) -> np.ndarray:
-        """The 2x2 part acting on (x, y) (at a fixed depth)."""
-        return self.scale * self.rotation[:2, :2]
+        """The 2x2 part acting on (x, y) (at a fixed depth); stacked, (T, 2, 2)."""
+        return np.asarray(self.scale)[..., None, None] * self.rotation[..., :2, :2]
+
+    def frames(self) -> tuple["RigidMotion", ...]:
+        """Stacked motions, one a frame."""
+        return tuple(RigidMotion(rotation, float(scale), shift, self.centre)
+                     for rotation, scale, shift in zip(self.rotation, self.scale, self.shift))
 
 
 class Head3D:
@@ -391,54 +438,72 @@ class Head3D:
         """The rigid motion that best explains the (68, 2) ``target`` landmarks (fitted to the stable
         points; its small turns and nods quieted, ``quiet_turn``) and the expression left over, as landmarks
         in the photo's own frame (68, 2): the points the motion carries onto the targets (``inverse``)."""
-        target = np.asarray(target, np.float64)
-        fitted = _fit_rigid(self.points3d, target, self.centre)
+        rigid, expression = self.motions(np.asarray(target, np.float64)[None])
+        return rigid.frames()[0], expression[0]
+
+    def motions(self, targets: np.ndarray) -> tuple[RigidMotion, np.ndarray]:
+        """``motion`` of every frame of the (T, 68, 2) ``targets`` at once: their rigid motions stacked (one
+        ``RigidMotion`` over T frames) and their expressions (T, 68, 2)."""
+        targets = np.asarray(targets, np.float64)
+        if not len(targets):
+            return RigidMotion(np.zeros((0, 3, 3)), np.zeros(0), np.zeros((0, 2)), self.centre), np.zeros((0, 68, 2))
+        fitted = _fit_rigid(self.points3d, targets, self.centre)
         # The targets' outline is where the turned face shows it: fitted to the photo's points moved by what that
         # turn slides along the outline, alternately with the turn.
         scale, rotation = self.face
         for _ in range(OUTLINE_FITS):
             slide = outline_shift(rotation, fitted.rotation @ rotation, scale * fitted.scale)
-            fitted = _fit_rigid(self.points3d, target - slide, self.centre)
-        rigid = _placed(RigidMotion(quiet_turn(fitted.rotation), fitted.scale, np.zeros(2), self.centre),
-                        self.points3d, (target - slide)[_STABLE].mean(axis=0))
-        return rigid, self.inverse(rigid, target)
+            fitted = _fit_rigid(self.points3d, targets - slide, self.centre)
+        quiet = np.stack([quiet_turn(turn) for turn in fitted.rotation])
+        rigid = _placed(RigidMotion(quiet, fitted.scale, np.zeros_like(fitted.shift), self.centre),
+                        self.points3d, (targets - slide)[:, _STABLE].mean(axis=1))
+        return rigid, self.inverse(rigid, targets)
 
     def inverse(self, rigid: RigidMotion, target: np.ndarray, iterations: int = INVERSE_ITERATIONS) -> np.ndarray:
         """The photo pixels that ``rigid`` moves onto the (N, 2) ``target`` pixels (each at its own depth):
         where the head's map (``forward``) sends them back, so a face warped to these points in the photo's
         frame lands on the target once the head turns. Newton steps, each point's 2x2 Jacobian including its
         depth's slope (near the outline the depth falls steeply and steps through the motion's 2x2 part alone
-        crept: 0.8 px left after 20 at a 25-degree turn); the plain step where that Jacobian is near singular."""
+        crept: 0.8 px left after 20 at a 25-degree turn); the plain step where that Jacobian is near singular.
+        Stacked motions (T frames) take each frame's own targets (T, N, 2)."""
         target = np.asarray(target, np.float64)
         linear = rigid.linear()
         plain = np.linalg.inv(linear)
-        singular = 0.25 * abs(np.linalg.det(linear))
-        along_depth = rigid.scale * rigid.rotation[:2, 2]
+        singular = 0.25 * np.abs(np.linalg.det(linear))[..., None]
+        along_depth = (np.asarray(rigid.scale)[..., None] * rigid.rotation[..., :2, 2])[..., None, :, None]
         delta = 0.5 * self.step
-        points = self.points.copy()
+        points = np.broadcast_to(self.points, target.shape).copy()
         for _ in range(iterations + 1):
-            x, y = self.forward(rigid, points[:, 0], points[:, 1])
-            miss = target - np.column_stack([x, y])
-            slope_x = (self.depth_at(points[:, 0] + delta, points[:, 1])
-                       - self.depth_at(points[:, 0] - delta, points[:, 1])) / (2 * delta)
-            slope_y = (self.depth_at(points[:, 0], points[:, 1] + delta)
-                       - self.depth_at(points[:, 0], points[:, 1] - delta)) / (2 * delta)
-            jacobian = linear[None] + along_depth[None, :, None] * np.stack([slope_x, slope_y], axis=-1)[:, None, :]
-            steady = np.abs(np.linalg.det(jacobian)) > singular
-            step = miss @ plain.T
-            if steady.any():
-                step[steady] = np.linalg.solve(jacobian[steady], miss[steady][..., None])[..., 0]
-            points = points + step
+            x, y = points[..., 0], points[..., 1]
+            # The depth at the points and half a map step either side of them (its slope), in one lookup.
+            depth = self.depth_at(np.stack([x, x + delta, x - delta, x, x]), np.stack([y, y, y, y + delta, y - delta]))
+            miss = target - np.stack(rigid.moved(x, y, depth[0]), axis=-1)
+            slope = np.stack([depth[1] - depth[2], depth[3] - depth[4]], axis=-1) / (2 * delta)
+            jacobian = linear[..., None, :, :] + along_depth * slope[..., None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                determinant, solved = _solve_2x2(jacobian, miss)
+            steady = np.abs(determinant) > singular
+            points = points + np.where(steady[..., None], solved, miss @ np.swapaxes(plain, -1, -2))
         return points
 
     def forward(self, rigid: RigidMotion, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where photo pixels (x, y) go under ``rigid`` (arrays of any one shape)."""
-        z = self.depth_at(x, y) - rigid.centre[2]
-        dx, dy = np.asarray(x, np.float64) - rigid.centre[0], np.asarray(y, np.float64) - rigid.centre[1]
-        m = rigid.scale * rigid.rotation
-        out_x = m[0, 0] * dx + m[0, 1] * dy + m[0, 2] * z + rigid.centre[0] + rigid.shift[0]
-        out_y = m[1, 0] * dx + m[1, 1] * dy + m[1, 2] * z + rigid.centre[1] + rigid.shift[1]
-        return out_x, out_y
+        """Where photo pixels (x, y) go under ``rigid`` (arrays of any one shape; stacked, its leading axis the
+        frames')."""
+        return rigid.moved(x, y, self.depth_at(x, y))
+
+
+def _solve_2x2(matrices: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The determinants (...) of 2x2 ``matrices`` (..., 2, 2) and the solutions (..., 2) of ``matrices`` x =
+    ``values`` (..., 2), by LU with partial pivoting written out (LAPACK's steps, so ``np.linalg.solve``'s
+    numbers, without its call for each small system); a singular matrix gives infinities or NaN."""
+    (a, b), (c, d) = np.moveaxis(matrices, (-2, -1), (0, 1))
+    swap = np.abs(c) > np.abs(a)
+    pivot, beside = np.where(swap, c, a), np.where(swap, d, b)
+    lower = np.where(swap, a, c) * (1.0 / pivot)
+    last = np.where(swap, b, d) - lower * beside
+    first = np.where(swap, values[..., 1], values[..., 0])
+    second = (np.where(swap, values[..., 0], values[..., 1]) - lower * first) / last
+    return np.where(swap, -pivot, pivot) * last, np.stack([(first - beside * second) / pivot, second], axis=-1)
 
 
 def _front_depth(quadric: np.ndarray, centre: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

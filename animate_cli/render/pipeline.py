@@ -35,7 +35,7 @@ from ..progress import ProgressReporter, SilentProgress
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .fullres import FullResCompositor
 from .head3d import Head3D, RigidMotion, carry_in_3d
-from .head_motion import (HeadLayers, HeadMotion, apply_affine, field_step, head_similarities, head_similarity,
+from .head_motion import (HeadLayers, HeadMotion, apply_affine, field_step, head_similarities,
                           invert_affine, outline_similarity)
 from .preview import TILE_HEIGHT, driver_frame, keep_frames, preview_indices, write_preview
 from .renderers import FrameRenderer
@@ -191,13 +191,11 @@ def plan_motion(photo: Shot, track: LandmarkTrack, config: RenderConfig) -> Moti
         return MotionPlan(_to_crop(photo, image_points), None, reference)
     if config.head_model == "3d":
         head = Head3D.from_photo(photo.image.shape[:2], photo.points)
-        motions = [head.motion(points) for points in image_points]
-        rigid = tuple(motion for motion, _ in motions)
-        expressions = [expression for _, expression in motions]
-        matrices = (np.stack([head_similarity(photo.points, motion.project(head.points3d)) for motion in rigid])
-                    if rigid else np.zeros((0, 2, 3)))
+        rigid, expressions = head.motions(image_points)
+        matrices = head_similarities(photo.points, rigid.project(head.points3d))
         seen = [apply_affine(invert_affine(m), p) for m, p in zip(matrices, image_points)]
-        return MotionPlan(_to_crop(photo, expressions), matrices, reference, None, head, rigid, _to_crop(photo, seen))
+        return MotionPlan(_to_crop(photo, expressions), matrices, reference, None, head, rigid.frames(),
+                          _to_crop(photo, seen))
     matrices = head_similarities(photo.points, image_points)
     stabilised = [apply_affine(invert_affine(m), p) for m, p in zip(matrices, image_points)]
     outlines = (np.stack([outline_similarity(m, photo.points, p) for m, p in zip(matrices, image_points)])
