@@ -19,6 +19,15 @@ def pytest_configure(config: pytest.Config) -> None:
     cv2.setNumThreads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """What animate_cli caches (the face network, the renderer's ONNX graphs) goes to a folder of this
+    session, never to the user's ~/.cache (subprocesses inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANIMATE_FACE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def portrait_path() -> Path:
     return SAMPLES / "portrait.jpg"

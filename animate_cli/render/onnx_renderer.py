@@ -1,4 +1,6 @@
-"""The neural renderer through onnxruntime: the person's generator exported to ONNX in memory.
+"""The neural renderer through onnxruntime: the generator as an ONNX graph with the person's AdaIN
+parameters as an input, from the disk cache (``onnx_cache``) when these weights were exported before,
+else exported in memory (and cached).
 
 Everything but the network call (landmark images, warped shots, the detail path) is shared with the
 torch renderer through :class:`GeneratorRenderer`.
@@ -6,17 +8,18 @@ torch renderer through :class:`GeneratorRenderer`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..export import OUTPUT_NAME, generator_onnx_bytes
+from ..export import ADAIN_INPUT, DEFAULT_OPSET, OUTPUT_NAME, generator_graph_bytes
 from ..models import TalkingHeadModel
 from ..person import Person
 from ..tensors import images_to_tensor, tensor_to_images
+from .onnx_cache import KEY_PROPERTY, graph_key, graph_path, read_graph, store_graph, with_key
 from .renderers import GeneratorRenderer
 
 log = logging.getLogger(__name__)
@@ -59,18 +62,56 @@ def create_session(onnx_model: bytes, device: torch.device):
     return session
 
 
+def generator_session(model: TalkingHeadModel, generator_state: dict[str, torch.Tensor] | None,
+                      device: torch.device, cache_dir: str | Path | None = None):
+    """A session of ``generator_graph_bytes``'s graph (the AdaIN parameters an input) for
+    ``generator_state`` (the model's own weights when None): loaded from the cache in ``cache_dir``
+    (``default_cache_dir()`` when None) when these weights were exported before, else exported and
+    cached. A cache that cannot be read or written is only logged."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf
+
+    state = generator_state if generator_state is not None else model.generator.state_dict()
+    try:
+        key = graph_key(model.config, state, DEFAULT_OPSET)
+    except OSError as error:
+        log.info("not caching the generator's ONNX graph (%s)", error.strerror or error)
+        return create_session(generator_graph_bytes(model, generator_state), device)
+    path = graph_path(key, cache_dir)
+    data = read_graph(path)
+    if data is not None:
+        try:
+            session = create_session(data, device)
+        except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf) as error:
+            log.info("ignoring a broken cached ONNX graph %s (%s)", path, error)
+        else:
+            if session.get_modelmeta().custom_metadata_map.get(KEY_PROPERTY) == key:
+                log.debug("loaded the generator's ONNX graph from %s", path)
+                return session
+            log.info("ignoring a cached ONNX graph %s without this graph's key (cut short, or of other weights)", path)
+    data = with_key(generator_graph_bytes(model, generator_state), key)
+    store_graph(path, data)
+    return create_session(data, device)
+
+
 class OnnxRenderer(GeneratorRenderer):
     """The person's generator run by onnxruntime (same inputs, outputs and detail path as
-    :class:`NeuralRenderer`). ``onnx_model`` is a serialised model from ``generator_onnx_bytes``;
-    by default it is built here, in memory."""
+    :class:`NeuralRenderer`). By default the graph comes from ``generator_session`` (cached on disk)
+    and takes the person's AdaIN parameters at each call; ``onnx_model``, a serialised model from
+    ``generator_onnx_bytes`` (the person baked in) or ``generator_graph_bytes``, is used instead when
+    given."""
 
     def __init__(self, model: TalkingHeadModel, person: Person, device: torch.device,
                  detail_size: int | None = None, onnx_model: bytes | None = None,
                  parts: "LearnedParts | None" = None, part_names: tuple[str, ...] | None = None):
         super().__init__(model.config, person, detail_size, parts, part_names)
         self.device = torch.device(device)
-        self.session = create_session(onnx_model or generator_onnx_bytes(model, person), self.device)
-        self.input_names = [entry.name for entry in self.session.get_inputs()]
+        self.session = (create_session(onnx_model, self.device) if onnx_model is not None
+                        else generator_session(model, person.generator_state, self.device))
+        names = [entry.name for entry in self.session.get_inputs()]
+        # The person's inputs: psi, unless the graph has it baked in.
+        self.person_inputs = ({ADAIN_INPUT: person.adain_params.detach().to("cpu", torch.float32).reshape(1, -1)
+                               .numpy()} if ADAIN_INPUT in names else {})
+        self.input_names = [name for name in names if name not in self.person_inputs]
 
     def generate(self, landmark_images: np.ndarray, warped: np.ndarray | None,
                  region: np.ndarray | None = None) -> np.ndarray:
@@ -79,5 +120,5 @@ class OnnxRenderer(GeneratorRenderer):
             arrays.append(np.ascontiguousarray(region, np.float32))
         if len(arrays) != len(self.input_names):
             raise ValueError(f"the ONNX generator takes {self.input_names}, got {len(arrays)} inputs")
-        (frames,) = self.session.run([OUTPUT_NAME], dict(zip(self.input_names, arrays)))
+        (frames,) = self.session.run([OUTPUT_NAME], {**dict(zip(self.input_names, arrays)), **self.person_inputs})
         return tensor_to_images(torch.from_numpy(frames))
