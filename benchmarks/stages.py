@@ -40,7 +40,7 @@ def run_preset(preset: str, steps: int, backend: str, folder: Path, blend_region
         engine.content_loss()  # once per process: VGG19 from the cache or the Hub, else the substitute
     progress = SilentProgress()
     person = engine.make_person([PORTRAIT], FinetuneConfig(steps=steps), progress=progress)
-    driver = load_driver(DRIVER, engine.backend, smoothing=1.0, progress=progress)
+    driver = load_driver(DRIVER, engine.backend, smoothing=1.0, progress=progress, cache=False)  # tracking timed
     frames = len(driver.track)
     with Timer() as setup:
         renderer = TimedRenderer(engine.frame_renderer(person))

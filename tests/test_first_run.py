@@ -93,7 +93,9 @@ def test_default_run_is_quiet_q_is_silent_and_v_says_more(tmp_path, portrait_pat
     assert quiet.exit_code == 0 and quiet.output.strip() == ""
     verbose = run(*common, "-o", tmp_path / "c.mp4", "-v")
     assert verbose.exit_code == 0
-    assert "tracked 20 frames" in verbose.output and "content loss" in verbose.output
+    # The third run of this driver reads its landmarks from the cache (either is said).
+    assert ("tracked 20 frames" in verbose.output or "landmarks of 20 frames from the cache" in verbose.output)
+    assert "content loss" in verbose.output
     assert "reference frames: pose" in verbose.output
 
 

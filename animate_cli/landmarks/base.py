@@ -12,7 +12,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -214,6 +214,12 @@ class LandmarkBackend(ABC):
         """Faces in a window cut by :meth:`detect_faces_near`, where the tracked face is about
         ``near_face_px`` wide (backends may search it more cheaply or leniently)."""
         return self.detect_faces(window, min_face_px=0.8 * self.near_face_px)
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """What makes this backend's landmarks what they are (its name, model files, settings, library
+        versions), JSON-serialisable, so a video's track can be cached under it; None (the default)
+        when there is no stable identity, and its tracks are not cached."""
+        return None
 
 
 BackendFactory = Callable[[str], LandmarkBackend]

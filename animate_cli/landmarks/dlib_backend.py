@@ -8,6 +8,7 @@ fit; detection cost grows with the image size (see :meth:`DlibBackend.detect_fac
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import logging
 from pathlib import Path
@@ -127,6 +128,23 @@ class DlibBackend(LandmarkBackend):
         rect = self._dlib.rectangle(*(int(round(v)) for v in box))
         shape = self.predictor(as_rgb(image), rect)
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32).reshape(NUM_LANDMARKS, 2)
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        # A subclass may compute other landmarks under the same settings.
+        if type(self) is not DlibBackend:
+            return None
+        predictor = shape_predictor_path()
+        return {"backend": self.name, "dlib": getattr(self._dlib, "__version__", "unknown"),
+                "models": _package_version("face-recognition-models"),
+                "predictor": [predictor.name, predictor.stat().st_size],
+                "threshold": self.threshold, "near_threshold": self.near_threshold}
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @register_backend("dlib")

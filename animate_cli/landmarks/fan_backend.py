@@ -7,6 +7,7 @@ they are already there (see :func:`fan_weights_cached`), so an offline machine n
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import logging
 import os
@@ -110,6 +111,7 @@ class FanBackend(LandmarkBackend):
         self.face_detector = detector
         self.batch_size = batch_size
         self._model = model
+        self._model_given = model is not None
 
     @property
     def model(self) -> Any:
@@ -145,6 +147,26 @@ class FanBackend(LandmarkBackend):
                 f"face-alignment weights unavailable ({type(error).__name__}: {error}); they are "
                 f"downloaded once into {torch_hub_dir() / 'checkpoints'}. Connect once, or use "
                 f"the dlib landmark backend") from error
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        # A model passed in (tests' untrained one) or a subclass is not the downloaded FAN.
+        if self._model_given or type(self) is not FanBackend:
+            return None
+        versions = {}
+        for package in ("face-alignment", "torch"):
+            try:
+                versions[package] = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                return None
+        # FAN's and S3FD's file names carry a hash of their contents; BlazeFace's do not: sizes too.
+        checkpoints = torch_hub_dir() / "checkpoints"
+        try:
+            weights = [[name, (checkpoints / name).stat().st_size]
+                       for name in (FAN_2D_WEIGHTS, *DETECTOR_WEIGHTS[self.face_detector])]
+        except OSError:
+            return None
+        return {"backend": self.name, **versions, "device": self.device, "detector": self.face_detector,
+                "weights": weights, "flip_input": True}
 
     def detect_faces(self, image: np.ndarray, min_face_px: float | None = None) -> list[FaceDetection]:
         image = as_rgb(image)

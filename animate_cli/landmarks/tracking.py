@@ -35,6 +35,8 @@ COARSE_SEARCH_SIDE = 2048
 # it (settling the driver alone moved the pose reference off that frame: AKD +0.003 on a talking video).
 SETTLE_FITS = 4
 COARSE_FACE_FRACTION = 1 / 8
+# How often a tracked face's landmarks are refitted in a fresh detection's box (frames).
+REDETECT_EVERY = 30
 
 
 def detect_photo_landmarks(backend: LandmarkBackend, image: np.ndarray, face_index: int = 0,
@@ -122,7 +124,7 @@ class FaceTracker:
     are taken only once the tracked one has been gone for ``redetect_every`` frames.
     """
 
-    def __init__(self, backend: LandmarkBackend, redetect_every: int = 30):
+    def __init__(self, backend: LandmarkBackend, redetect_every: int = REDETECT_EVERY):
         if redetect_every < 1:
             raise UsageError(f"redetect_every must be >= 1, got {redetect_every}")
         self.backend = backend
@@ -198,7 +200,7 @@ def _best_overlap(faces: list[FaceDetection], box: Box, min_iou: float) -> FaceD
 
 
 def track_video(backend: LandmarkBackend, frames: Iterable[np.ndarray], fps: float,
-                frame_size: tuple[int, int] | None = None, redetect_every: int = 30,
+                frame_size: tuple[int, int] | None = None, redetect_every: int = REDETECT_EVERY,
                 progress: Callable[[int], None] | None = None,
                 path: str | Path | None = None) -> LandmarkTrack:
     """Landmarks of every frame, gaps filled (see :func:`fill_gaps`); ``valid`` marks the frames

@@ -27,11 +27,13 @@ from ..io.video import VideoInfo, VideoWriter, even_size, iter_frames
 from ..landmarks import (LandmarkBackend, LandmarkTrack, fill_gaps, retarget_absolute, retarget_relative,
                          smooth_track, track_video)
 from ..landmarks.crop import FaceCrop, crop_from_landmarks
-from ..landmarks.retarget import about_typical_pose, hold_still
 from ..landmarks.reference import References, resolve_reference
+from ..landmarks.retarget import about_typical_pose, hold_still
+from ..landmarks.tracking import REDETECT_EVERY
 from ..person import Person, Shot
 from ..photos import PhotoFace, find_faces
 from ..progress import ProgressReporter, SilentProgress
+from . import track_cache
 from .composite import Compositor, compose_affine, crop_mask, face_mask, paste_affine
 from .fullres import FullResCompositor
 from .head3d import Head3D, RigidMotion, carry_in_3d
@@ -65,7 +67,7 @@ class Driver:
     path: Path
     track: LandmarkTrack
     video: VideoInfo | None
-    # Driver frames kept while tracking, for a preview (frame number -> small RGB image).
+    # Driver frames kept for a preview (frame number -> small RGB image): while tracking, or by a seek.
     kept_frames: dict[int, np.ndarray] = field(default_factory=dict)
 
 
@@ -90,10 +92,13 @@ def preview_driver_frames(checked: VideoInfo | LandmarkTrack, output_fps: float 
 
 def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
                 progress: ProgressReporter | None = None,
-                checked: VideoInfo | LandmarkTrack | None = None, keep: Sequence[int] = ()) -> Driver:
-    """Landmarks of every driving frame: from a saved .npz, or tracked in the video.
-    ``checked``: what ``check_driver`` returned for this path (it is not read twice); ``keep``:
-    frame numbers to keep small copies of while tracking (for a preview, without decoding twice)."""
+                checked: VideoInfo | LandmarkTrack | None = None, keep: Sequence[int] = (),
+                cache: bool = True) -> Driver:
+    """Landmarks of every driving frame: from a saved .npz, or tracked in the video (the raw track is
+    cached on disk by the video's bytes and the backend, see ``track_cache``; ``cache=False`` always
+    tracks). ``checked``: what ``check_driver`` returned for this path (it is not read twice); ``keep``:
+    frame numbers to keep small copies of while tracking (for a preview, without decoding twice; on a
+    cache hit they are decoded by a seek each)."""
     path = Path(path)
     progress = progress or SilentProgress()
     checked = checked if checked is not None else check_driver(path)
@@ -102,11 +107,24 @@ def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
         track, video = checked, None
     else:
         video = checked
-        with progress.stage("landmarks", video.frame_count) as advance:
-            frames = iter_frames(path, info=video)
-            if keep:
-                frames = keep_frames(frames, keep, kept, shrink_to=TILE_HEIGHT)
-            track = track_video(backend, frames, video.fps, video.size, progress=advance, path=path)
+        key = track_cache.track_key(path, backend, REDETECT_EVERY) if cache else None
+        cached = track_cache.read_track(track_cache.track_path(key), key, video) if key else None
+        if cached is not None:
+            track = cached
+            log.info("landmarks of %d frames from the cache (%s)", len(track), track_cache.track_path(key))
+            # A stage with nothing to do: no bar, its time still recorded.
+            with progress.stage("landmarks", 0):
+                kept = {index: driver_frame(path, True, video.fps, index, track.points[index], track.frame_size)
+                        for index in keep if 0 <= index < len(track)}
+        else:
+            with progress.stage("landmarks", video.frame_count) as advance:
+                frames = iter_frames(path, info=video)
+                if keep:
+                    frames = keep_frames(frames, keep, kept, shrink_to=TILE_HEIGHT)
+                track = track_video(backend, frames, video.fps, video.size, REDETECT_EVERY, progress=advance,
+                                    path=path)
+            if key and len(track) == video.frame_count:
+                track_cache.store_track(track_cache.track_path(key), key, track)
     track = fill_gaps(track, path=path)
     if len(track) == 0:
         raise InputError("has no frames", path)
