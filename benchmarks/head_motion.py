@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from common import DRIVER, Timer, peak_rss_mb, print_tables, setup_process
 
 from animate_cli.config import FinetuneConfig
