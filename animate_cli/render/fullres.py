@@ -269,19 +269,19 @@ class FullResCompositor:
         self._photo_mask = None if self.whole_crop else self._face_mask(photo.crop_points)
         self._crop_mask = crop_mask(crop_size) if self.whole_crop else None
         self._fine = self._fine_origin = None
-        reach = None if head is None else head.layers.support
-        if reach is not None:
-            margin = int(FINE_MARGIN * max(reach[2] - reach[0], reach[3] - reach[1]))
-            reach = (max(reach[0] - margin, 0), max(reach[1] - margin, 0), min(reach[2] + margin, self.width),
-                     min(reach[3] + margin, self.height))
-        else:
-            reach = (0, 0, self.width, self.height)
-        if (reach[2] - reach[0]) * (reach[3] - reach[1]) <= FINE_MAX_PIXELS:
-            self._fine = fine_photo(self.image, reach)
-            self._fine_origin = (reach[0] - FINE_PAD, reach[1] - FINE_PAD)
+        # What the enlarged photo covers: where the head can move, with a margin (everything without head motion).
+        fine_box = (0, 0, self.width, self.height)
+        if head is not None and head.layers.support is not None:
+            x0, y0, x1, y1 = head.layers.support
+            margin = int(FINE_MARGIN * max(x1 - x0, y1 - y0))
+            fine_box = (max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, self.width),
+                        min(y1 + margin, self.height))
+        if (fine_box[2] - fine_box[0]) * (fine_box[3] - fine_box[1]) <= FINE_MAX_PIXELS:
+            self._fine = fine_photo(self.image, fine_box)
+            self._fine_origin = (fine_box[0] - FINE_PAD, fine_box[1] - FINE_PAD)
         # The photo pixels whose bicubic taps the enlarged photo holds.
-        self._fine_reach = (reach[0] - FINE_PAD + 1, reach[1] - FINE_PAD + 1, reach[2] + FINE_PAD - 2,
-                            reach[3] + FINE_PAD - 2)
+        self._fine_reach = (fine_box[0] - FINE_PAD + 1, fine_box[1] - FINE_PAD + 1, fine_box[2] + FINE_PAD - 2,
+                            fine_box[3] + FINE_PAD - 2)
         if head is not None:
             self._plate = np.ascontiguousarray(head.layers.plate)
             # Where the plate is filled in (the person's moving part and a margin): there the photo's own
