@@ -17,6 +17,7 @@ import torch
 
 from animate_cli.config import FinetuneConfig
 from animate_cli.export import ADAIN_INPUT, DEFAULT_OPSET, generator_onnx_bytes
+from animate_cli.io import disk_cache
 from animate_cli.jobs import build_engine
 from animate_cli.render import onnx_cache, onnx_renderer
 from animate_cli.render.onnx_renderer import OnnxRenderer
@@ -200,7 +201,7 @@ def test_only_the_newest_graphs_are_kept(tmp_path):
     now = time.time()
     files = {folder / f"generator-{age}.onnx": 100 * age for age in range(1, 5)}
     stale, fresh = folder / ".generator-9.partial-1.onnx", folder / ".generator-8.partial-2.onnx"
-    files.update({stale: 2 * onnx_cache.STALE_TEMPORARY_S, fresh: 10})  # left by processes that died, or writing
+    files.update({stale: 2 * disk_cache.STALE_TEMPORARY_S, fresh: 10})  # left by processes that died, or writing
     for path, age in files.items():
         path.write_bytes(b"graph")
         os.utime(path, (now - age, now - age))

@@ -15,12 +15,9 @@ modification time are kept (a file is touched when it is used).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,7 +25,7 @@ import torch
 
 from .. import export as export_module
 from ..config import ModelConfig
-from ..io.atomic import temp_path_for
+from ..io import disk_cache
 from ..models import blocks as blocks_module
 from ..models import generator as generator_module
 from ..models.face_resnet import default_cache_dir
@@ -41,8 +38,6 @@ GRAPH_FORMAT = 1
 KEEP_GRAPHS = 8
 # The graph's metadata entry that holds its key.
 KEY_PROPERTY = "animate_face.graph_key"
-# A temporary file older than this was left by a process that died while writing.
-STALE_TEMPORARY_S = 3600.0
 # The modules the graph is traced from: editing them (a new version, or a developer's checkout)
 # makes a new graph.
 TRACED_MODULES = (generator_module, blocks_module, export_module)
@@ -89,44 +84,11 @@ def read_graph(path: Path) -> bytes | None:
     except OSError as error:
         log.info("cannot read the cached ONNX graph %s (%s)", path, error.strerror or error)
         return None
-    # Used now: the newest files are the ones kept.
-    with contextlib.suppress(OSError):
-        os.utime(path)
+    disk_cache.touch(path)
     return data
 
 
 def store_graph(path: Path, data: bytes, keep: int = KEEP_GRAPHS) -> None:
     """Write ``data`` to ``path`` atomically, then keep the newest ``keep`` graphs beside it; a
     cache that cannot be written is only logged."""
-    temporary = temp_path_for(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as error:
-        log.info("cannot cache the generator's ONNX graph in %s (%s)", path.parent, error.strerror or error)
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        return
-    log.debug("cached the generator's ONNX graph in %s", path)
-    prune_graphs(path.parent, keep)
-
-
-def prune_graphs(folder: Path, keep: int = KEEP_GRAPHS) -> None:
-    """Remove all but the newest ``keep`` graphs in ``folder``, and temporary files that a process
-    died writing. Another process may be removing the same files: what is gone already is skipped."""
-    def modified(path: Path) -> float | None:
-        with contextlib.suppress(OSError):
-            return path.stat().st_mtime
-        return None
-
-    graphs = sorted(((mtime, path) for path in folder.glob("generator-*.onnx")
-                     if (mtime := modified(path)) is not None), reverse=True)
-    now = time.time()
-    stale = [path for path in folder.glob(".generator-*.partial-*.onnx")
-             if (mtime := modified(path)) is not None and mtime < now - STALE_TEMPORARY_S]
-    for path in [path for _, path in graphs[keep:]] + stale:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as error:
-            log.debug("cannot remove the old cached ONNX graph %s (%s)", path, error.strerror or error)
+    disk_cache.store(path, lambda stream: stream.write(data), "the generator's ONNX graph", keep, log)

@@ -15,20 +15,17 @@ time are kept (a file is touched when it is used).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import sys
-import time
 import tokenize
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import temp_path_for
+from ..io import disk_cache
 from ..io.video import VideoInfo
 from ..landmarks import base as base_module
 from ..landmarks import tracking as tracking_module
@@ -41,8 +38,6 @@ log = logging.getLogger(__name__)
 TRACK_FORMAT = 1
 # About 0.5 kB a frame: a minute at 25 fps is under 1 MB.
 KEEP_TRACKS = 32
-# A temporary file older than this was left by a process that died while writing.
-STALE_TEMPORARY_S = 3600.0
 # The modules a track is computed by, besides the backend's own: editing them makes new tracks.
 TRACKING_MODULES = (tracking_module, base_module)
 
@@ -103,46 +98,15 @@ def read_track(path: Path, key: str, video: VideoInfo) -> LandmarkTrack | None:
     if problem is not None:
         log.info("ignoring the cached landmarks %s: %s for %d frames", path, problem, count)
         return None
-    # Used now: the newest files are the ones kept.
-    with contextlib.suppress(OSError):
-        os.utime(path)
+    disk_cache.touch(path)
     return LandmarkTrack(points, valid, fps, frame_size)
 
 
 def store_track(path: Path, key: str, track: LandmarkTrack, keep: int = KEEP_TRACKS) -> None:
     """Write ``track`` to ``path`` atomically, then keep the newest ``keep`` tracks beside it; a cache
     that cannot be written is only logged."""
-    temporary = temp_path_for(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as stream:
-            np.savez(stream, points=track.points, valid=track.valid, fps=np.float64(track.fps),
-                     frame_size=np.asarray(track.frame_size, dtype=np.int64), key=np.str_(key))
-        os.replace(temporary, path)
-    except OSError as error:
-        log.info("cannot cache the driver's landmarks in %s (%s)", path.parent, error.strerror or error)
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        return
-    log.debug("cached the driver's landmarks in %s", path)
-    prune_tracks(path.parent, keep)
+    def write(stream) -> None:
+        np.savez(stream, points=track.points, valid=track.valid, fps=np.float64(track.fps),
+                 frame_size=np.asarray(track.frame_size, dtype=np.int64), key=np.str_(key))
 
-
-def prune_tracks(folder: Path, keep: int = KEEP_TRACKS) -> None:
-    """Remove all but the newest ``keep`` tracks in ``folder``, and temporary files that a process died
-    writing. Another process may be removing the same files: what is gone already is skipped."""
-    def modified(path: Path) -> float | None:
-        with contextlib.suppress(OSError):
-            return path.stat().st_mtime
-        return None
-
-    tracks = sorted(((mtime, path) for path in folder.glob("track-*.npz")
-                     if (mtime := modified(path)) is not None), reverse=True)
-    now = time.time()
-    stale = [path for path in folder.glob(".track-*.partial-*.npz")
-             if (mtime := modified(path)) is not None and mtime < now - STALE_TEMPORARY_S]
-    for path in [path for _, path in tracks[keep:]] + stale:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as error:
-            log.debug("cannot remove the old cached landmarks %s (%s)", path, error.strerror or error)
+    disk_cache.store(path, write, "the driver's landmarks", keep, log)
