@@ -41,8 +41,6 @@ class PersonGenerator(nn.Module):
     def __init__(self, generator: Generator, adain_params: torch.Tensor):
         super().__init__()
         self.generator = generator
-        self.uses_warp = generator.warp
-        self.uses_region = generator.config.uses_region
         # (1, adain_size): AdaIN broadcasts it over the batch, so no per-batch expand is needed.
         self.register_buffer("adain_params", adain_params.detach().reshape(1, -1).clone())
 

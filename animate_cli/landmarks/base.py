@@ -222,6 +222,16 @@ class LandmarkBackend(ABC):
         return None
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of the distribution ``name`` (for ``cache_identity``), None when unknown."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 BackendFactory = Callable[[str], LandmarkBackend]
 _FACTORIES: dict[str, BackendFactory] = {}
 

@@ -8,7 +8,6 @@ fit; detection cost grows with the image size (see :meth:`DlibBackend.detect_fac
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import importlib.util
 import logging
 from pathlib import Path
@@ -18,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import WeightsError
-from .base import (NUM_LANDMARKS, Box, FaceDetection, LandmarkBackend, as_rgb, register_backend,
+from .base import (NUM_LANDMARKS, Box, FaceDetection, LandmarkBackend, as_rgb, package_version, register_backend,
                    sort_largest_first)
 
 logger = logging.getLogger(__name__)
@@ -133,18 +132,13 @@ class DlibBackend(LandmarkBackend):
         # A subclass may compute other landmarks under the same settings.
         if type(self) is not DlibBackend:
             return None
+        models = package_version("face-recognition-models")
+        if models is None:
+            return None
         predictor = shape_predictor_path()
-        return {"backend": self.name, "dlib": getattr(self._dlib, "__version__", "unknown"),
-                "models": _package_version("face-recognition-models"),
+        return {"backend": self.name, "dlib": getattr(self._dlib, "__version__", "unknown"), "models": models,
                 "predictor": [predictor.name, predictor.stat().st_size],
                 "threshold": self.threshold, "near_threshold": self.near_threshold}
-
-
-def _package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 @register_backend("dlib")

@@ -7,7 +7,6 @@ they are already there (see :func:`fan_weights_cached`), so an offline machine n
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import logging
 import os
@@ -19,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UsageError, WeightsError
-from .base import (NUM_LANDMARKS, Box, FaceDetection, LandmarkBackend, as_rgb, register_backend,
+from .base import (NUM_LANDMARKS, Box, FaceDetection, LandmarkBackend, as_rgb, package_version, register_backend,
                    sort_largest_first)
 
 logger = logging.getLogger(__name__)
@@ -152,12 +151,9 @@ class FanBackend(LandmarkBackend):
         # A model passed in (tests' untrained one) or a subclass is not the downloaded FAN.
         if self._model_given or type(self) is not FanBackend:
             return None
-        versions = {}
-        for package in ("face-alignment", "torch"):
-            try:
-                versions[package] = importlib.metadata.version(package)
-            except importlib.metadata.PackageNotFoundError:
-                return None
+        versions = {package: package_version(package) for package in ("face-alignment", "torch")}
+        if None in versions.values():
+            return None
         # FAN's and S3FD's file names carry a hash of their contents; BlazeFace's do not: sizes too.
         checkpoints = torch_hub_dir() / "checkpoints"
         try:

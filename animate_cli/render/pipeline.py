@@ -108,10 +108,11 @@ def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
     else:
         video = checked
         key = track_cache.track_key(path, backend, REDETECT_EVERY) if cache else None
-        cached = track_cache.read_track(track_cache.track_path(key), key, video) if key else None
+        cached_at = track_cache.track_path(key) if key else None
+        cached = track_cache.read_track(cached_at, key, video) if cached_at else None
         if cached is not None:
             track = cached
-            log.info("landmarks of %d frames from the cache (%s)", len(track), track_cache.track_path(key))
+            log.info("landmarks of %d frames from the cache (%s)", len(track), cached_at)
             # A stage with nothing to do: no bar, its time still recorded.
             with progress.stage("landmarks", 0):
                 kept = {index: driver_frame(path, True, video.fps, index, track.points[index], track.frame_size)
@@ -123,8 +124,8 @@ def load_driver(path: str | Path, backend: LandmarkBackend, smoothing: float,
                     frames = keep_frames(frames, keep, kept, shrink_to=TILE_HEIGHT)
                 track = track_video(backend, frames, video.fps, video.size, REDETECT_EVERY, progress=advance,
                                     path=path)
-            if key and len(track) == video.frame_count:
-                track_cache.store_track(track_cache.track_path(key), key, track)
+            if cached_at and len(track) == video.frame_count:
+                track_cache.store_track(cached_at, key, track)
     track = fill_gaps(track, path=path)
     if len(track) == 0:
         raise InputError("has no frames", path)
