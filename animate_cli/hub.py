@@ -32,10 +32,13 @@ MODEL_CARD_FILE = "README.md"
 # The learned mouth and eye models (animate_cli/parts); optional: a checkpoint without them renders
 # the synthetic mouth interior.
 PARTS_FILE = "parts.safetensors"
+# The generator's ONNX graph for these weights (render/onnx_cache.py, ``bundle_graph``); optional: without
+# it the first run on a CPU exports the graph itself, about 2 s.
+GRAPH_FILE = "generator.onnx"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 # What a published checkpoint must have, and everything a download or an upload takes.
 PUBLISHED_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_CARD_FILE)
-CHECKPOINT_FILES = (*PUBLISHED_FILES, PARTS_FILE)
+CHECKPOINT_FILES = (*PUBLISHED_FILES, PARTS_FILE, GRAPH_FILE)
 WEIGHTS_ENV = "ANIMATE_FACE_WEIGHTS"
 BUNDLED = "bundled"
 
@@ -262,8 +265,8 @@ def publish(
     token: str | None = None,
     commit_message: str = "Upload animate-face weights",
 ) -> str:
-    """Upload a checkpoint folder (config.json, model.safetensors, README.md and parts.safetensors when
-    present, nothing else) to the Hub.
+    """Upload a checkpoint folder (config.json, model.safetensors, README.md, and parts.safetensors and
+    generator.onnx when present, nothing else) to the Hub.
 
     Creates the repository when needed and returns its URL. Raises UsageError for a malformed
     repo id and WeightsError when the folder is incomplete or the upload fails.

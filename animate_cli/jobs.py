@@ -141,7 +141,7 @@ class Engine:
         if self.render_backend == "onnx":
             from .render.onnx_renderer import OnnxRenderer  # onnxruntime loads only when asked for
             return OnnxRenderer(self.model, person, self.device, detail_size=detail_size(person), parts=self.parts,
-                                part_names=self.part_names)
+                                part_names=self.part_names, weights_dir=self.weights_dir)
         return NeuralRenderer(self.model, person, self.device, detail_size=detail_size(person), compile=self.compile,
                               parts=self.parts, part_names=self.part_names)
 

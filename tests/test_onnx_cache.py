@@ -1,6 +1,7 @@
 """The ONNX renderer's graph cache: one graph per set of generator weights, psi an input, reused across
 renderers and people; fine-tuned weights get their own entry; a broken or unwritable cache only costs
-the export."""
+the export. A graph shipped with the weights spares even the first run the export, and is used only for
+the weights and code it was made from."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import torch
 
 from animate_cli.config import FinetuneConfig
 from animate_cli.export import ADAIN_INPUT, DEFAULT_OPSET, generator_onnx_bytes
+from animate_cli.hub import bundled_weights_dir
 from animate_cli.io import disk_cache
 from animate_cli.jobs import build_engine
+from animate_cli.models import TalkingHeadModel
 from animate_cli.render import onnx_cache, onnx_renderer
 from animate_cli.render.onnx_renderer import OnnxRenderer
 
@@ -210,3 +213,71 @@ def test_only_the_newest_graphs_are_kept(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [fresh.name, "generator-0.onnx", "generator-1.onnx",
                                                         "generator-4.onnx"]
     assert onnx_cache.read_graph(folder / "generator-absent.onnx") is None
+
+
+def shipped(engine, state, data: bytes, folder):
+    """A checkpoint folder whose shipped graph is ``data`` keyed for the generator weights ``state``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return onnx_cache.bundle_graph(engine.model.config, state, data, DEFAULT_OPSET, folder).parent
+
+
+def test_a_graph_shipped_with_the_weights_spares_the_first_run_the_export(engine_and_person, cached, tmp_path,
+                                                                         monkeypatch):
+    engine, person = engine_and_person
+    checkpoint = shipped(engine, engine.model.generator.state_dict(), cached.data, tmp_path / "checkpoint")
+    empty = tmp_path / "cache"
+    monkeypatch.setenv("ANIMATE_FACE_CACHE", str(empty))
+    refuse_export(monkeypatch)
+    frames = OnnxRenderer(engine.model, person, CPU, weights_dir=checkpoint).render(cached.targets)
+    np.testing.assert_array_equal(frames, cached.frames)
+    assert not empty.exists()  # nothing exported, nothing cached
+    assert [p.name for p in checkpoint.iterdir()] == [onnx_cache.BUNDLED_GRAPH]  # no temporary file left
+
+
+@pytest.mark.parametrize("shipped_graph", ["of other weights", "garbage", "truncated"])
+def test_a_shipped_graph_that_is_not_these_weights_graph_is_ignored(engine_and_person, cached, tmp_path, monkeypatch,
+                                                                   caplog, shipped_graph):
+    engine, person = engine_and_person
+    checkpoint = shipped(engine, fine_tuned(engine, person).generator_state if shipped_graph == "of other weights"
+                         else engine.model.generator.state_dict(), cached.data, tmp_path / "checkpoint")
+    path = checkpoint / onnx_cache.BUNDLED_GRAPH
+    if shipped_graph != "of other weights":
+        path.write_bytes(b"not an onnx graph" * 100 if shipped_graph == "garbage" else path.read_bytes()[:-3])
+    monkeypatch.setenv("ANIMATE_FACE_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO, logger=onnx_renderer.__name__):
+        frames = OnnxRenderer(engine.model, person, CPU, weights_dir=checkpoint).render(cached.targets)
+    assert f"ignoring a broken bundled ONNX graph {path}" in caplog.text or (
+        f"ignoring a bundled ONNX graph {path} without this graph's key" in caplog.text)
+    np.testing.assert_array_equal(frames, cached.frames)  # exported instead
+    assert graphs(tmp_path / "cache") == [cached.name]
+
+
+def test_a_fine_tuned_person_never_renders_with_the_shipped_graph(engine_and_person, cached, tmp_path, monkeypatch):
+    engine, person = engine_and_person
+    checkpoint = shipped(engine, engine.model.generator.state_dict(), cached.data, tmp_path / "checkpoint")
+    monkeypatch.setenv("ANIMATE_FACE_CACHE", str(tmp_path / "cache"))
+    tuned = fine_tuned(engine, person)
+    frames = OnnxRenderer(engine.model, tuned, CPU, weights_dir=checkpoint).render(cached.targets)
+    assert_same_frames(frames, baked_frames(engine, tuned, cached.targets))
+    assert np.abs(frames.astype(int) - cached.frames.astype(int)).mean() > 1
+
+
+def test_the_shipped_key_holds_across_torch_versions_the_cached_one_does_not(engine_and_person, monkeypatch):
+    engine, _ = engine_and_person
+    config, state = engine.model.config, engine.model.generator.state_dict()
+    cached_key = onnx_cache.graph_key(config, state, DEFAULT_OPSET)
+    portable_key = onnx_cache.graph_key(config, state, DEFAULT_OPSET, portable=True)
+    assert portable_key != cached_key
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    assert onnx_cache.graph_key(config, state, DEFAULT_OPSET, portable=True) == portable_key
+    assert onnx_cache.graph_key(config, state, DEFAULT_OPSET) != cached_key
+
+
+def test_the_shipped_graph_is_that_of_the_shipped_weights():
+    """The bundled weights' graph must match them and today's generator code, or every user's first run
+    exports it again: after changing either, run `python scripts/bundle_graph.py`."""
+    folder = bundled_weights_dir()
+    model = TalkingHeadModel.from_pretrained(folder, device=CPU).eval()
+    assert (folder / onnx_cache.BUNDLED_GRAPH).is_file(), "no weights/generator.onnx: run scripts/bundle_graph.py"
+    assert onnx_renderer.bundled_session(model, folder, CPU) is not None, (
+        "weights/generator.onnx is not the graph of the bundled weights and this code: run scripts/bundle_graph.py")

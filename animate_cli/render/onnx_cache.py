@@ -11,6 +11,13 @@ that a file which is not whole, or not that graph, is never used.
 The cache only saves time: a folder that cannot be written or a file that cannot be read is logged at
 info level and the graph is exported in memory, as without it. The newest ``KEEP_GRAPHS`` files by
 modification time are kept (a file is touched when it is used).
+
+A checkpoint may ship the graph of its own weights beside them (``BUNDLED_GRAPH``, written by
+``bundle_graph``; the bundled ``weights/`` do), so that even a first run exports nothing. Its key
+(``graph_key(..., portable=True)``) leaves torch's version out: a graph traced by one torch version
+runs the same under onnxruntime whichever torch the user has. A bundled graph whose key is not that of
+the weights and code at hand (other weights, an edited generator) is ignored, and the graph is exported
+as without it.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 
 from .. import export as export_module
 from ..config import ModelConfig
+from ..hub import GRAPH_FILE
 from ..io import disk_cache
 from ..models import blocks as blocks_module
 from ..models import generator as generator_module
@@ -38,16 +46,22 @@ GRAPH_FORMAT = 1
 KEEP_GRAPHS = 8
 # The graph's metadata entry that holds its key.
 KEY_PROPERTY = "animate_face.graph_key"
+# The graph shipped beside a checkpoint's weights (``bundle_graph``).
+BUNDLED_GRAPH = GRAPH_FILE
 # The modules the graph is traced from: editing them (a new version, or a developer's checkout)
 # makes a new graph.
 TRACED_MODULES = (generator_module, blocks_module, export_module)
 
 
-def graph_key(config: ModelConfig, generator_state: Mapping[str, torch.Tensor], opset: int) -> str:
-    """The hash of everything the graph is made from. Raises OSError when a traced module's source
-    cannot be read (an unusual install): such a graph is not cached."""
+def graph_key(config: ModelConfig, generator_state: Mapping[str, torch.Tensor], opset: int,
+              portable: bool = False) -> str:
+    """The hash of everything the graph is made from (``portable``: but torch's version, for a graph
+    shipped with the weights). Raises OSError when a traced module's source cannot be read (an unusual
+    install): such a graph is not cached."""
     digest = hashlib.sha256()
-    header = {"format": GRAPH_FORMAT, "opset": opset, "torch": torch.__version__, "config": config.to_dict()}
+    header = {"format": GRAPH_FORMAT, "opset": opset, "config": config.to_dict()}
+    if not portable:
+        header["torch"] = torch.__version__
     digest.update(json.dumps(header, sort_keys=True).encode())
     for module in TRACED_MODULES:
         digest.update(Path(module.__file__).read_bytes())
@@ -75,16 +89,18 @@ def with_key(data: bytes, key: str) -> bytes:
     return model.SerializeToString()
 
 
-def read_graph(path: Path) -> bytes | None:
-    """The cached file's bytes, or None when there is none or it cannot be read."""
+def read_graph(path: Path, cached: bool = True) -> bytes | None:
+    """The file's bytes (a ``cached`` one is touched), or None when there is none or it cannot be read."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as error:
-        log.info("cannot read the cached ONNX graph %s (%s)", path, error.strerror or error)
+        log.info("cannot read the %s ONNX graph %s (%s)", "cached" if cached else "bundled", path,
+                 error.strerror or error)
         return None
-    disk_cache.touch(path)
+    if cached:
+        disk_cache.touch(path)
     return data
 
 
@@ -92,3 +108,18 @@ def store_graph(path: Path, data: bytes, keep: int = KEEP_GRAPHS) -> None:
     """Write ``data`` to ``path`` atomically, then keep the newest ``keep`` graphs beside it; a
     cache that cannot be written is only logged."""
     disk_cache.store(path, lambda stream: stream.write(data), "the generator's ONNX graph", keep, log)
+
+
+def bundle_graph(config: ModelConfig, generator_state: Mapping[str, torch.Tensor], graph: bytes, opset: int,
+                 folder: str | Path) -> Path:
+    """Write ``graph`` (the generator's, from ``export.generator_graph_bytes``, for ``generator_state``)
+    into the checkpoint ``folder`` as ``BUNDLED_GRAPH``, keyed portably, atomically; returns its path."""
+    path = Path(folder) / BUNDLED_GRAPH
+    data = with_key(graph, graph_key(config, generator_state, opset, portable=True))
+    temporary = disk_cache.temp_path_for(path)
+    try:
+        temporary.write_bytes(data)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
