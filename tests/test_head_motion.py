@@ -11,6 +11,7 @@ from skimage import data
 
 from animate_cli.errors import UsageError
 from animate_cli.landmarks import create_backend, detect_photo_landmarks, eye_opening, mouth_opening
+from animate_cli.landmarks.crop import face_size
 from animate_cli.landmarks.reference import (References, expression_costs, matching_frame, parse_reference,
                                              pick_references, resolve_reference)
 from animate_cli.landmarks.retarget import about_typical_pose, gap_mapping, retarget_relative
@@ -343,6 +344,28 @@ def test_the_background_plate_has_no_hole_and_no_person(points):
     assert layers.plate[hole].min() > 0
     # Away from the person the plate is the photo itself.
     assert (layers.plate[:20, :20] == image[:20, :20]).all()
+
+
+def test_the_plate_continues_a_striped_background_just_inside_the_hole(points):
+    # A person in front of red and white stripes (a flag): where the moving head uncovers the plate, just inside the
+    # hole's edge, each stripe goes on in its own colour; the push-pull fill alone averaged them to pink there.
+    image, matte = _scene(points)
+    red, white = np.array([200, 30, 40]), np.array([240, 240, 240])
+    is_red = (np.arange(image.shape[0]) // 16) % 2 == 0
+    stripes = np.where(is_red[:, None, None], red, white).astype(np.uint8)
+    image = np.where(matte[..., None] > 0, image, np.broadcast_to(stripes, image.shape))
+    layers = HeadLayers.from_photo(image, points, matte=matte)
+    filled = (layers.plate != image).any(axis=-1)
+    depth = max(1, int(round(0.03 * face_size(points))))
+    # Rows beside the eyes and nose, away from the stripes' borders; the pixel ``depth`` inside the hole's left edge.
+    rows = [y for y in range(int(points[19, 1]), int(points[33, 1])) if 4 <= y % 16 <= 11]
+    assert len(rows) >= 16 and is_red[rows].any() and not is_red[rows].all()
+    for y in rows:
+        x = np.flatnonzero(filled[y])[0] + depth
+        own, other = (red, white) if is_red[y] else (white, red)
+        colour = layers.plate[y, x].astype(int)
+        assert np.abs(colour - own).max() <= 25, (y, colour)
+        assert np.abs(colour - own).sum() < np.abs(colour - other).sum()
 
 
 def test_push_pull_fills_holes_from_their_surroundings():
