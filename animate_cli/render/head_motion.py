@@ -79,16 +79,11 @@ MATTE_SOFTNESS = 0.015
 # (the matte's soft edge and hair strands beyond it).
 PLATE_GROW = 0.06
 # How the plate's hole is filled (``fill_continuing_edges``). A moving head uncovers only a sliver near the hole's
-# edge (10 to 40 px), where the background's structure must go on: the push-pull fill alone averaged a flag's red and
-# white stripes into a pink smear there, and a plate mirrored across the person's edge drew walls, lights and blinds
-# wrong on talking videos. OpenCV's Telea inpainting continues the edge's stripes and edges, but the further in, the
-# less right it is (deep in a large hole it draws long streaks, ceiling lights smeared inwards; blinds' slats bend
-# along the hole's outline): it is used up to EDGE_FILL_FULL face sizes from the known background, fading into the
-# push-pull fill by EDGE_FILL_END. Full-frame self-reenactment, 12 talking videos, face-box SSIM against the
-# push-pull fill alone: 0.04 / 0.12 mean -0.0004, worst video -0.0021 (liveportrait_d13); 0.1 / 0.25 mean -0.0009,
-# edtalk_mouth_source's blinds -0.0053. It runs on the region shrunk to about EDGE_FILL_SIDE px on its longest side
-# (the cost stays small on a large photo: about 0.1 s a photo), with OpenCV's neighbourhood radius EDGE_FILL_RADIUS px
-# there, and is enlarged.
+# edge, where the background's structure must go on (push-pull alone averaged a flag's stripes into a smear). Telea
+# inpainting continues it there, up to EDGE_FILL_FULL face sizes from the known background, fading into the push-pull
+# fill by EDGE_FILL_END: deeper in it draws streaks and bends blinds' slats along the hole's outline (wider bands
+# measured and dropped: docs/findings.md, "2026-12-07 (last)"). It runs on the region shrunk to EDGE_FILL_SIDE px
+# on its longest side, with OpenCV's neighbourhood radius EDGE_FILL_RADIUS px there, and is enlarged.
 EDGE_FILL_FULL = 0.04
 EDGE_FILL_END = 0.12
 EDGE_FILL_SIDE = 400
