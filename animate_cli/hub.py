@@ -113,19 +113,20 @@ def bundled_weights_dir() -> Path:
     """The folder of the weights shipped with animate-face.
 
     Installed, the top-level ``weights/`` folder is the package ``animate_cli.bundled_weights``
-    (see pyproject.toml); in a source checkout it is ``weights/`` beside ``animate_cli/``.
+    (see pyproject.toml), a folder without ``__init__.py`` (a namespace package: ``importlib.resources``
+    gives no plain path for it, so its search locations are read); in a source checkout it is
+    ``weights/`` beside ``animate_cli/``.
     """
-    from importlib import resources
+    import importlib.util
 
     checkout = Path(__file__).resolve().parents[1] / "weights"
     try:
-        installed = resources.files("animate_cli.bundled_weights")
+        spec = importlib.util.find_spec("animate_cli.bundled_weights")
     except ModuleNotFoundError:
-        installed = None
-    if not isinstance(installed, Path):  # not installed (or zipped, which setuptools does not do)
-        return checkout
-    if (installed / CONFIG_FILE).is_file() or not checkout.is_dir():
-        return installed
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / CONFIG_FILE).is_file():
+            return Path(location)
     return checkout
 
 

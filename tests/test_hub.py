@@ -249,3 +249,23 @@ def test_publish_unreachable(hf_home: Path, tmp_path: Path, monkeypatch: pytest.
     point_hub_at(monkeypatch, closed_port_url())
     with pytest.raises(WeightsError, match="cannot reach the Hugging Face Hub"):
         publish(make_checkpoint(tmp_path / "ckpt"), REPO)
+
+
+def test_bundled_dir_when_installed_is_the_package_folder(tmp_path: Path) -> None:
+    # Installed from a wheel (not editable), weights/ is the folder animate_cli/bundled_weights without an
+    # __init__.py: a namespace package, for which importlib.resources gives no plain path. A fresh interpreter
+    # without site-packages (so no editable finder) imports this layout and must find the weights there.
+    import shutil
+    import subprocess
+    import sys
+
+    package = tmp_path / "site" / "animate_cli"
+    (package / "bundled_weights").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for name in ("hub.py", "errors.py"):
+        shutil.copy(Path(hub.__file__).parent / name, package / name)
+    (package / "bundled_weights" / "config.json").write_text("{}")
+    found = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                            "from animate_cli.hub import bundled_weights_dir; print(bundled_weights_dir())",
+                            str(tmp_path / "site")], capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found) == package / "bundled_weights"
