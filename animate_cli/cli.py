@@ -27,7 +27,7 @@ from .commands.options import (DEFAULT_STEPS, AbsoluteOpt, Backend, BackendOpt, 
                                WeightsOpt)
 from .commands.tools import register_tool_commands
 from .commands.train import register_training_commands
-from .config import MAX_SHOTS, FinetuneConfig
+from .config import DEFAULT_CRF, MAX_SHOTS, FinetuneConfig
 from .errors import UsageError
 
 log = logging.getLogger("animate_cli")
@@ -92,7 +92,7 @@ def animate_command(
                                                         "this folder.", rich_help_panel="Fine-tuning")] = None,
     person: Annotated[Optional[Path], typer.Option("--person", help="Reuse a person saved with --save-person "
                                                    "(skips fine-tuning).", rich_help_panel="Fine-tuning")] = None,
-    size: SizeOpt = None, fps: FpsOpt = None, crf: CrfOpt = 18, no_audio: NoAudioOpt = False,
+    size: SizeOpt = None, fps: FpsOpt = None, crf: CrfOpt = DEFAULT_CRF, no_audio: NoAudioOpt = False,
     crop_only: CropOnlyOpt = False, side_by_side: SideOpt = False, overwrite: OverwriteOpt = False,
     smoothing: SmoothOpt = 1.0, absolute: AbsoluteOpt = False, face_index: FaceIndexOpt = 0,
     reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True, head_model: HeadModelOpt = "3d",
@@ -173,7 +173,7 @@ def batch_command(
     device: DeviceOpt = Device.auto,
     finetune_steps: StepsOpt = DEFAULT_STEPS,
     seed: SeedOpt = 0,
-    size: SizeOpt = None, fps: FpsOpt = None, crf: CrfOpt = 18, no_audio: NoAudioOpt = False,
+    size: SizeOpt = None, fps: FpsOpt = None, crf: CrfOpt = DEFAULT_CRF, no_audio: NoAudioOpt = False,
     crop_only: CropOnlyOpt = False, side_by_side: SideOpt = False, overwrite: OverwriteOpt = False,
     smoothing: SmoothOpt = 1.0, absolute: AbsoluteOpt = False, face_index: FaceIndexOpt = 0,
     reference: ReferenceOpt = "auto", head_motion: HeadMotionOpt = True, head_model: HeadModelOpt = "3d",

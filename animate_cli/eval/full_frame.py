@@ -50,7 +50,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..config import FinetuneConfig, RenderConfig
+from ..config import DEFAULT_CRF, FinetuneConfig, RenderConfig
 from ..errors import UsageError
 from .metrics import (FaceIdentity, FacePerceptual, detail_ratio, detect_near, identity_distance, landmark_error,
                       pearson, psnr, ssim)
@@ -444,7 +444,7 @@ def average_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
 
 
 def still_driver(photos: Sequence[str | Path], renderers: Renderers, methods: Sequence[str], frames: int = 20,
-                 crf: int = 18, progress: ProgressReporter | None = None) -> list[dict[str, Any]]:
+                 crf: int = DEFAULT_CRF, progress: ProgressReporter | None = None) -> list[dict[str, Any]]:
     """One row per (photo, method): the photo driven by a video of itself (``frames`` identical frames,
     encoded at ``crf``) through the whole main job, written at the same ``crf`` and read back. A still
     driver must give the photo back: face-box PSNR and detail against the photo, beside the ceiling (the

@@ -28,6 +28,7 @@ from typing import IO
 import cv2
 import numpy as np
 
+from animate_cli.config import DEFAULT_CRF, X264_PRESET
 from animate_cli.errors import InputError, OutputError
 from animate_cli.io.atomic import DISK_FULL_MESSAGE, AtomicOutput, temp_path_for
 from animate_cli.io.images import check_input_file
@@ -395,10 +396,10 @@ class VideoWriter:
         path: str | Path,
         fps: float,
         size: tuple[int, int],
-        crf: int = 18,
+        crf: int = DEFAULT_CRF,
         audio_from: str | Path | None = None,
         overwrite: bool = False,
-        preset: str = "medium",
+        preset: str = X264_PRESET,
     ):
         width, height = (int(v) for v in size)
         if width < 2 or height < 2 or width % 2 or height % 2:
