@@ -79,7 +79,7 @@ def main() -> None:
                "render fps", "total s"]
     print_tables([(f"animate-face stages: {PORTRAIT.name} driven by {DRIVER.name}", columns, rows)], [
         f"Untrained weights of each preset (guidance warp, blend region {args.blend_region}), default settings "
-        "otherwise (output at the photo's size, H.264 crf 18, audio).",
+        "otherwise (output at the photo's size, H.264 at the default crf and preset, audio).",
         "Generation is timed inside the overlapped pipeline, where it shares the CPU with compositing and "
         "encoding; render wall < generation + composite+encode is the overlap's gain.",
     ])
