@@ -176,9 +176,9 @@ def register_eval_command(app: typer.Typer) -> None:
                                                        "photo, driver and method into this folder (the frames "
                                                        "of largest turn first).", rich_help_panel="Full frame")] = None,
         still: Annotated[Optional[list[Path]], typer.Option("--still", help="--full-frame: also drive this photo "
-                                                             "by a still video of itself (20 frames at the output's crf; "
-                                                             "repeatable): face-box PSNR and detail against the "
-                                                             "photo, beside the photo encoded once.",
+                                                             "by a still video of itself (20 frames, encoded as "
+                                                             "the output is; repeatable): face-box PSNR and detail "
+                                                             "against the photo, beside the photo encoded once.",
                                                              rich_help_panel="Full frame")] = None,
         stride: Annotated[int, typer.Option("--stride", min=1, help="--full-frame: measure every N-th frame.",
                                             rich_help_panel="Full frame")] = 2,
