@@ -34,6 +34,7 @@ from .. import export as export_module
 from ..config import ModelConfig
 from ..hub import GRAPH_FILE
 from ..io import disk_cache
+from ..io.atomic import atomic_output
 from ..models import blocks as blocks_module
 from ..models import generator as generator_module
 from ..models.face_resnet import default_cache_dir
@@ -116,10 +117,6 @@ def bundle_graph(config: ModelConfig, generator_state: Mapping[str, torch.Tensor
     into the checkpoint ``folder`` as ``BUNDLED_GRAPH``, keyed portably, atomically; returns its path."""
     path = Path(folder) / BUNDLED_GRAPH
     data = with_key(graph, graph_key(config, generator_state, opset, portable=True))
-    temporary = disk_cache.temp_path_for(path)
-    try:
+    with atomic_output(path, overwrite=True) as temporary:
         temporary.write_bytes(data)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
