@@ -124,10 +124,12 @@ def bundled_weights_dir() -> Path:
         spec = importlib.util.find_spec("animate_cli.bundled_weights")
     except ModuleNotFoundError:
         spec = None
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        if (Path(location) / CONFIG_FILE).is_file():
-            return Path(location)
-    return checkout
+    installed = [Path(location) for location in (spec.submodule_search_locations or [])] if spec is not None else []
+    for location in installed:
+        if (location / CONFIG_FILE).is_file():
+            return location
+    # Installed without its weights: the installed folder, which the error then names.
+    return installed[0] if installed and not checkout.is_dir() else checkout
 
 
 def missing_files(folder: Path, names: tuple[str, ...] = REQUIRED_FILES) -> list[str]:

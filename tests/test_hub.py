@@ -264,8 +264,13 @@ def test_bundled_dir_when_installed_is_the_package_folder(tmp_path: Path) -> Non
     (package / "__init__.py").write_text("")
     for name in ("hub.py", "errors.py"):
         shutil.copy(Path(hub.__file__).parent / name, package / name)
+
+    def found() -> Path:
+        return Path(subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                                    "from animate_cli.hub import bundled_weights_dir; print(bundled_weights_dir())",
+                                    str(tmp_path / "site")], capture_output=True, text=True, check=True).stdout.strip())
+
+    # Installed without its weights (no checkout beside it either): the installed folder, which the error names.
+    assert found() == package / "bundled_weights"
     (package / "bundled_weights" / "config.json").write_text("{}")
-    found = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                            "from animate_cli.hub import bundled_weights_dir; print(bundled_weights_dir())",
-                            str(tmp_path / "site")], capture_output=True, text=True, check=True).stdout.strip()
-    assert Path(found) == package / "bundled_weights"
+    assert found() == package / "bundled_weights"
