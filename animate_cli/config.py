@@ -184,9 +184,8 @@ def resolve_steps(config: "FinetuneConfig", photos: int) -> "FinetuneConfig":
 HEAD_MODELS = ("3d", "flat")
 
 
-# The output's H.264 encoding: x264's veryfast preset at crf 16 gives the quality of its medium preset at crf 18
-# (PSNR against the frames within -0.4 to +0.2 dB on real talking videos) in files about a fifth larger, and
-# encodes 2.1-2.5x as fast: the encoder was 62 % of a 2048 px photo's main job (docs/findings.md, "last").
+# The output's H.264 encoding: x264's veryfast preset at crf 16, the quality of its medium preset at crf 18 encoded
+# several times as fast, in somewhat larger files (measured: docs/findings.md, "2026-12-07 (last)").
 DEFAULT_CRF = 16
 X264_PRESET = "veryfast"
 

@@ -172,8 +172,8 @@ def _cells(nodes: np.ndarray, per_strip: int, largest: bool) -> np.ndarray:
 def _shrunk_part(images: tuple[np.ndarray, ...], px: np.ndarray, py: np.ndarray, factor: float):
     """The part of the (equally sized) crop ``images`` that pixels (``px``, ``py``) of the crop sample bilinearly,
     each averaged down by about ``factor`` (INTER_AREA), and (px, py) in the shrunk part's pixels. Only that part is
-    averaged (the whole crop cost about 3 ms a frame for the three images, a mouth's part a fraction of it); its
-    width and height are whole shrunk pixels, so its scale differs from ``factor`` by under half a pixel over it."""
+    averaged, not the whole crop (docs/findings.md, "2026-12-07 (last)"); its width and height are whole shrunk
+    pixels, so its scale differs from ``factor`` by under half a pixel over it."""
     height, width = images[0].shape[:2]
     # Grown by what one shrunk pixel and its bilinear neighbour cover.
     margin = int(np.ceil(2.0 / factor)) + 1
