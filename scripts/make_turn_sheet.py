@@ -19,7 +19,7 @@ import numpy as np
 
 from animate_cli.config import FinetuneConfig, RenderConfig
 from animate_cli.eval.cross import head_pose
-from animate_cli.io.images import load_image
+from animate_cli.io.images import load_image, save_image
 from animate_cli.jobs import build_engine
 from animate_cli.render.pipeline import load_driver, render_frames
 from animate_cli.render.preview import contact_sheet, driver_frame, keep_frames
@@ -63,7 +63,7 @@ def main() -> None:
     drivers = [(i, driver_frame(Path(args.driver), False, track.fps, i, track.points[i], track.frame_size))
                for i in wanted]
     sheet = contact_sheet(load_image(args.photo), drivers, [(i, kept[i]) for i in wanted])
-    cv2.imwrite(args.output, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    save_image(args.output, sheet)
     print(f"wrote {args.output}: frames {wanted}")
 
 
