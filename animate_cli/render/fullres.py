@@ -356,10 +356,13 @@ class FullResCompositor:
         else:
             head_box = self.head.moved_roi(forward) if turning else self.head.roi(outline)
         roi = _box_union(face_box, head_box)
-        frame = self.image.copy()
         if roi is None:
-            return frame
+            return self.image.copy()
         x0, y0, x1, y1 = roi
+        # The photo around the ROI; the ROI's every pixel is written below (``_resample``).
+        frame = np.empty_like(self.image)
+        frame[:y0], frame[y1:] = self.image[:y0], self.image[y1:]
+        frame[y0:y1, :x0], frame[y0:y1, x1:] = self.image[y0:y1, :x0], self.image[y0:y1, x1:]
         # The map is made on a lattice about as fine as the face's map (MAX_LATTICE) and enlarged once.
         upscale = np.sqrt(abs(np.linalg.det(crop_to_out[:, :2])))
         lattice = int(np.clip(np.ceil(upscale - LATTICE_SLACK), 1, MAX_LATTICE))
@@ -411,26 +414,26 @@ class FullResCompositor:
         background behind it is the fill, not the photo: it is swapped for the plate's at the pixel's new place,
         out = photo(src) + weight (plate(p) - plate(src)), so what lies over it (hair strands) keeps its
         detail. Blending the edge into the plate kept 0.4 of it. Only the cells the soft edge crosses (a ring
-        round the head) are computed."""
+        round the head) are computed, the blend and the swap in one pass: out = R + w (P - R) + s (R - B), with R
+        the resampled photo, P the plate at the pixel, B the plate behind the pixel's source, w and s the blend's
+        and the swap's weights."""
         x0, y0, x1, y1 = roi
-        size = (x1 - x0, y1 - y0)
-        restored = []
-        if plate.swap is not None:
-            for span in plate.spans(plate.photo & (plate.cells(plate.swap, largest=True) > SWAP_MIN), size):
-                r0, r1, c0, c1 = span
-                # The plate behind is its smooth fill there: bilinear (a sharper kernel changed no pixel by more
-                # than a grey level).
-                behind = cv2.remap(self._plate, *backward.at(span), cv2.INTER_LINEAR, borderMode=PHOTO_BORDER)
-                change = cv2.subtract(out[r0:r1, c0:c1], behind, dtype=cv2.CV_32F)
-                change *= plate.at(plate.swap, span)[..., None]
-                restored.append((span, change))
-        for span in plate.spans(plate.photo & (plate.cells(plate.weight, largest=True) > 0), size):
+        blended = plate.photo & (plate.cells(plate.weight, largest=True) > 0)
+        swapped = None if plate.swap is None else blended & (plate.cells(plate.swap, largest=True) > SWAP_MIN)
+        for span in plate.spans(blended, (x1 - x0, y1 - y0)):
             r0, r1, c0, c1 = span
-            part = plate.at(plate.weight, span)
+            resampled = out[r0:r1, c0:c1]
             backdrop = self._plate[y0 + r0:y0 + r1, x0 + c0:x0 + c1]
-            out[r0:r1, c0:c1] = cv2.blendLinear(out[r0:r1, c0:c1], backdrop, 1.0 - part, part)
-        for (r0, r1, c0, c1), change in restored:
-            out[r0:r1, c0:c1] = cv2.add(change, out[r0:r1, c0:c1], dtype=cv2.CV_8U)
+            weight = plate.at(plate.weight, span)
+            if swapped is None or not swapped[r0 // plate.rows, c0 // plate.step:-(-c1 // plate.step)].any():
+                out[r0:r1, c0:c1] = cv2.blendLinear(resampled, backdrop, 1.0 - weight, weight)
+                continue
+            # The plate behind is its smooth fill there: bilinear (a sharper kernel changed no pixel by more than a
+            # grey level).
+            behind = cv2.remap(self._plate, *backward.at(span), cv2.INTER_LINEAR, borderMode=PHOTO_BORDER)
+            change = weight[..., None] * cv2.subtract(backdrop, resampled, dtype=cv2.CV_32F)
+            change += plate.at(plate.swap, span)[..., None] * cv2.subtract(resampled, behind, dtype=cv2.CV_32F)
+            out[r0:r1, c0:c1] = cv2.add(change, resampled, dtype=cv2.CV_8U)
 
     def _resample(self, out: np.ndarray, backward: _Map, roi: tuple[int, int, int, int], plate: _Plate | None) -> None:
         """The photo through the backward map over ``roi``, into ``out`` (its uint8 pixels), except beside the
