@@ -115,9 +115,10 @@ class TimedRenderer:
     def render(self, target_points: np.ndarray) -> np.ndarray:
         return self._timed(self.renderer.render, target_points)
 
-    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list:
-        return self._timed(lambda points: self.renderer.render_layers(points, measure_points=measure_points),
-                           target_points)
+    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None,
+                      shown: float = 1.0) -> list:
+        return self._timed(lambda points: self.renderer.render_layers(points, measure_points=measure_points,
+                                                                      shown=shown), target_points)
 
 
 class ReplayRenderer:
@@ -134,7 +135,8 @@ class ReplayRenderer:
         assert len(crops) == len(target_points)
         return crops
 
-    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list:
+    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None,
+                      shown: float = 1.0) -> list:
         return self.render(target_points)
 
 

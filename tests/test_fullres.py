@@ -367,3 +367,31 @@ def test_the_enlarged_photo_samples_as_sharply_as_lanczos_at_bicubics_cost():
     assert difference.mean() < 0.5 and difference.max() <= 6
     assert detail_ratio(enlarged, lanczos) >= 0.98
     assert detail_ratio(bicubic, lanczos) < detail_ratio(enlarged, lanczos)
+
+
+def test_the_learned_teeth_show_only_where_the_output_shows_them_at_about_their_size(tmp_path, warp_engine):
+    """The mouth model draws at its crop's size (96 px): on a small face its teeth are drawn over the synthetic
+    interior; on a large face, which would show that drawing enlarged to a soft smear, the synthetic interior's
+    crisp teeth alone (the frame is then the one ``--mouth synthetic`` makes)."""
+    synthetic_engine = build_engine(None, landmarks="dlib", device="cpu", renderer="warp", mouth="synthetic")
+    made = {}
+    face = data.astronaut()[:300, 100:400]      # the face fills about a third of it
+    for size in (300, 900):
+        image = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+        path = tmp_path / f"astronaut{size}.png"
+        save_image(path, image)
+        person = warp_engine.make_person([path], FinetuneConfig(steps=0))
+        targets = np.stack([person.photo.points, _open_mouth(person.photo.points, 0.12)]).astype(np.float32)
+        track = LandmarkTrack(targets, np.ones(2, bool), 25.0, (size, size))
+        frames = {}
+        for name, engine in (("teeth", warp_engine), ("synthetic", synthetic_engine)):
+            stream = render_frames(engine.frame_renderer(engine.make_person([path], FinetuneConfig(steps=0))),
+                                   person, Driver(path=None, track=track, video=None),
+                                   RenderConfig(audio=False, reference="first"))
+            try:
+                frames[name] = list(stream.frames)[1]
+            finally:
+                stream.frames.close()
+        made[size] = frames
+    assert not np.array_equal(made[300]["teeth"], made[300]["synthetic"])
+    assert np.array_equal(made[900]["teeth"], made[900]["synthetic"])

@@ -96,6 +96,39 @@ def test_the_teeth_fade_out_towards_the_lower_lip(face):
     assert np.all(np.diff(column[upper[1] + 2:lower[1] + 1]) <= 1e-6)       # fading out on the way down
 
 
+def test_the_learned_teeth_give_way_to_the_synthetic_ones_where_the_output_enlarges_them(face):
+    """``--mouth teeth`` on a large face: the model draws the mouth at its crop's size, so where the output shows
+    that drawing enlarged (a large photo's face) its teeth would be a soft smear; the synthetic interior's crisp
+    teeth are left instead, and the mouth model is not run. Shown at its size, the learned teeth are drawn."""
+    from animate_cli.parts.paint import TEETH, TEETH_SHOWN, teeth_share
+    from animate_cli.parts.geometry import MOUTH_SIDE
+    from animate_cli.landmarks.crop import face_size
+
+    image, points = face
+    torch.manual_seed(0)
+    parts = LearnedParts(TINY).eval()
+    closed = closed_mouth(points)
+    source = FaceWarper(image, points).warp(closed)
+    painter = PartsPainter(parts, source, closed, draw=(TEETH,))
+    warper = FaceWarper(source, closed)
+    target = opened(closed, 0.1)
+    synthetic = warper.warp(target)
+    # The output pixels one model pixel covers, at shown = 1.
+    enlarged = MOUTH_SIDE * face_size(target.astype(np.float64)) / TINY.mouth_size
+    small, large = TEETH_SHOWN[0] / enlarged * 0.99, TEETH_SHOWN[1] / enlarged * 1.01
+    assert teeth_share(target, TINY.mouth_size, small) == 1.0 and teeth_share(target, TINY.mouth_size, large) == 0.0
+    middle = teeth_share(target, TINY.mouth_size, (small + large) / 2)
+    assert 0.0 < middle < 1.0
+    calls = []
+    handle = parts.mouth.register_forward_hook(lambda *args: calls.append(1))
+    alphas = np.zeros((1,) + synthetic.shape[:2], np.float32)
+    kept = painter.paint(synthetic[None], target[None], alphas=alphas, shown=large)[0]
+    assert np.array_equal(kept, synthetic) and not alphas.any() and not calls
+    drawn = painter.paint(synthetic[None], target[None], shown=small)[0]
+    handle.remove()
+    assert calls and not np.array_equal(drawn, synthetic)
+
+
 def test_part_network_shapes_and_range():
     torch.manual_seed(0)
     net = PartNet(TINY.channels)
@@ -227,10 +260,18 @@ def test_renderers_use_the_part_models_and_fall_back_without_them(tmp_path, port
     assert eyes_only.frame_renderer(person).painter.draw == ("right_eye", "left_eye")
     assert np.array_equal(eyes_only.frame_renderer(person).render(target)[0], synthetic)
     # The default paints the learned mouth over the synthetic interior, fading out towards the lower
-    # lip: the upper part of the opening changes, the lower lip and what is below it do not.
-    painter = teeth.frame_renderer(person).painter
+    # lip: the upper part of the opening changes, the lower lip and what is below it do not. That is where
+    # the output shows the model's drawing at about its size (``shown``: output pixels per crop pixel); the tiny
+    # model's 32 px mouth shown in the crop itself would be enlarged about 6x, and the synthetic teeth stay.
+    from animate_cli.landmarks.crop import face_size
+    from animate_cli.parts.geometry import MOUTH_SIDE
+
+    renderer = teeth.frame_renderer(person)
+    painter = renderer.painter
     assert painter.teeth and painter.draw == ("mouth", "right_eye", "left_eye") and painter.needs_synthetic_mouth
-    over = teeth.frame_renderer(person).render(target)[0]
+    assert np.array_equal(renderer.render(target)[0], synthetic)
+    at_size = TINY.mouth_size / (MOUTH_SIDE * face_size(target[0].astype(np.float64)))
+    over = renderer.render_layers(target, shown=at_size)[0].crop
     lower_lip = int(np.ceil(target[0, [65, 66, 67], 1].max()))
     assert np.array_equal(over[lower_lip + 4:], synthetic[lower_lip + 4:])
     upper = target[0, [61, 62, 63]].mean(axis=0)

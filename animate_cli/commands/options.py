@@ -62,9 +62,10 @@ LearnedPartsOpt = Annotated[bool, typer.Option(
     "eye opening wider the photo's eye stretched); "
     "--no-learned-parts: the warp's own eyes.", rich_help_panel="Model")]
 MouthOpt = Annotated[Mouth, typer.Option(
-    "--mouth", help="The inside of an opening mouth: teeth = the learned mouth model's teeth over the synthetic "
-    "interior's dark opening (reads about as open as a real mouth); learned = the learned model's whole opening "
-    "(reads less open); synthetic = the synthetic interior alone (reads a little wider). See README.",
+    "--mouth", help="The inside of an opening mouth: teeth = the learned mouth model's upper teeth over the "
+    "synthetic interior, which alone shows where the output enlarges the model's drawing (a large face); learned "
+    "= the learned model's whole opening (reads less open); synthetic = the synthetic interior alone (teeth rows, "
+    "a dark gap). See README.",
     rich_help_panel="Model")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the generator (torch backend, CUDA).",
                                           rich_help_panel="Model")]

@@ -4,7 +4,7 @@ Each sees, at the part crop's resolution (``PartsConfig.mouth_size`` / ``eye_siz
 
 - the frame's part crop with the hole blanked (RGB, 3 channels) and the hole (1); a mouth model with
   ``mouth_residual`` sees the hole filled with the synthetic interior instead, and adds a correction
-  to it (it starts as that interior: a dark opening with single teeth),
+  to it (it starts as that interior: rows of single teeth over a dark gap),
 - the target's opening (``shape``: inside the inner lips, or inside the lids; 1),
 - the person's own part from the photo (RGB, 3) and its opening (1): their teeth when the photo
   shows them, their lips' and skin's colour, their iris,

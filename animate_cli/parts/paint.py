@@ -12,9 +12,10 @@ The mouth is drawn one of two ways: ``mouth``, the model's whole opening, or ``t
 default of the main command), the model's opening over the synthetic interior, fading out towards
 the lower inner lip (``teeth_weight``). The model draws the upper teeth well, in the person's own
 tones, but the lower half of a wide opening as a blurred lip-pink band that a viewer and dlib take
-for lip, so its mouths read less open than real ones; the synthetic interior's dark opening and
-sharp lower-lip edge read a little wider than real ones. Together they read about as open as the
-real mouth (docs/evaluation.md, "Part crops").
+for lip, so its mouths read less open than real ones; the synthetic interior keeps its lower teeth and the
+lower lip's sharp edge (docs/evaluation.md, "Part crops"). The model draws at its crop's size: where the output
+shows that drawing enlarged (a large face), its teeth would be a soft smear, and the synthetic interior alone
+shows (``TEETH_SHOWN``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import cv2
 import numpy as np
 import torch
 
+from ..landmarks.crop import face_size
 from ..tensors import images_to_tensor
 from ..render.warp import LOWER_INNER_LIP, UPPER_INNER_LIP, _smoothstep, mouth_fill_strength, mouth_opening
-from .geometry import PARTS, cut_part, eye_openness, part_masks, part_matrix, to_part
+from .geometry import MOUTH_SIDE, PARTS, cut_part, eye_openness, part_masks, part_matrix, to_part
 from .model import LearnedParts, part_inputs
 
 # An eye is redrawn when its openness (lid gap over eye width) differs from the photo's by this
@@ -51,6 +53,11 @@ DRAWABLE = (TEETH, *PARTS)
 # ``teeth``: the model's share fades from 1 to 0 between these distances from the lower inner lip, as
 # fractions of the opening's height (below that lip it is 0: the lower lip keeps its edge).
 TEETH_FADE = (0.05, 0.25)
+# ``teeth``: the model draws the mouth at its crop's size (``PartsConfig.mouth_size``). Where the output shows that
+# drawing enlarged, its teeth are a soft, glowing smear beside the photo's own detail and the synthetic interior's
+# crisp teeth (docs/findings.md, "2026-12-08"): the model's share is whole while one of its pixels covers at most
+# the first many output pixels (across), and gone by the second, where the synthetic interior alone shows.
+TEETH_SHOWN = (1.3, 1.6)
 
 
 def part_measure(part: str, points: np.ndarray) -> float:
@@ -73,6 +80,14 @@ def _strength(part: str, source_measure: float, target_measure: float) -> float:
 def part_strength(part: str, source_points: np.ndarray, target_points: np.ndarray) -> float:
     """How much of the learned part replaces the rendered one (0 to 1)."""
     return _strength(part, part_measure(part, source_points), part_measure(part, target_points))
+
+
+def teeth_share(points: np.ndarray, size: int, shown: float) -> float:
+    """How much of the learned teeth is drawn (0 to 1) for a mouth crop of ``size`` px cut around ``points`` (in
+    pixels of a crop the output shows ``shown`` times larger): whole while the output enlarges the model's drawing
+    by up to ``TEETH_SHOWN[0]``, none from ``TEETH_SHOWN[1]``."""
+    enlarged = shown * MOUTH_SIDE * face_size(np.asarray(points, np.float64)) / size
+    return 1.0 - float(_smoothstep(enlarged, *TEETH_SHOWN))
 
 
 def teeth_weight(points: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -166,7 +181,7 @@ class PartsPainter:
     @torch.inference_mode()
     def paint(self, frames: np.ndarray, target_points: np.ndarray, in_place: bool = False,
               alphas: np.ndarray | None = None, skin: np.ndarray | None = None,
-              measure_points: np.ndarray | None = None) -> np.ndarray:
+              measure_points: np.ndarray | None = None, shown: float = 1.0) -> np.ndarray:
         """(B, H, W, 3) uint8 rendered crops and their (B, 68, 2) target landmarks -> the crops with
         the changed parts redrawn: a new array, or ``frames`` itself painted over with ``in_place``
         (a renderer's own fresh frames). Frames no part applies to are left unchanged.
@@ -175,7 +190,9 @@ class PartsPainter:
         for the parts that redraw skin (the eyes' lids), under which a larger photo's fine detail can
         be kept (``render.fullres``). ``measure_points`` (B, 68, 2), when given, decide how strongly each
         part is redrawn instead of ``target_points`` (the face as the output shows it, when the targets
-        are in another frame: the 3D head's expression in the photo's own frame)."""
+        are in another frame: the 3D head's expression in the photo's own frame). ``shown``: how many output
+        pixels (across) one pixel of the crops covers; with ``teeth``, the learned teeth fade out where the output
+        enlarges the model's drawing (``teeth_share``)."""
         out = frames if in_place else np.array(frames, dtype=np.uint8, copy=True)
         if out.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames, got {out.dtype}")
@@ -185,6 +202,8 @@ class PartsPainter:
             for index, points in enumerate(target_points):
                 seen = points if measure_points is None else measure_points[index]
                 strength = _strength(part, self._source_measures[part], part_measure(part, seen))
+                if part == "mouth" and self.teeth and strength > 0.0:
+                    strength *= teeth_share(points, size, shown)
                 if strength > 0.0:
                     jobs.append((index, strength, part_matrix(points, part, size)))
             if not jobs:

@@ -348,13 +348,15 @@ def compose_frames(renderer: FrameRenderer, photo: Shot, targets: np.ndarray, co
     (the caller, usually the encoder), so the slowest stage sets the pace; frames come out in order.
     """
     layered = not config.crop_only and getattr(renderer, "draws_layers", False)
+    # How many output pixels one pixel of the working size covers (the face's crop as the output shows it).
+    shown = photo.crop.side / renderer.size
 
     def rendered_batches() -> Iterator[tuple[np.ndarray, Any]]:
         for start in range(0, len(targets), config.batch_size):
             batch = targets[start:start + config.batch_size]
             if layered:
                 measured = None if seen is None else seen[start:start + config.batch_size]
-                yield batch, renderer.render_layers(batch, measure_points=measured)
+                yield batch, renderer.render_layers(batch, measure_points=measured, shown=shown)
             else:
                 yield batch, renderer.render(batch)
 

@@ -139,20 +139,23 @@ class WarpRenderer:
         frames = np.stack([self.warper.warp(points, fill_mouth=fill) for points in target_points])
         return frames if self.painter is None else self.painter.paint(frames, target_points, in_place=True)
 
-    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list[FaceLayer]:
+    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None,
+                      shown: float = 1.0) -> list[FaceLayer]:
         """The targets as ``FaceLayer``s: the warp's map, and the mouth interior and eyes painted in the
-        photo's colours (how strongly: by ``measure_points`` when given, see ``PartsPainter.paint``)."""
+        photo's colours (how strongly: by ``measure_points`` when given, see ``PartsPainter.paint``; ``shown``: how
+        many output pixels one crop pixel covers)."""
         crops, maps = zip(*(self.warper.warp_with_map(points, fill_mouth=False) for points in target_points))
         return _painted_layers(self.warper, self.painter, self.palette, np.stack(crops), list(maps), target_points,
-                               measure_points, [None] * len(crops))
+                               measure_points, [None] * len(crops), shown)
 
 
 def _painted_layers(warper: FaceWarper, painter, palette: PhotoPalette, unpainted: np.ndarray, maps: list,
                     target_points: np.ndarray, measure_points: np.ndarray | None,
-                    corrections: list[np.ndarray | None]) -> list[FaceLayer]:
+                    corrections: list[np.ndarray | None], shown: float = 1.0) -> list[FaceLayer]:
     """The warped crops ``unpainted`` with what the photo lacks painted in (the synthetic mouth interior
     unless the learned mouth draws it from a blank, then the part models), brought into the photo's colours,
-    one ``FaceLayer`` per crop; ``target_points`` and ``measure_points`` in the crops' own pixels."""
+    one ``FaceLayer`` per crop; ``target_points`` and ``measure_points`` in the crops' own pixels, which the
+    output shows ``shown`` times larger."""
     count, size = len(unpainted), unpainted.shape[1]
     painted = np.zeros((count, size, size), np.float32)
     skin = np.zeros_like(painted)
@@ -161,7 +164,8 @@ def _painted_layers(warper: FaceWarper, painter, palette: PhotoPalette, unpainte
         for frame, points, alpha in zip(frames, target_points, painted):
             warper.fill_mouth(frame, points, alpha_out=alpha)
     if painter is not None:
-        painter.paint(frames, target_points, in_place=True, alphas=painted, skin=skin, measure_points=measure_points)
+        painter.paint(frames, target_points, in_place=True, alphas=painted, skin=skin, measure_points=measure_points,
+                      shown=shown)
     layers = []
     for frame, before, source_map, alpha, skin_alpha, correction in zip(frames, unpainted, maps, painted, skin,
                                                                         corrections):
@@ -234,10 +238,12 @@ class GeneratorRenderer:
             return frames
         return self.painter.paint(frames, np.asarray(target_points) * (self.size / self.model_size), in_place=True)
 
-    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None) -> list[FaceLayer]:
+    def render_layers(self, target_points: np.ndarray, measure_points: np.ndarray | None = None,
+                      shown: float = 1.0) -> list[FaceLayer]:
         """The targets as ``FaceLayer``s: the photo's warp at the working size, the generator's change to
         it (faded out where the target does not move: ``motion_share``), and the mouth interior and eyes
-        painted in, everything drawn in the photo's colours (parts' strengths by ``measure_points`` when given)."""
+        painted in, everything drawn in the photo's colours (parts' strengths by ``measure_points`` when given;
+        ``shown``: how many output pixels one pixel of the working size covers)."""
         if not self.draws_layers:
             raise ValueError("render_layers needs a warp-guided generator")
         from ..finetune import nearest_shot_indices
@@ -266,7 +272,7 @@ class GeneratorRenderer:
             corrections.append(correction)
         return _painted_layers(self.photo_warper, self.painter, self.palette, np.stack(crops), maps,
                                target_points * scale, None if measure_points is None else measure_points * scale,
-                               corrections)
+                               corrections, shown)
 
     def _add_detail(self, frame: np.ndarray, warped: np.ndarray, detail_warper: FaceWarper,
                     points: np.ndarray) -> np.ndarray:
