@@ -18,7 +18,7 @@ import torch
 
 from animate_cli.config import FinetuneConfig
 from animate_cli.export import ADAIN_INPUT, DEFAULT_OPSET, generator_onnx_bytes
-from animate_cli.hub import bundled_weights_dir
+from animate_cli.hub import GRAPH_FILE, bundled_weights_dir
 from animate_cli.io import disk_cache
 from animate_cli.jobs import build_engine
 from animate_cli.models import TalkingHeadModel
@@ -231,7 +231,7 @@ def test_a_graph_shipped_with_the_weights_spares_the_first_run_the_export(engine
     frames = OnnxRenderer(engine.model, person, CPU, weights_dir=checkpoint).render(cached.targets)
     np.testing.assert_array_equal(frames, cached.frames)
     assert not empty.exists()  # nothing exported, nothing cached
-    assert [p.name for p in checkpoint.iterdir()] == [onnx_cache.BUNDLED_GRAPH]  # no temporary file left
+    assert [p.name for p in checkpoint.iterdir()] == [GRAPH_FILE]  # no temporary file left
 
 
 @pytest.mark.parametrize("shipped_graph", ["of other weights", "garbage", "truncated"])
@@ -240,7 +240,7 @@ def test_a_shipped_graph_that_is_not_these_weights_graph_is_ignored(engine_and_p
     engine, person = engine_and_person
     checkpoint = shipped(engine, fine_tuned(engine, person).generator_state if shipped_graph == "of other weights"
                          else engine.model.generator.state_dict(), cached.data, tmp_path / "checkpoint")
-    path = checkpoint / onnx_cache.BUNDLED_GRAPH
+    path = checkpoint / GRAPH_FILE
     if shipped_graph != "of other weights":
         path.write_bytes(b"not an onnx graph" * 100 if shipped_graph == "garbage" else path.read_bytes()[:-3])
     monkeypatch.setenv("ANIMATE_FACE_CACHE", str(tmp_path / "cache"))
@@ -278,6 +278,6 @@ def test_the_shipped_graph_is_that_of_the_shipped_weights():
     exports it again: after changing either, run `python scripts/bundle_graph.py`."""
     folder = bundled_weights_dir()
     model = TalkingHeadModel.from_pretrained(folder, device=CPU).eval()
-    assert (folder / onnx_cache.BUNDLED_GRAPH).is_file(), "no weights/generator.onnx: run scripts/bundle_graph.py"
+    assert (folder / GRAPH_FILE).is_file(), "no weights/generator.onnx: run scripts/bundle_graph.py"
     assert onnx_renderer.bundled_session(model, folder, CPU) is not None, (
         "weights/generator.onnx is not the graph of the bundled weights and this code: run scripts/bundle_graph.py")

@@ -12,7 +12,7 @@ The cache only saves time: a folder that cannot be written or a file that cannot
 info level and the graph is exported in memory, as without it. The newest ``KEEP_GRAPHS`` files by
 modification time are kept (a file is touched when it is used).
 
-A checkpoint may ship the graph of its own weights beside them (``BUNDLED_GRAPH``, written by
+A checkpoint may ship the graph of its own weights beside them (``hub.GRAPH_FILE``, written by
 ``bundle_graph``; the bundled ``weights/`` do), so that even a first run exports nothing. Its key
 (``graph_key(..., portable=True)``) leaves torch's version out: a graph traced by one torch version
 runs the same under onnxruntime whichever torch the user has. A bundled graph whose key is not that of
@@ -47,8 +47,6 @@ GRAPH_FORMAT = 1
 KEEP_GRAPHS = 8
 # The graph's metadata entry that holds its key.
 KEY_PROPERTY = "animate_face.graph_key"
-# The graph shipped beside a checkpoint's weights (``bundle_graph``).
-BUNDLED_GRAPH = GRAPH_FILE
 # The modules the graph is traced from: editing them (a new version, or a developer's checkout)
 # makes a new graph.
 TRACED_MODULES = (generator_module, blocks_module, export_module)
@@ -114,8 +112,8 @@ def store_graph(path: Path, data: bytes, keep: int = KEEP_GRAPHS) -> None:
 def bundle_graph(config: ModelConfig, generator_state: Mapping[str, torch.Tensor], graph: bytes, opset: int,
                  folder: str | Path) -> Path:
     """Write ``graph`` (the generator's, from ``export.generator_graph_bytes``, for ``generator_state``)
-    into the checkpoint ``folder`` as ``BUNDLED_GRAPH``, keyed portably, atomically; returns its path."""
-    path = Path(folder) / BUNDLED_GRAPH
+    into the checkpoint ``folder`` as ``hub.GRAPH_FILE``, keyed portably, atomically; returns its path."""
+    path = Path(folder) / GRAPH_FILE
     data = with_key(graph, graph_key(config, generator_state, opset, portable=True))
     with atomic_output(path, overwrite=True) as temporary:
         temporary.write_bytes(data)

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from ..export import ADAIN_INPUT, DEFAULT_OPSET, OUTPUT_NAME, generator_graph_bytes
+from ..hub import GRAPH_FILE
 from ..models import TalkingHeadModel
 from ..person import Person
 from ..tensors import images_to_tensor, tensor_to_images
-from .onnx_cache import BUNDLED_GRAPH, KEY_PROPERTY, graph_key, graph_path, read_graph, store_graph, with_key
+from .onnx_cache import KEY_PROPERTY, graph_key, graph_path, read_graph, store_graph, with_key
 from .renderers import GeneratorRenderer
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,9 @@ def _keyed_session(path: Path, data: bytes, key: str, device: torch.device, kind
 
 
 def bundled_session(model: TalkingHeadModel, folder: Path, device: torch.device):
-    """A session of the graph shipped in the checkpoint ``folder`` (``BUNDLED_GRAPH``) when it is the graph of
+    """A session of the graph shipped in the checkpoint ``folder`` (``hub.GRAPH_FILE``) when it is the graph of
     the model's own weights and this code, else None."""
-    path = Path(folder) / BUNDLED_GRAPH
+    path = Path(folder) / GRAPH_FILE
     if not path.is_file():
         return None
     try:
