@@ -395,3 +395,49 @@ def test_the_learned_teeth_show_only_where_the_output_shows_them_at_about_their_
         made[size] = frames
     assert not np.array_equal(made[300]["teeth"], made[300]["synthetic"])
     assert np.array_equal(made[900]["teeth"], made[900]["synthetic"])
+
+
+def test_a_large_photo_is_sampled_from_its_enlargement_even_where_the_head_nears_its_edge(tmp_path, warp_engine,
+                                                                                          monkeypatch):
+    """A photo of about a megapixel or more (its moving region past 0.6 Mpx) is sampled from its enlargement, as a
+    small one is: sharper than bicubic on the photo and cheaper than Lanczos. A head moved down towards the
+    photo's top edge samples the photo's reflection above it, which the enlargement holds too."""
+    from animate_cli.render import fullres
+
+    side = 1200
+    rng = np.random.default_rng(5)
+    image = cv2.resize(data.astronaut(), (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    image = np.clip(image + rng.normal(0.0, 6.0, image.shape), 0, 255).astype(np.uint8)  # a photo's grain
+    path = tmp_path / "large.png"
+    save_image(path, image)
+    person = warp_engine.make_person([path], FinetuneConfig(steps=0))
+    points = person.photo.points.astype(np.float64)
+    targets = np.stack([points, points + np.array([6.0, 40.0])])
+    sampled = []
+    covers = fullres.FullResCompositor._fine_covers
+
+    def spy(self, backward):
+        sampled.append((self._fine is not None and covers(self, backward), float(backward.y.min())))
+        return sampled[-1][0]
+
+    monkeypatch.setattr(fullres.FullResCompositor, "_fine_covers", spy)
+
+    def render() -> np.ndarray:
+        track = LandmarkTrack(targets.astype(np.float32), np.ones(len(targets), bool), 25.0, (side, side))
+        stream = render_frames(warp_engine.frame_renderer(person), person, Driver(path=None, track=track, video=None),
+                               RenderConfig(audio=False, reference="first"))
+        try:
+            return list(stream.frames)[1]
+        finally:
+            stream.frames.close()
+
+    enlarged = render()
+    assert all(fine for fine, _ in sampled) and min(top for _, top in sampled) < 0   # it reached past the top
+    monkeypatch.setattr(fullres, "FINE_MAX_PIXELS", 0)
+    monkeypatch.setattr(fullres, "SHARP_KERNEL_MAX_PIXELS", 10 ** 8)
+    lanczos = render()
+    difference = np.abs(enlarged.astype(int) - lanczos.astype(int))
+    assert difference.mean() < 0.5 and np.percentile(difference, 99.9) <= 8
+    moved = np.abs(enlarged.astype(int) - image.astype(int)).max(axis=2) > 20
+    assert moved[:120].mean() > 0.05     # the head moved near the top edge
+    assert detail_ratio(enlarged, lanczos) >= 0.98

@@ -37,12 +37,16 @@ from .renderers import FaceLayer
 # (``fine_photo``): as sharp as Lanczos on the photo itself (8x8 taps, about 5x bicubic's cost), at bicubic's
 # cost. Measured on a classical warp, bilinear keeps 0.58 of the detail, bicubic 0.81, Lanczos 0.85.
 # The enlarged photo covers the pixels that can move (the head's support, grown by FINE_MARGIN of its size and
-# FINE_PAD pixels) where that is at most FINE_MAX_PIXELS; a frame whose map reaches beyond it samples the photo
-# itself, with Lanczos where its moving region is at most SHARP_KERNEL_MAX_PIXELS, else with bicubic.
-FINE_MAX_PIXELS = 600_000
+# FINE_PAD pixels) where that is at most FINE_MAX_PIXELS (its enlargement then holds at most 4x that, 48 MB); a
+# frame whose map reaches beyond it samples the photo itself, with Lanczos where its moving region is at most
+# SHARP_KERNEL_MAX_PIXELS, else with bicubic.
+FINE_MAX_PIXELS = 4_000_000
 SHARP_KERNEL_MAX_PIXELS = 600_000
 FINE_MARGIN = 0.5
 FINE_PAD = 16
+# ... and past the photo's edge by at most FINE_BEYOND of the head's size (a head moved towards an edge samples the
+# photo's reflection there).
+FINE_BEYOND = 0.1
 # The face mask is made at 1/MASK_REDUCTION of the working size and enlarged (it is smooth).
 MASK_REDUCTION = 4
 # Under redrawn skin (lids) the photo's detail is kept when one working-size pixel covers more than this
@@ -291,9 +295,10 @@ class FullResCompositor:
         fine_box = (0, 0, self.width, self.height)
         if head is not None and head.layers.support is not None:
             x0, y0, x1, y1 = head.layers.support
-            margin = int(FINE_MARGIN * max(x1 - x0, y1 - y0))
-            fine_box = (max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, self.width),
-                        min(y1 + margin, self.height))
+            size = max(x1 - x0, y1 - y0)
+            margin, beyond = int(FINE_MARGIN * size), int(FINE_BEYOND * size)
+            fine_box = (max(x0 - margin, -beyond), max(y0 - margin, -beyond), min(x1 + margin, self.width + beyond),
+                        min(y1 + margin, self.height + beyond))
         if (fine_box[2] - fine_box[0]) * (fine_box[3] - fine_box[1]) <= FINE_MAX_PIXELS:
             self._fine = fine_photo(self.image, fine_box)
             self._fine_origin = (fine_box[0] - FINE_PAD, fine_box[1] - FINE_PAD)
