@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from animate_cli.errors import InputError
 from animate_cli.eval.crop import Candidate, Frame, Subject, paired_against_warp, read_people_file, select_candidates
-from animate_cli.eval.metrics import csim, identity_distance, landmark_error, mouth_correlation, pearson, psnr, ssim
+from animate_cli.eval.metrics import (at_size, csim, detail_ratio, identity_distance, landmark_error, mouth_correlation,
+                                      pearson, psnr, ssim)
 from animate_cli.commands.eval import parse_int_list, register_eval_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +69,19 @@ def test_shifted_image_scores_lower(astronaut):
     further = np.roll(astronaut, 12, axis=1)
     assert 0.2 < ssim(astronaut, further) < ssim(astronaut, shifted) < 0.95
     assert 10 < psnr(astronaut, further) < psnr(astronaut, shifted) < 30
+
+
+def test_an_output_that_lost_an_odd_pixel_is_compared_pixel_for_pixel(astronaut):
+    # A 577 px photo gives a 576 px video (the encoder's even size): the output is compared with the photo in
+    # the photo's pixels, not resized by one pixel (which blurred the whole frame to under half its detail).
+    photo = np.ascontiguousarray(astronaut[:301, :211])
+    output = photo[:300, :210]
+    same = at_size(output, (211, 301))
+    assert same.shape == photo.shape and np.array_equal(same[:300, :210], output)
+    assert detail_ratio(same, photo) > 0.99 and psnr(same, photo) > 30
+    assert detail_ratio(cv2.resize(output, (211, 301), interpolation=cv2.INTER_AREA), photo) < 0.7
+    # Any other size is resized.
+    assert at_size(photo[::2, ::2], (211, 301)).shape == photo.shape
 
 
 def test_psnr_known_value_and_shape_check(astronaut):

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..config import FinetuneConfig
@@ -47,7 +46,7 @@ from ..render.pipeline import Driver
 from ..render.preview import preview_indices, write_preview
 from .full_frame import (BASELINE_METHODS, DETAIL_BOX_SCALE, FULL_FRAME_METHODS, Renderers, _render, _track,
                          average_rows, face_box, read_frames, regression_slope)
-from .metrics import FaceIdentity, detail_ratio, detect_near, identity_distance, pearson
+from .metrics import FaceIdentity, at_size, detail_ratio, detect_near, identity_distance, pearson
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +250,7 @@ def _score(photo: np.ndarray, photo_points: np.ndarray, photo_id: np.ndarray, dr
             continue
         measured += 1
         out = outputs[i]
-        if out.shape[:2] != photo.shape[:2]:
-            # Outputs are the photo's size up to an even crop; compare in the photo's pixels.
-            out = cv2.resize(out, (width, height), interpolation=cv2.INTER_AREA)
+        out = at_size(out, (width, height))     # the photo's size up to an even crop: compare in its pixels
         # The output's head moves with the driver: look for it where it was last seen.
         detected = detect_near(renderers.backend, out, expected)
         if detected is None:

@@ -47,13 +47,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..config import DEFAULT_CRF, FinetuneConfig, RenderConfig
 from ..errors import UsageError
-from .metrics import (FaceIdentity, FacePerceptual, detail_ratio, detect_near, identity_distance, landmark_error,
-                      pearson, psnr, ssim)
+from .metrics import (FaceIdentity, FacePerceptual, at_size, detail_ratio, detect_near, identity_distance,
+                      landmark_error, pearson, psnr, ssim)
 from ..io.images import save_image
 from ..io.video import iter_frames, probe_video
 from ..landmarks import LandmarkBackend, LandmarkTrack, fill_gaps, mouth_opening, smooth_track, track_video
@@ -278,8 +277,7 @@ def _score_video(video: Path, method: str, frames: list[np.ndarray], outputs: li
     frame_akd: list[float | None] = []
     for i in measured:
         real, out, points = frames[i], outputs[i], raw.points[i]
-        if out.shape != real.shape:
-            out = cv2.resize(out, (real.shape[1], real.shape[0]), interpolation=cv2.INTER_AREA)
+        out = at_size(out, (real.shape[1], real.shape[0]))
         values["ssim"].append(ssim(out, real))
         values["psnr"].append(min(psnr(out, real), 60.0))
         values["l1"].append(l1(out, real))

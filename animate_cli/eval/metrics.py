@@ -70,6 +70,19 @@ def laplacian_variance(image: np.ndarray) -> float:
     return float(cv2.Laplacian(grey.astype(np.float32), cv2.CV_32F, ksize=3).var())
 
 
+def at_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``frame`` at (width, height), to be compared pixel for pixel with an image of that size. An output that
+    lost an odd last column or row to the encoder's even size (``render.pipeline.fit_frame``) gets it back as a
+    copy of its neighbour, so no pixel moves: resizing 576 px to 577 blurred the whole frame and halved its
+    detail. Any other size is resized."""
+    height, width = frame.shape[:2]
+    if 0 <= size[0] - width <= 1 and 0 <= size[1] - height <= 1:
+        if (width, height) == size:
+            return frame
+        return cv2.copyMakeBorder(frame, 0, size[1] - height, 0, size[0] - width, cv2.BORDER_REPLICATE)
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if width > size[0] else cv2.INTER_LINEAR)
+
+
 def detail_ratio(output: np.ndarray, reference: np.ndarray) -> float:
     """How much of the reference's fine detail the output keeps (``laplacian_variance`` of the output
     over the reference's, same region): 1 = as sharp, below 1 softer; NaN for a flat reference."""
