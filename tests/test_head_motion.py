@@ -15,8 +15,8 @@ from animate_cli.landmarks.crop import face_size
 from animate_cli.landmarks.reference import (References, expression_costs, matching_frame, parse_reference,
                                              pick_references, resolve_reference)
 from animate_cli.landmarks.retarget import about_typical_pose, gap_mapping, retarget_relative
-from animate_cli.render.head_motion import (HeadLayers, HeadMotion, fill_from_surroundings, head_similarity,
-                                            head_weight_map, segment_person)
+from animate_cli.render.head_motion import (HeadLayers, HeadMotion, fill_from_patches, fill_from_surroundings,
+                                            head_similarity, head_weight_map, segment_person)
 
 
 @pytest.fixture(scope="module")
@@ -366,6 +366,48 @@ def test_the_plate_continues_a_striped_background_just_inside_the_hole(points):
         colour = layers.plate[y, x].astype(int)
         assert np.abs(colour - own).max() <= 25, (y, colour)
         assert np.abs(colour - own).sum() < np.abs(colour - other).sum()
+
+
+def test_the_plate_continues_a_striped_background_deeper_in_from_its_own_patches(points):
+    # Deeper into the hole, where Telea's continuation has faded (0.1 face sizes in), a moving head still uncovers
+    # the flag's stripes, each in its own colour, taken from the stripes beside it (an exemplar fill); push-pull
+    # alone averages them to pink there. Stripes across the hole's edge, as a flag's run behind a head.
+    image, matte = _scene(points)
+    red, white = np.array([200, 30, 40]), np.array([240, 240, 240])
+    is_red = (np.arange(image.shape[0]) // 16) % 2 == 0
+    stripes = np.where(is_red[:, None, None], red, white).astype(np.uint8)
+    image = np.where(matte[..., None] > 0, image, np.broadcast_to(stripes, image.shape))
+    layers = HeadLayers.from_photo(image, points, matte=matte)
+    filled = (layers.plate != image).any(axis=-1)
+    depth = max(1, int(round(0.10 * face_size(points))))
+    rows = [y for y in range(int(points[19, 1]), int(points[33, 1])) if 5 <= y % 16 <= 10]
+    assert len(rows) >= 12 and is_red[rows].any() and not is_red[rows].all()
+    right = 0
+    for y in rows:
+        x = np.flatnonzero(filled[y])[0] + depth
+        own, other = (red, white) if is_red[y] else (white, red)
+        colour = layers.plate[y, x].astype(int)
+        right += int(np.abs(colour - own).max() <= 40 and np.abs(colour - own).sum() < np.abs(colour - other).sum())
+    assert right >= 0.8 * len(rows)
+
+
+def test_patches_fill_only_the_target_and_only_from_what_is_known():
+    # A vertical edge (dark left, light right) with a square hole across it: each side of the hole is filled with its
+    # own side's colour, the edge goes on straight through it, and pixels outside the target stay as they were.
+    image = np.zeros((60, 60, 3), np.uint8)
+    image[:, :30] = (40, 60, 80)
+    image[:, 30:] = (220, 200, 180)
+    known = np.ones((60, 60), bool)
+    known[20:40, 20:40] = False
+    image[~known] = (255, 0, 255)             # what the hole holds must never show
+    target = ~known
+    target[35:40] = False                     # the hole's last rows are not to be filled
+    out, reached = fill_from_patches(image, known, target)
+    assert reached[20:35, 20:40].all() and not reached[35:40, 20:40].any()
+    np.testing.assert_array_equal(out[known], image[known].astype(np.float32))
+    np.testing.assert_array_equal(out[35:40, 20:40], image[35:40, 20:40].astype(np.float32))
+    np.testing.assert_allclose(out[20:35, 20:29], np.broadcast_to([40, 60, 80], (15, 9, 3)), atol=1)
+    np.testing.assert_allclose(out[20:35, 31:40], np.broadcast_to([220, 200, 180], (15, 9, 3)), atol=1)
 
 
 def test_push_pull_fills_holes_from_their_surroundings():

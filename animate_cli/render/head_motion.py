@@ -88,6 +88,23 @@ EDGE_FILL_FULL = 0.04
 EDGE_FILL_END = 0.12
 EDGE_FILL_SIDE = 400
 EDGE_FILL_RADIUS = 3
+# Over that, up to PATCH_FILL_BAND face sizes from the known background, the background's own patches go on into
+# the hole (``fill_from_patches``, an exemplar fill after Criminisi, Perez and Toyama 2004): a flag's stripes and
+# blinds' slats continue where Telea fanned them out and push-pull averaged them. On the region shrunk so the face
+# is PATCH_FILL_FACE px (what a turn uncovers is mostly out of focus), with PATCH_FILL_SIZE px patches, each taken
+# from at most PATCH_FILL_REACH px away (a nearby piece of the same background, never a far object), PATCH_FILL_STEP
+# patches a round; fading into the fills above over the band's last PATCH_FILL_FADE.
+PATCH_FILL_BAND = 0.22
+PATCH_FILL_FADE = 0.04
+PATCH_FILL_FACE = 110
+PATCH_FILL_SIZE = 7
+PATCH_FILL_REACH = 48
+PATCH_FILL_STEP = 4
+# Of patches that match about as well the nearest is taken: each px of distance squared costs this much squared
+# difference (summed over the channels) per known pixel (at the reach's end about 9 grey levels a channel).
+PATCH_FILL_NEAR = 0.05
+# The copied pixels are blurred this much (px at the shrunk size) where patches meet.
+PATCH_FILL_SEAMS = 1.0
 # Backward field: grid step in pixels (at least; ``field_step``) and fixed-point iterations.
 GRID_STEP = 4
 # ... and at most this share of the face size: the field is smooth over the neck's fall-off (most of a face) and
@@ -435,9 +452,11 @@ def fill_from_surroundings(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def fill_continuing_edges(image: np.ndarray, known: np.ndarray, size: float) -> np.ndarray:
-    """Fill the pixels where ``known`` is False: near the known ones the background's structure continued into the
-    hole (Telea inpainting), deeper in (beyond EDGE_FILL_FULL of the face ``size``, fully from EDGE_FILL_END) the
-    smooth push-pull fill (``fill_from_surroundings``). Known pixels are unchanged; float32 like that fill."""
+    """Fill the pixels where ``known`` is False: up to PATCH_FILL_BAND of the face ``size`` from the known ones with
+    the background's own patches (``fill_from_patches``), where no patch reached near the known ones the background's
+    structure continued into the hole (Telea inpainting), deeper in (beyond EDGE_FILL_FULL, fully from
+    EDGE_FILL_END) the smooth push-pull fill (``fill_from_surroundings``). Known pixels are unchanged; float32 like
+    that fill."""
     smooth = fill_from_surroundings(image, known)
     known = np.asarray(known, bool)
     if known.all() or not known.any():
@@ -457,8 +476,147 @@ def fill_continuing_edges(image: np.ndarray, known: np.ndarray, size: float) -> 
     distance = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 5) / max(size, 1.0)
     share = 1.0 - _smoothstep((distance - EDGE_FILL_FULL) / (EDGE_FILL_END - EDGE_FILL_FULL))
     filled = smooth + (edge - smooth) * share[..., None]
+    patches, reached = _patch_fill(source, known, size)
+    if patches is not None:
+        share = reached * (1.0 - _smoothstep((distance - PATCH_FILL_BAND + PATCH_FILL_FADE) / PATCH_FILL_FADE))
+        # Deeper in, the push-pull fill goes on from the patches' colours where the band ends, not from the
+        # background beyond it: no outline of the band where a far-moving head uncovers its end.
+        full = known | (share >= 0.999)
+        band = np.where(full[..., None], patches, filled)
+        band[known] = smooth[known]
+        inner = fill_from_surroundings(band, full)
+        filled = inner + (patches - inner) * share[..., None]
     filled[known] = smooth[known]
     return filled
+
+
+def _patch_fill(image: np.ndarray, known: np.ndarray, size: float) -> tuple[np.ndarray | None, np.ndarray]:
+    """``fill_from_patches`` on ``image`` (uint8) shrunk so the face ``size`` is PATCH_FILL_FACE px, over the
+    hole's band PATCH_FILL_BAND face sizes deep, enlarged back: (the filled image, float32, None if nothing was
+    filled; the share of each pixel that was filled, 0-1)."""
+    height, width = known.shape
+    ratio = min(1.0, PATCH_FILL_FACE / max(size, 1.0))
+    small = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+    small_known = cv2.resize(known.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
+    if not small_known.any() or small_known.all():
+        return None, np.zeros(known.shape, np.float32)
+    depth = cv2.distanceTransform((~small_known).astype(np.uint8), cv2.DIST_L2, 5)
+    band = ~small_known & (depth < PATCH_FILL_BAND * size * ratio)
+    small_image = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
+    patched, reached = fill_from_patches(small_image, small_known, band)
+    if not (reached & band).any():
+        return None, np.zeros(known.shape, np.float32)
+    # The hole's pixels no patch reached hold the person: they take their filled neighbours' colours before the
+    # blur and the enlargement mix them in.
+    patched = fill_from_surroundings(patched, reached)
+    # Patches copied from different places meet at seams that the enlargement would show as a pattern of blocks.
+    copied = reached & ~small_known
+    patched[copied] = cv2.GaussianBlur(patched, (0, 0), PATCH_FILL_SEAMS)[copied]
+    patched = cv2.resize(patched, (width, height), interpolation=cv2.INTER_LINEAR)
+    share = cv2.resize((reached & ~small_known).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return patched, share
+
+
+def fill_from_patches(image: np.ndarray, known: np.ndarray, target: np.ndarray,
+                      patch: int = PATCH_FILL_SIZE, reach: int = PATCH_FILL_REACH,
+                      per_round: int = PATCH_FILL_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the ``target`` pixels (bool, outside ``known``) of ``image`` (H, W, 3 uint8) patch by patch from the
+    known ones: the hole's edge is filled first where it is most surrounded by what is known and where a line of
+    the background (an isophote) runs into it, each time with the unknown pixels of the known ``patch`` x ``patch``
+    patch within ``reach`` px that best matches the known part around it (Criminisi, Perez and Toyama 2004).
+    Returns the image (float32, the target filled where a patch was found, elsewhere unchanged) and the mask of
+    what is known or filled."""
+    filled_image = np.asarray(image, np.float32).copy()
+    height, width = known.shape
+    half = patch // 2
+    filled = np.asarray(known, bool).copy()
+    wanted = np.asarray(target, bool) & ~filled
+    target = wanted.copy()
+    confidence = filled.astype(np.float32)
+    # Where a patch may come from: wholly known in the photo itself (never from what was filled).
+    source = known.astype(np.uint8)
+    energy = cv2.multiply(filled_image, filled_image).sum(axis=2)
+    # The background's lines where they meet the hole: the grey gradient of the known pixels, spread a little into
+    # the hole; the isophote runs across it.
+    grey = cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    inner = cv2.erode(source, np.ones((3, 3), np.uint8)).astype(bool)
+    gradient_x = np.where(inner, cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), 0.0).astype(np.float32)
+    gradient_y = np.where(inner, cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3), 0.0).astype(np.float32)
+    gradient_x = cv2.GaussianBlur(gradient_x, (0, 0), 2.0) / (8.0 * 255.0)
+    gradient_y = cv2.GaussianBlur(gradient_y, (0, 0), 2.0) / (8.0 * 255.0)
+    # The front's normal: across the hole's own edge (the front moves in about parallel to it).
+    depth = cv2.GaussianBlur(cv2.distanceTransform((~filled).astype(np.uint8), cv2.DIST_L2, 5), (0, 0), 1.5)
+    normal_x, normal_y = cv2.Sobel(depth, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(depth, cv2.CV_32F, 0, 1, ksize=3)
+    length = np.hypot(normal_x, normal_y) + 1e-6
+    # A line of the background runs into the hole where its isophote (across the gradient) meets the normal.
+    isophote = (np.abs(gradient_x * normal_y - gradient_y * normal_x) / length).astype(np.float32) + 1e-3
+    while target.any():
+        front = target & cv2.dilate(filled.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        ys, xs = np.nonzero(front)
+        if len(ys) == 0:
+            break
+        surrounded = cv2.boxFilter(confidence, -1, (patch, patch), borderType=cv2.BORDER_CONSTANT)[ys, xs]
+        priority = surrounded * isophote[ys, xs]
+        taken = np.zeros(known.shape, bool)
+        chosen = 0
+        for k in np.argsort(-priority):
+            y, x = int(ys[k]), int(xs[k])
+            if taken[y, x]:
+                continue
+            box = (max(y - half, 0), min(y + half + 1, height), max(x - half, 0), min(x + half + 1, width))
+            y0, y1, x0, x1 = box
+            # The next patches of this round neither overlap this one nor match against what it fills.
+            taken[max(y0 - half, 0):y1 + half, max(x0 - half, 0):x1 + half] = True
+            new = _copy_best_patch(filled_image, filled, wanted, source, energy, box, reach)
+            if new is not None:
+                confidence[y0:y1, x0:x1][new] = surrounded[k]
+            target[y0:y1, x0:x1] = False
+            chosen += 1
+            if chosen == per_round:
+                break
+    return filled_image, filled
+
+
+def _copy_best_patch(image: np.ndarray, filled: np.ndarray, wanted: np.ndarray, source: np.ndarray,
+                     energy: np.ndarray, box: tuple[int, int, int, int], reach: int) -> np.ndarray | None:
+    """Fill the ``wanted`` unknown pixels of ``box`` (y0, y1, x0, x1) of ``image`` (float32, in place) from the wholly known
+    patch within ``reach`` px whose pixels best match its known ones (sum of squared differences); ``filled``
+    marks them known. ``source``: the pixels patches may come from (uint8 0/1); ``energy``: the image's sum of
+    squares over its channels (unchanged where ``source`` is). Returns which of the box's pixels were filled; None (nothing copied, left to the smoother
+    fills) where no wholly known patch lies within reach or the box has no known pixel to match."""
+    y0, y1, x0, x1 = box
+    height, width = filled.shape
+    rows, columns = y1 - y0, x1 - x0
+    sy0, sy1 = max(y0 - reach, 0), min(y1 + reach, height)
+    sx0, sx1 = max(x0 - reach, 0), min(x1 + reach, width)
+    # Top-left corners whose whole patch lies in the photo's known pixels.
+    whole = cv2.erode(source[sy0:sy1, sx0:sx1], np.ones((rows, columns), np.uint8), anchor=(0, 0),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    corners = whole[:sy1 - sy0 - rows + 1, :sx1 - sx0 - columns + 1].astype(bool)
+    template = image[y0:y1, x0:x1]
+    mask = filled[y0:y1, x0:x1].copy()
+    if not corners.any() or not mask.any():
+        return None
+    # Sum over the known pixels of (patch - template)^2, less the template's own sum of squares (the same for
+    # every patch): sum(mask * patch^2) - 2 sum(mask * template * patch), as correlations with the patch's
+    # top-left corner at each pixel (a third of cv2.matchTemplate's masked cost here).
+    area = image[sy0:sy1, sx0:sx1]
+    weight = mask.astype(np.float32)
+    scores = cv2.filter2D(energy[sy0:sy1, sx0:sx1], -1, weight, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+    for channel in range(3):
+        scores -= 2.0 * cv2.filter2D(area[..., channel], -1, weight * template[..., channel], anchor=(0, 0),
+                                     borderType=cv2.BORDER_CONSTANT)
+    # Of patches that match about as well, the nearest: a template with few known pixels matches many patches
+    # exactly, and the first found may lie across an edge the hole's side does not have.
+    dy = np.arange(corners.shape[0], dtype=np.float32)[:, None] + (sy0 - y0)
+    dx = np.arange(corners.shape[1], dtype=np.float32)[None, :] + (sx0 - x0)
+    scores = scores[:corners.shape[0], :corners.shape[1]] + PATCH_FILL_NEAR * float(mask.sum()) * (dy * dy + dx * dx)
+    scores = np.where(corners, scores, np.inf)
+    ry, rx = np.unravel_index(int(np.argmin(scores)), scores.shape)
+    new = ~mask & wanted[y0:y1, x0:x1]
+    template[new] = image[sy0 + ry:sy0 + ry + rows, sx0 + rx:sx0 + rx + columns][new]
+    filled[y0:y1, x0:x1] |= new
+    return new
 
 
 def _push_pull(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
