@@ -452,11 +452,11 @@ def fill_from_surroundings(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def fill_continuing_edges(image: np.ndarray, known: np.ndarray, size: float) -> np.ndarray:
-    """Fill the pixels where ``known`` is False: up to PATCH_FILL_BAND of the face ``size`` from the known ones with
-    the background's own patches (``fill_from_patches``), where no patch reached near the known ones the background's
-    structure continued into the hole (Telea inpainting), deeper in (beyond EDGE_FILL_FULL, fully from
-    EDGE_FILL_END) the smooth push-pull fill (``fill_from_surroundings``). Known pixels are unchanged; float32 like
-    that fill."""
+    """Fill the pixels where ``known`` is False. Up to PATCH_FILL_BAND of the face ``size`` from the known ones: the
+    background's own patches (``fill_from_patches``); deeper in, a smooth push-pull fill (``fill_from_surroundings``)
+    that goes on from them. Where no patch was found: near the known pixels Telea's inpainting continues the
+    background's structure, fading into push-pull from EDGE_FILL_FULL to EDGE_FILL_END. Known pixels are unchanged;
+    float32 like that fill."""
     smooth = fill_from_surroundings(image, known)
     known = np.asarray(known, bool)
     if known.all() or not known.any():
@@ -579,11 +579,12 @@ def fill_from_patches(image: np.ndarray, known: np.ndarray, target: np.ndarray,
 
 def _copy_best_patch(image: np.ndarray, filled: np.ndarray, wanted: np.ndarray, source: np.ndarray,
                      energy: np.ndarray, box: tuple[int, int, int, int], reach: int) -> np.ndarray | None:
-    """Fill the ``wanted`` unknown pixels of ``box`` (y0, y1, x0, x1) of ``image`` (float32, in place) from the wholly known
-    patch within ``reach`` px whose pixels best match its known ones (sum of squared differences); ``filled``
-    marks them known. ``source``: the pixels patches may come from (uint8 0/1); ``energy``: the image's sum of
-    squares over its channels (unchanged where ``source`` is). Returns which of the box's pixels were filled; None (nothing copied, left to the smoother
-    fills) where no wholly known patch lies within reach or the box has no known pixel to match."""
+    """Fill the ``wanted`` unknown pixels of ``box`` (y0, y1, x0, x1) of ``image`` (float32, in place) from the
+    wholly known patch within ``reach`` px whose pixels best match the box's known ones (sum of squared
+    differences); ``filled`` marks them known. ``source``: where patches may come from (uint8 0/1); ``energy``: the
+    image's sum of squares over its channels (unchanged where ``source`` is). Returns which of the box's pixels
+    were filled; None (nothing copied, left to the smoother fills) where no wholly known patch lies within reach
+    or the box has no known pixel to match."""
     y0, y1, x0, x1 = box
     height, width = filled.shape
     rows, columns = y1 - y0, x1 - x0
