@@ -454,9 +454,9 @@ def fill_from_surroundings(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 def fill_continuing_edges(image: np.ndarray, known: np.ndarray, size: float) -> np.ndarray:
     """Fill the pixels where ``known`` is False. Up to PATCH_FILL_BAND of the face ``size`` from the known ones: the
     background's own patches (``fill_from_patches``); deeper in, a smooth push-pull fill (``fill_from_surroundings``)
-    that goes on from them. Where no patch was found: near the known pixels Telea's inpainting continues the
-    background's structure, fading into push-pull from EDGE_FILL_FULL to EDGE_FILL_END. Known pixels are unchanged;
-    float32 like that fill."""
+    that goes on from them. Where no patch could be taken at all: near the known pixels Telea's inpainting continues
+    the background's structure, fading into push-pull from EDGE_FILL_FULL to EDGE_FILL_END. Known pixels are
+    unchanged; float32 like that fill."""
     smooth = fill_from_surroundings(image, known)
     known = np.asarray(known, bool)
     if known.all() or not known.any():
@@ -464,28 +464,30 @@ def fill_continuing_edges(image: np.ndarray, known: np.ndarray, size: float) -> 
     height, width = known.shape
     ratio = min(1.0, EDGE_FILL_SIDE / max(height, width))
     small = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-    source = np.clip(np.asarray(image, np.float32) + 0.5, 0, 255).astype(np.uint8)
     # A shrunk pixel is known only where all it covers is: no colour of the hole's content enters the inpainting.
     small_known = cv2.resize(known.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
     if not small_known.any():
         return smooth
-    small_image = cv2.resize(source, small, interpolation=cv2.INTER_AREA)
-    inpainted = cv2.inpaint(small_image, (~small_known).astype(np.uint8), EDGE_FILL_RADIUS, cv2.INPAINT_TELEA)
-    edge = cv2.resize(inpainted, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    source = np.clip(np.asarray(image, np.float32) + 0.5, 0, 255).astype(np.uint8)
     # Distance (px) of each hole pixel to the nearest known one, in face sizes.
     distance = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 5) / max(size, 1.0)
-    share = 1.0 - _smoothstep((distance - EDGE_FILL_FULL) / (EDGE_FILL_END - EDGE_FILL_FULL))
-    filled = smooth + (edge - smooth) * share[..., None]
     patches, reached = _patch_fill(source, known, size)
     if patches is not None:
         share = reached * (1.0 - _smoothstep((distance - PATCH_FILL_BAND + PATCH_FILL_FADE) / PATCH_FILL_FADE))
         # Deeper in, the push-pull fill goes on from the patches' colours where the band ends, not from the
-        # background beyond it: no outline of the band where a far-moving head uncovers its end.
+        # background beyond it: no outline of the band where a far-moving head uncovers its end. (Push-pull reads
+        # only the pixels it is told are known.)
         full = known | (share >= 0.999)
-        band = np.where(full[..., None], patches, filled)
+        band = np.where(full[..., None], patches, smooth)
         band[known] = smooth[known]
         inner = fill_from_surroundings(band, full)
         filled = inner + (patches - inner) * share[..., None]
+    else:
+        small_image = cv2.resize(source, small, interpolation=cv2.INTER_AREA)
+        inpainted = cv2.inpaint(small_image, (~small_known).astype(np.uint8), EDGE_FILL_RADIUS, cv2.INPAINT_TELEA)
+        edge = cv2.resize(inpainted, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        share = 1.0 - _smoothstep((distance - EDGE_FILL_FULL) / (EDGE_FILL_END - EDGE_FILL_FULL))
+        filled = smooth + (edge - smooth) * share[..., None]
     filled[known] = smooth[known]
     return filled
 
@@ -513,7 +515,7 @@ def _patch_fill(image: np.ndarray, known: np.ndarray, size: float) -> tuple[np.n
     copied = reached & ~small_known
     patched[copied] = cv2.GaussianBlur(patched, (0, 0), PATCH_FILL_SEAMS)[copied]
     patched = cv2.resize(patched, (width, height), interpolation=cv2.INTER_LINEAR)
-    share = cv2.resize((reached & ~small_known).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    share = cv2.resize(copied.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return patched, share
 
 
