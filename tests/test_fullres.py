@@ -34,15 +34,22 @@ def warp_engine():
     return build_engine(None, landmarks="dlib", device="cpu", renderer="warp")
 
 
-def _render(engine, photo_path, targets: np.ndarray, **config) -> tuple[list[np.ndarray], object]:
-    person = engine.make_person([photo_path], FinetuneConfig(steps=0))
-    track = LandmarkTrack(targets.astype(np.float32), np.ones(len(targets), bool), 25.0, (SIZE, SIZE))
-    config = RenderConfig(audio=False, reference="first", **config)
-    stream = render_frames(engine.frame_renderer(person), person, Driver(path=None, track=track, video=None), config)
+def _frames(renderer, person, targets: np.ndarray, frame_size: tuple[int, int] = (SIZE, SIZE),
+            **config) -> list[np.ndarray]:
+    """Every frame ``renderer`` makes of ``person`` driven by ``targets`` (landmarks in a driving frame of
+    ``frame_size``), the first of them the reference."""
+    track = LandmarkTrack(np.asarray(targets, np.float32), np.ones(len(targets), bool), 25.0, frame_size)
+    stream = render_frames(renderer, person, Driver(path=None, track=track, video=None),
+                           RenderConfig(audio=False, reference="first", **config))
     try:
-        return list(stream.frames), person
+        return list(stream.frames)
     finally:
         stream.frames.close()
+
+
+def _render(engine, photo_path, targets: np.ndarray, **config) -> tuple[list[np.ndarray], object]:
+    person = engine.make_person([photo_path], FinetuneConfig(steps=0))
+    return _frames(engine.frame_renderer(person), person, targets, **config), person
 
 
 def _open_mouth(points: np.ndarray, amount: float) -> np.ndarray:
@@ -72,14 +79,8 @@ def test_an_odd_sized_photo_is_not_resampled_to_an_even_size(tmp_path, warp_engi
     path = tmp_path / "odd.png"
     save_image(path, image)
     person = warp_engine.make_person([path], FinetuneConfig(steps=0))
-    still = np.repeat(person.photo.points[None], 2, axis=0).astype(np.float32)
-    track = LandmarkTrack(still, np.ones(2, bool), 25.0, (577, 601))
-    stream = render_frames(warp_engine.frame_renderer(person), person, Driver(path=None, track=track, video=None),
-                           RenderConfig(audio=False, reference="first"))
-    try:
-        frames = list(stream.frames)
-    finally:
-        stream.frames.close()
+    still = np.repeat(person.photo.points[None], 2, axis=0)
+    frames = _frames(warp_engine.frame_renderer(person), person, still, (577, 601))
     assert frames[0].shape == (600, 576, 3)
     assert np.abs(frames[0].astype(int) - image[:600, :576].astype(int)).max() <= 1
 
@@ -292,13 +293,7 @@ def test_a_lattice_map_gives_the_per_pixel_frames(tmp_path, warp_engine, monkeyp
     monkeypatch.setattr(fullres, "lattice_nodes", spy)
 
     def render() -> np.ndarray:
-        track = LandmarkTrack(targets.astype(np.float32), np.ones(len(targets), bool), 25.0, (side, side))
-        stream = render_frames(warp_engine.frame_renderer(person), person, Driver(path=None, track=track, video=None),
-                               RenderConfig(audio=False, reference="first"))
-        try:
-            return list(stream.frames)[1]
-        finally:
-            stream.frames.close()
+        return _frames(warp_engine.frame_renderer(person), person, targets, (side, side))[1]
 
     coarse = render()
     assert max(lattices) > 1
@@ -381,18 +376,10 @@ def test_the_learned_teeth_show_only_where_the_output_shows_them_at_about_their_
         path = tmp_path / f"astronaut{size}.png"
         save_image(path, image)
         person = warp_engine.make_person([path], FinetuneConfig(steps=0))
-        targets = np.stack([person.photo.points, _open_mouth(person.photo.points, 0.12)]).astype(np.float32)
-        track = LandmarkTrack(targets, np.ones(2, bool), 25.0, (size, size))
-        frames = {}
-        for name, engine in (("teeth", warp_engine), ("synthetic", synthetic_engine)):
-            stream = render_frames(engine.frame_renderer(engine.make_person([path], FinetuneConfig(steps=0))),
-                                   person, Driver(path=None, track=track, video=None),
-                                   RenderConfig(audio=False, reference="first"))
-            try:
-                frames[name] = list(stream.frames)[1]
-            finally:
-                stream.frames.close()
-        made[size] = frames
+        targets = np.stack([person.photo.points, _open_mouth(person.photo.points, 0.12)])
+        made[size] = {name: _frames(engine.frame_renderer(engine.make_person([path], FinetuneConfig(steps=0))),
+                                    person, targets, (size, size))[1]
+                      for name, engine in (("teeth", warp_engine), ("synthetic", synthetic_engine))}
     assert not np.array_equal(made[300]["teeth"], made[300]["synthetic"])
     assert np.array_equal(made[900]["teeth"], made[900]["synthetic"])
 
@@ -423,13 +410,7 @@ def test_a_large_photo_is_sampled_from_its_enlargement_even_where_the_head_nears
     monkeypatch.setattr(fullres.FullResCompositor, "_fine_covers", spy)
 
     def render() -> np.ndarray:
-        track = LandmarkTrack(targets.astype(np.float32), np.ones(len(targets), bool), 25.0, (side, side))
-        stream = render_frames(warp_engine.frame_renderer(person), person, Driver(path=None, track=track, video=None),
-                               RenderConfig(audio=False, reference="first"))
-        try:
-            return list(stream.frames)[1]
-        finally:
-            stream.frames.close()
+        return _frames(warp_engine.frame_renderer(person), person, targets, (side, side))[1]
 
     enlarged = render()
     assert all(fine for fine, _ in sampled) and min(top for _, top in sampled) < 0   # it reached past the top

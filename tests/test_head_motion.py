@@ -346,9 +346,10 @@ def test_the_background_plate_has_no_hole_and_no_person(points):
     assert (layers.plate[:20, :20] == image[:20, :20]).all()
 
 
-def test_the_plate_continues_a_striped_background_just_inside_the_hole(points):
-    # A person in front of red and white stripes (a flag): where the moving head uncovers the plate, just inside the
-    # hole's edge, each stripe goes on in its own colour; the push-pull fill alone averaged them to pink there.
+def _flag_plate(points: np.ndarray, depth: float, within: tuple[int, int]) -> list[tuple[np.ndarray, ...]]:
+    """A person (``_scene``) in front of red and white stripes 16 px tall (a flag), and its background plate. For each
+    row beside the eyes and nose whose place in its stripe lies within ``within`` (away from the stripes' borders):
+    (the plate's colour ``depth`` face sizes inside the hole's left edge, the row's own stripe colour, the other)."""
     image, matte = _scene(points)
     red, white = np.array([200, 30, 40]), np.array([240, 240, 240])
     is_red = (np.arange(image.shape[0]) // 16) % 2 == 0
@@ -356,15 +357,22 @@ def test_the_plate_continues_a_striped_background_just_inside_the_hole(points):
     image = np.where(matte[..., None] > 0, image, np.broadcast_to(stripes, image.shape))
     layers = HeadLayers.from_photo(image, points, matte=matte)
     filled = (layers.plate != image).any(axis=-1)
-    depth = max(1, int(round(0.03 * face_size(points))))
-    # Rows beside the eyes and nose, away from the stripes' borders; the pixel ``depth`` inside the hole's left edge.
-    rows = [y for y in range(int(points[19, 1]), int(points[33, 1])) if 4 <= y % 16 <= 11]
-    assert len(rows) >= 16 and is_red[rows].any() and not is_red[rows].all()
-    for y in rows:
-        x = np.flatnonzero(filled[y])[0] + depth
-        own, other = (red, white) if is_red[y] else (white, red)
-        colour = layers.plate[y, x].astype(int)
-        assert np.abs(colour - own).max() <= 25, (y, colour)
+    inside = max(1, int(round(depth * face_size(points))))
+    samples = []
+    for y in range(int(points[19, 1]), int(points[33, 1])):
+        if within[0] <= y % 16 <= within[1]:
+            x = np.flatnonzero(filled[y])[0] + inside
+            samples.append((layers.plate[y, x].astype(int), *((red, white) if is_red[y] else (white, red))))
+    return samples
+
+
+def test_the_plate_continues_a_striped_background_just_inside_the_hole(points):
+    # A person in front of red and white stripes (a flag): where the moving head uncovers the plate, just inside the
+    # hole's edge, each stripe goes on in its own colour; the push-pull fill alone averaged them to pink there.
+    samples = _flag_plate(points, 0.03, (4, 11))
+    assert len(samples) >= 16 and len({tuple(own) for _, own, _ in samples}) == 2   # red rows and white rows
+    for colour, own, other in samples:
+        assert np.abs(colour - own).max() <= 25, colour
         assert np.abs(colour - own).sum() < np.abs(colour - other).sum()
 
 
@@ -372,23 +380,11 @@ def test_the_plate_continues_a_striped_background_deeper_in_from_its_own_patches
     # Deeper into the hole, where Telea's continuation has faded (0.1 face sizes in), a moving head still uncovers
     # the flag's stripes, each in its own colour, taken from the stripes beside it (an exemplar fill); push-pull
     # alone averages them to pink there. Stripes across the hole's edge, as a flag's run behind a head.
-    image, matte = _scene(points)
-    red, white = np.array([200, 30, 40]), np.array([240, 240, 240])
-    is_red = (np.arange(image.shape[0]) // 16) % 2 == 0
-    stripes = np.where(is_red[:, None, None], red, white).astype(np.uint8)
-    image = np.where(matte[..., None] > 0, image, np.broadcast_to(stripes, image.shape))
-    layers = HeadLayers.from_photo(image, points, matte=matte)
-    filled = (layers.plate != image).any(axis=-1)
-    depth = max(1, int(round(0.10 * face_size(points))))
-    rows = [y for y in range(int(points[19, 1]), int(points[33, 1])) if 5 <= y % 16 <= 10]
-    assert len(rows) >= 12 and is_red[rows].any() and not is_red[rows].all()
-    right = 0
-    for y in rows:
-        x = np.flatnonzero(filled[y])[0] + depth
-        own, other = (red, white) if is_red[y] else (white, red)
-        colour = layers.plate[y, x].astype(int)
-        right += int(np.abs(colour - own).max() <= 40 and np.abs(colour - own).sum() < np.abs(colour - other).sum())
-    assert right >= 0.8 * len(rows)
+    samples = _flag_plate(points, 0.10, (5, 10))
+    assert len(samples) >= 12 and len({tuple(own) for _, own, _ in samples}) == 2
+    right = sum(int(np.abs(colour - own).max() <= 40 and np.abs(colour - own).sum() < np.abs(colour - other).sum())
+                for colour, own, other in samples)
+    assert right >= 0.8 * len(samples)
 
 
 def test_patches_fill_only_the_target_and_only_from_what_is_known():
